@@ -1,0 +1,174 @@
+"""Environment (and CLI overrides) → one validated, immutable `Settings` object.
+
+Built once in `main()`. Nothing here reads the environment at import time. A bad value raises
+`SettingsError` with one line naming the variable and what it accepts; the CLI prints that line
+and exits with status 2. A missing API key is not an error: the server starts and the calls that
+need the key explain how to set it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+DEFAULT_BASE_URL = "https://api.alltoken.ai/v1"
+DEFAULT_MAX_WAIT_SECONDS = 45.0
+# Codex gives up on a tool call at 60 s; an in-call wait above this would always be cut off.
+MAX_ALLOWED_WAIT_SECONDS = 600.0
+DEFAULT_CHAT_MODEL = "deepseek-v4-pro"
+DEFAULT_IMAGE_MODEL = "gpt-image-2"
+DEFAULT_VIDEO_MODEL = "seedance-1.5-pro"
+
+API_KEY_VAR = "ALLTOKEN_API_KEY"
+
+
+class SettingsError(ValueError):
+    """A configuration value is invalid; the message is one line naming the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    api_key: str | None = field(repr=False)
+    base_url: str
+    home: Path
+    output_dir: Path
+    max_wait_seconds: float
+    default_chat_model: str
+    default_image_model: str
+    default_video_model: str
+    input_dirs: tuple[Path, ...]
+    mcp_token: str | None = field(default=None, repr=False)
+
+    @property
+    def origin(self) -> str:
+        """Scheme + host (+ port) of the base URL: where the public `/api-account` endpoints live."""
+        parts = urlsplit(self.base_url)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    @property
+    def database_path(self) -> Path:
+        return self.home / "state.sqlite3"
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+
+def default_home(env: Mapping[str, str]) -> Path:
+    """The per-user data directory (XDG on Linux, Library on macOS, APPDATA on Windows)."""
+    if sys.platform == "win32":
+        base = env.get("LOCALAPPDATA") or env.get("APPDATA") or str(Path.home() / "AppData" / "Local")
+        return Path(base) / "alltoken-mcp"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "alltoken-mcp"
+    xdg = env.get("XDG_DATA_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "alltoken-mcp"
+
+
+def _validate_base_url(value: str, name: str) -> str:
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise SettingsError(f"{name}={value!r} is not an http(s) URL; expected e.g. {DEFAULT_BASE_URL}")
+    if parts.query or parts.fragment:
+        raise SettingsError(f"{name}={value!r} must not carry a query or fragment")
+    return value.strip().rstrip("/")
+
+
+def _parse_wait(value: str, name: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise SettingsError(f"{name}={value!r} is not a number of seconds") from None
+    if not (0 <= seconds <= MAX_ALLOWED_WAIT_SECONDS) or seconds != seconds:
+        raise SettingsError(f"{name}={value!r} must be between 0 and {MAX_ALLOWED_WAIT_SECONDS:g} seconds")
+    return seconds
+
+
+def _model_id(value: str, name: str) -> str:
+    value = value.strip()
+    if not value or len(value) > 200 or any(c.isspace() for c in value):
+        raise SettingsError(f"{name}={value!r} is not a model id (no spaces, at most 200 characters)")
+    return value
+
+
+def _writable_dir(path: Path, name: str) -> Path:
+    """Create the directory if needed and prove it is writable, so a bad path fails at startup."""
+    path = path.expanduser()
+    if not path.is_absolute():
+        path = Path.cwd() / path
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise SettingsError(f"{name}={str(path)!r} is not a writable directory ({exc.strerror or exc})") from None
+    return path
+
+
+def _input_dirs(value: str | None, name: str) -> tuple[Path, ...]:
+    if not value:
+        return (Path.cwd().resolve(),)
+    dirs: list[Path] = []
+    for raw in value.split(os.pathsep):
+        if not raw.strip():
+            continue
+        path = Path(raw.strip()).expanduser()
+        if not path.is_dir():
+            raise SettingsError(f"{name} entry {raw!r} is not an existing directory")
+        dirs.append(path.resolve())
+    if not dirs:
+        raise SettingsError(f"{name}={value!r} names no directory")
+    return tuple(dirs)
+
+
+def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Read and validate the configuration. `overrides` (from CLI flags) win over the environment."""
+    env = os.environ if env is None else env
+
+    def get(name: str) -> str | None:
+        value = env.get(name)
+        return value if value is not None and value.strip() != "" else None
+
+    api_key = overrides.get("api_key") or get(API_KEY_VAR)
+    if api_key is not None:
+        api_key = api_key.strip()
+        if any(c.isspace() or not c.isprintable() for c in api_key):
+            raise SettingsError(f"{API_KEY_VAR} contains whitespace or control characters; paste the key alone")
+
+    base_url = _validate_base_url(
+        overrides.get("base_url") or get("ALLTOKEN_BASE_URL") or DEFAULT_BASE_URL, "ALLTOKEN_BASE_URL"
+    )
+    home_raw = overrides.get("home") or get("ALLTOKEN_MCP_HOME")
+    home = _writable_dir(Path(home_raw) if home_raw else default_home(env), "ALLTOKEN_MCP_HOME")
+    output_raw = overrides.get("output_dir") or get("ALLTOKEN_OUTPUT_DIR")
+    output_dir = _writable_dir(Path(output_raw) if output_raw else home / "media", "ALLTOKEN_OUTPUT_DIR")
+    wait_raw = get("ALLTOKEN_MAX_WAIT_SECONDS")
+    max_wait = (
+        _parse_wait(wait_raw, "ALLTOKEN_MAX_WAIT_SECONDS") if wait_raw is not None else DEFAULT_MAX_WAIT_SECONDS
+    )
+    if "max_wait_seconds" in overrides:
+        max_wait = _parse_wait(str(overrides["max_wait_seconds"]), "--max-wait-seconds")
+
+    return Settings(
+        api_key=api_key,
+        base_url=base_url,
+        home=home,
+        output_dir=output_dir.resolve(),
+        max_wait_seconds=max_wait,
+        default_chat_model=_model_id(
+            get("ALLTOKEN_DEFAULT_CHAT_MODEL") or DEFAULT_CHAT_MODEL, "ALLTOKEN_DEFAULT_CHAT_MODEL"
+        ),
+        default_image_model=_model_id(
+            get("ALLTOKEN_DEFAULT_IMAGE_MODEL") or DEFAULT_IMAGE_MODEL, "ALLTOKEN_DEFAULT_IMAGE_MODEL"
+        ),
+        default_video_model=_model_id(
+            get("ALLTOKEN_DEFAULT_VIDEO_MODEL") or DEFAULT_VIDEO_MODEL, "ALLTOKEN_DEFAULT_VIDEO_MODEL"
+        ),
+        input_dirs=_input_dirs(get("ALLTOKEN_INPUT_DIRS"), "ALLTOKEN_INPUT_DIRS"),
+        mcp_token=get("ALLTOKEN_MCP_TOKEN"),
+    )
