@@ -1,7 +1,143 @@
-"""Command-line entry point (placeholder until the CLI lands)."""
+"""Command-line entry point: `alltoken-mcp [serve|simulate|demo|doctor]`.
+
+No subcommand serves MCP over stdio — that is what hosts spawn. Each command imports what it needs
+inside its own function so that the serving path never imports the simulator and start-up stays fast.
+Only this module turns `SettingsError` into one line on stderr and exit status 2. Nothing is written to
+stdout here before the MCP transport owns it.
+"""
 
 from __future__ import annotations
 
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
 
-def main(argv: list[str] | None = None) -> int:
+from alltoken_mcp import __version__
+from alltoken_mcp.settings import Settings, SettingsError, load_settings
+
+EXIT_USAGE = 2
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _add_serve_options(parser: argparse.ArgumentParser) -> None:
+    """Serve options exist both before and after `serve`. The subcommand's copies default to
+    SUPPRESS so that `alltoken-mcp --simulate serve` keeps the flag given before the subcommand."""
+    parser.add_argument(
+        "--simulate",
+        action="store_true",
+        help="run an in-process AllToken simulator and point the server at it (no key, no credits)",
+    )
+    parser.add_argument("--base-url", help="override ALLTOKEN_BASE_URL")
+    parser.add_argument("--home", help="override ALLTOKEN_MCP_HOME (state directory)")
+    parser.add_argument("--output-dir", help="override ALLTOKEN_OUTPUT_DIR (where media files are written)")
+    parser.add_argument("--http", action="store_true", help="serve Streamable HTTP instead of stdio")
+    parser.add_argument("--host", help="HTTP bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="HTTP port (default 8000)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="alltoken-mcp",
+        description="MCP server for AllToken: chat, images and videos from your agent. "
+        "With no command, serves MCP over stdio.",
+    )
+    parser.add_argument("--version", action="version", version=f"alltoken-mcp {__version__}")
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        default="WARNING",
+        help="stderr log level (default WARNING)",
+    )
+    parser.set_defaults(simulate=False, http=False, host="127.0.0.1", port=8000)
+    _add_serve_options(parser)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve", help="serve MCP (stdio by default, --http for Streamable HTTP)", argument_default=argparse.SUPPRESS
+    )
+    _add_serve_options(serve)
+    serve.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, help="stderr log level")
+
+    simulate = commands.add_parser("simulate", help="run the local AllToken simulator")
+    simulate.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    simulate.add_argument("--port", type=int, default=8787, help="port (default 8787)")
+    simulate.add_argument(
+        "--speed", type=float, default=1.0, help="time multiplier: 0.1 renders ten times faster (default 1)"
+    )
+
+    commands.add_parser("demo", help="run an end-to-end demo against the simulator")
+    doctor = commands.add_parser("doctor", help="check the installation, key, connectivity and state")
+    doctor.add_argument("--base-url", help="override ALLTOKEN_BASE_URL")
+    doctor.add_argument("--home", help="override ALLTOKEN_MCP_HOME")
+    return parser
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        stream=sys.stderr, level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # httpx logs every request at INFO; that is noise for a long-running server.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+def _settings_from(args: argparse.Namespace) -> Settings:
+    overrides = {
+        key: getattr(args, key)
+        for key in ("base_url", "home", "output_dir")
+        if getattr(args, key, None) is not None
+    }
+    return load_settings(**overrides)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from alltoken_mcp.serve import serve
+
+    settings = _settings_from(args)
+    if args.http and not (1 <= args.port <= 65535):
+        raise SettingsError(f"--port {args.port} is not a TCP port (1-65535)")
+    return serve(
+        settings,
+        simulate=args.simulate,
+        http=args.http,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+    )
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from alltoken_mcp.simulator import SimConfig, run_simulator
+
+    if not (args.speed > 0):
+        raise SettingsError(f"--speed {args.speed} must be a positive number")
+    if not (0 <= args.port <= 65535):
+        raise SettingsError(f"--port {args.port} is not a TCP port (0-65535)")
+    run_simulator(SimConfig(speed=args.speed), host=args.host, port=args.port)
     return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from alltoken_mcp.demo import run_demo
+
+    return run_demo()
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from alltoken_mcp.doctor import run_doctor
+
+    return run_doctor(base_url=args.base_url, home=args.home)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.log_level)
+    handlers = {None: _serve, "serve": _serve, "simulate": _simulate, "demo": _demo, "doctor": _doctor}
+    try:
+        return handlers[args.command](args)
+    except SettingsError as exc:
+        print(f"alltoken-mcp: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,134 @@
+"""Running the server on a transport: stdio (what hosts spawn) or Streamable HTTP (shared deployments).
+
+`--simulate` starts the bundled simulator in the same process and points the server at it, so the
+server can be tried in a host with no key and no credits. That is the only place the serving path
+imports the simulator, and only when asked.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import anyio
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from alltoken_mcp.settings import Settings, SettingsError
+
+logger = logging.getLogger(__name__)
+
+TOKEN_VAR = "ALLTOKEN_MCP_TOKEN"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_http_bind(settings: Settings, host: str) -> None:
+    """Serving MCP to the network without a token would hand anyone the user's AllToken credits."""
+    if not is_loopback(host) and not settings.mcp_token:
+        raise SettingsError(
+            f"refusing to serve HTTP on non-loopback address {host!r} without {TOKEN_VAR}; "
+            "set a long random token or bind 127.0.0.1"
+        )
+
+
+class BearerTokenMiddleware:
+    """Rejects every HTTP request that does not carry `Authorization: Bearer <token>` (constant-time)."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self._expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            supplied = dict(scope.get("headers") or []).get(b"authorization", b"")
+            if not hmac.compare_digest(supplied, self._expected):
+                body = (
+                    b'{"error": "unauthorized", "message": "this MCP endpoint needs '
+                    b'Authorization: Bearer <ALLTOKEN_MCP_TOKEN>"}'
+                )
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 401,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"www-authenticate", b'Bearer realm="alltoken-mcp"'),
+                            (b"content-length", str(len(body)).encode()),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
+def http_app(settings: Settings, host: str) -> ASGIApp:
+    """The Streamable HTTP ASGI app: DNS-rebinding protection always on, bearer token when configured."""
+    from mcp.server.transport_security import TransportSecuritySettings
+
+    from alltoken_mcp.server import build_server
+
+    check_http_bind(settings, host)
+    allowed_hosts = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
+    if not is_loopback(host):
+        allowed_hosts.append(f"{host}:*")
+    security = TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=allowed_hosts,
+        allowed_origins=[f"http://{h}" for h in allowed_hosts] + [f"https://{h}" for h in allowed_hosts],
+    )
+    server = build_server(settings)
+    app: ASGIApp = server.streamable_http_app(transport_security=security, host=host)
+    if settings.mcp_token:
+        app = BearerTokenMiddleware(app, settings.mcp_token)
+    return app
+
+
+@asynccontextmanager
+async def _maybe_simulated(settings: Settings, simulate: bool) -> AsyncIterator[Settings]:
+    async with AsyncExitStack() as stack:
+        if simulate:
+            from alltoken_mcp.simulator import SIM_API_KEY, SimConfig, serve_simulator
+
+            sim = await stack.enter_async_context(serve_simulator(SimConfig(speed=0.1)))
+            logger.warning("--simulate: using the local AllToken simulator at %s", sim.base_url)
+            settings = settings.with_overrides(base_url=sim.base_url, api_key=SIM_API_KEY)
+        yield settings
+
+
+async def _serve_stdio(settings: Settings, simulate: bool) -> None:
+    from alltoken_mcp.server import build_server
+
+    async with _maybe_simulated(settings, simulate) as effective:
+        await build_server(effective).run_stdio_async()
+
+
+async def _serve_http(settings: Settings, simulate: bool, host: str, port: int, log_level: str) -> None:
+    import uvicorn
+
+    async with _maybe_simulated(settings, simulate) as effective:
+        app = http_app(effective, host)
+        config = uvicorn.Config(app, host=host, port=port, log_level=log_level.lower(), access_log=False)
+        await uvicorn.Server(config).serve()
+
+
+def serve(
+    settings: Settings, *, simulate: bool, http: bool, host: str, port: int, log_level: str
+) -> int:
+    if http:
+        # Checked before anything starts so the refusal is the only thing the user sees.
+        check_http_bind(settings, host)
+        anyio.run(_serve_http, settings, simulate, host, port, log_level)
+    else:
+        anyio.run(_serve_stdio, settings, simulate)
+    return 0

@@ -1,0 +1,164 @@
+"""The MCP server: `MCPServer` construction, the lifespan that owns long-lived resources, and the
+resource-update fan-out for both protocol eras.
+
+`build_server(settings)` is all a transport needs. The lifespan opens one AllTokenClient, the SQLite
+store and the job manager, and runs the job poller in a task group that is cancelled on shutdown.
+Tools and resources live in `alltoken_mcp.tools.*`; each module has a `register(server)` function and
+reaches the lifespan state through `app_state(ctx)`.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import mcp_types as t
+from mcp.server import MCPServer
+from mcp.server.context import ServerRequestContext
+from mcp.server.mcpserver import Context
+from mcp.server.session import ServerSession
+from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
+
+from alltoken_mcp import __version__
+from alltoken_mcp.client import AllTokenClient
+from alltoken_mcp.jobs import JobManager, JobRecord
+from alltoken_mcp.settings import Settings
+from alltoken_mcp.store import Store
+
+logger = logging.getLogger(__name__)
+
+INSTRUCTIONS = """\
+Delegate work to AllToken, a gateway in front of dozens of chat, image and video models.
+- alltoken_chat: one chat turn with any model (a second opinion, a cheap sub-task); pass the returned
+  conversation_id to continue a thread.
+- alltoken_image: generate images; files are saved locally and their paths returned.
+- alltoken_video: start a video render (minutes). It returns a job at once: check it later with
+  job_status(job_id, wait_seconds=...), cancel it with job_cancel. Jobs survive server restarts.
+- list_models / route_health: what exists, what it costs, what it accepts, which routes are healthy.
+Generated files are never inlined: results carry absolute paths and alltoken://media/... links.
+"""
+
+
+@dataclass
+class ResourceNotifier:
+    """Sends `notifications/resources/updated` for a URI to every subscriber, in both protocol eras.
+
+    2026-07-28 clients listen through the SDK's subscription bus; 2025-era clients call
+    `resources/subscribe`, which MCPServer does not serve, so their sessions are tracked here.
+    Sessions are held weakly: a closed connection drops out on its own.
+    """
+
+    bus: InMemorySubscriptionBus = field(default_factory=InMemorySubscriptionBus)
+    _legacy: dict[str, weakref.WeakSet[ServerSession]] = field(default_factory=dict)
+
+    def subscribe(self, uri: str, session: ServerSession) -> None:
+        self._legacy.setdefault(uri, weakref.WeakSet()).add(session)
+
+    def unsubscribe(self, uri: str, session: ServerSession) -> None:
+        sessions = self._legacy.get(uri)
+        if sessions is not None:
+            sessions.discard(session)
+            if not sessions:
+                del self._legacy[uri]
+
+    def subscriber_count(self, uri: str) -> int:
+        return len(self._legacy.get(uri, ()))
+
+    async def updated(self, uri: str) -> None:
+        await self.bus.publish(ResourceUpdated(uri=uri))
+        for session in list(self._legacy.get(uri, ())):
+            try:
+                await session.send_resource_updated(uri)
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                self.unsubscribe(uri, session)
+
+
+@dataclass
+class AppState:
+    """Everything a tool needs, created once per server process by the lifespan."""
+
+    settings: Settings
+    client: AllTokenClient
+    store: Store
+    jobs: JobManager
+    notifier: ResourceNotifier
+
+
+def app_state(ctx: Context[Any]) -> AppState:
+    state = ctx.request_context.lifespan_context
+    assert isinstance(state, AppState)
+    return state
+
+
+def job_uri(job_id: str) -> str:
+    return f"alltoken://jobs/{job_id}"
+
+
+def build_server(settings: Settings) -> MCPServer[AppState]:
+    """The configured server, ready for any transport. Touches neither the network nor the disk."""
+    notifier = ResourceNotifier()
+
+    @asynccontextmanager
+    async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
+        owner = f"{uuid.uuid4().hex[:12]}"
+        store = await Store.open(settings.database_path)
+        try:
+            async with AllTokenClient(base_url=settings.base_url, api_key=settings.api_key) as client:
+
+                async def on_job_change(job: JobRecord) -> None:
+                    await notifier.updated(job_uri(job.job_id))
+                    await notifier.updated("alltoken://jobs")
+
+                jobs = JobManager(
+                    store=store, client=client, settings=settings, owner=owner, on_change=on_job_change
+                )
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(jobs.run)
+                    try:
+                        yield AppState(settings, client, store, jobs, notifier)
+                    finally:
+                        # Without this the poller keeps the process alive after stdin closes.
+                        tg.cancel_scope.cancel()
+        finally:
+            await store.close()
+
+    server: MCPServer[AppState] = MCPServer(
+        name="alltoken",
+        title="AllToken",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        website_url="https://alltoken.ai",
+        lifespan=lifespan,
+        subscriptions=notifier.bus,
+        log_level="WARNING",
+    )
+    _install_legacy_subscriptions(server, notifier)
+
+    from alltoken_mcp.tools import catalog, chat, media
+
+    chat.register(server)
+    catalog.register(server)
+    media.register(server)
+    return server
+
+
+def _install_legacy_subscriptions(server: MCPServer[AppState], notifier: ResourceNotifier) -> None:
+    """Serve 2025-era `resources/subscribe` / `unsubscribe` (MCPServer answers -32601 by default)."""
+    lowlevel = server._lowlevel_server
+
+    async def subscribe(ctx: ServerRequestContext[Any], params: t.SubscribeRequestParams) -> t.EmptyResult:
+        notifier.subscribe(str(params.uri), ctx.session)
+        return t.EmptyResult()
+
+    async def unsubscribe(ctx: ServerRequestContext[Any], params: t.UnsubscribeRequestParams) -> t.EmptyResult:
+        notifier.unsubscribe(str(params.uri), ctx.session)
+        return t.EmptyResult()
+
+    lowlevel.add_request_handler("resources/subscribe", t.SubscribeRequestParams, subscribe)
+    lowlevel.add_request_handler("resources/unsubscribe", t.UnsubscribeRequestParams, unsubscribe)
