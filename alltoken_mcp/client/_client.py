@@ -1,0 +1,528 @@
+"""`AllTokenClient`: every AllToken call the server makes, over one `httpx.AsyncClient`.
+
+Authentication is per request, never a client default: `/v1` calls carry the Bearer key; the public
+`/api-account` endpoints and foreign URLs (R2 downloads, presigned uploads) carry none, so the key
+cannot leak to another host. Retries follow `RetryPolicy` (see `_retry.py` for which failures are
+safe to repeat). Non-2xx answers become typed exceptions through `errors.error_from_response`, the
+one envelope mapping; transport failures become `TransportError` naming the method, host and path
+(never the query string, which may hold a presigned signature, and never a header).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import anyio
+import httpx
+
+from alltoken_mcp import __version__
+from alltoken_mcp.client._retry import RetryPolicy, is_retryable_exception, is_retryable_status
+from alltoken_mcp.client._sse import ChatStream, chat_result_from_completion, snippet
+from alltoken_mcp.client.models import (
+    CatalogModel,
+    ChatResult,
+    HealthSummary,
+    ImageTask,
+    ModelInfo,
+    PresignedUpload,
+    RouteHealth,
+    VideoList,
+    VideoTask,
+    unwrap_data,
+)
+from alltoken_mcp.errors import MissingAPIKeyError, StreamError, TransportError, error_from_response
+
+logger = logging.getLogger("alltoken_mcp.client")
+
+TaskT = TypeVar("TaskT", ImageTask, VideoTask)
+
+USER_AGENT = f"alltoken-mcp/{__version__}"
+# ~64 concurrent chat streams plus polls and downloads; idle connections beyond that are closed.
+DEFAULT_LIMITS = httpx.Limits(max_connections=128, max_keepalive_connections=64, keepalive_expiry=30.0)
+# Error bodies are small envelopes; a proxy's HTML page is cut here before it is read into memory.
+MAX_ERROR_BODY = 64 * 1024
+UPLOAD_CHUNK = 256 * 1024
+
+
+def _where(url: httpx.URL) -> str:
+    """Host + path for messages and logs: no query (presigned signatures), no userinfo."""
+    return f"{url.host}{':' + str(url.port) if url.port else ''}{url.raw_path.split(b'?')[0].decode('ascii')}"
+
+
+def _request_id(response: httpx.Response) -> str | None:
+    value: str | None = response.headers.get("x-gateway-request-id") or response.headers.get("x-request-id")
+    return value
+
+
+def _task_path(kind: str, task_id: str) -> str:
+    if not isinstance(task_id, str) or not task_id.strip():
+        raise ValueError(f"{kind} task id must be a non-empty string, got {task_id!r}")
+    return quote(task_id.strip(), safe="")
+
+
+async def _read_capped(response: httpx.Response, limit: int = MAX_ERROR_BODY) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        parts.append(chunk)
+        size += len(chunk)
+        if size >= limit:
+            break
+    return b"".join(parts)[:limit]
+
+
+class AllTokenClient:
+    """Async client for AllToken's HTTP API. Use as `async with AllTokenClient(...) as client:`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: float = 60.0,
+        origin: str | None = None,
+        limits: httpx.Limits = DEFAULT_LIMITS,
+    ) -> None:
+        url = httpx.URL(base_url.rstrip("/"))
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError(
+                f"base_url must be an http(s) URL such as https://api.alltoken.ai/v1, got {base_url!r}"
+            )
+        self._base_url = str(url)
+        self._origin = (origin or f"{url.scheme}://{url.netloc.decode('ascii')}").rstrip("/")
+        self._api_key = api_key or None
+        self._retry = retry or RetryPolicy()
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0)),
+            limits=limits,
+            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            follow_redirects=False,
+        )
+
+    # ------------------------------------------------------------------------------------ lifecycle
+
+    @property
+    def base_url(self) -> str:
+        return self._base_url
+
+    @property
+    def origin(self) -> str:
+        return self._origin
+
+    @property
+    def has_api_key(self) -> bool:
+        return self._api_key is not None
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return self._retry
+
+    def __repr__(self) -> str:
+        return f"AllTokenClient(base_url={self._base_url!r}, api_key={'<set>' if self._api_key else None})"
+
+    async def __aenter__(self) -> AllTokenClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        with anyio.CancelScope(shield=True):
+            await self._http.aclose()
+
+    # ------------------------------------------------------------------------------------ plumbing
+
+    def _v1(self, path: str) -> str:
+        return f"{self._base_url}{path}"
+
+    def _auth_headers(self) -> dict[str, str]:
+        if self._api_key is None:
+            raise MissingAPIKeyError()
+        return {"Authorization": f"Bearer {self._api_key}"}
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        auth: bool,
+        replay_safe: bool,
+        json: Any = None,
+        params: Mapping[str, str | int] | None = None,
+        headers: Mapping[str, str] | None = None,
+        stream: bool = False,
+        content_factory: Callable[[], AsyncIterator[bytes]] | None = None,
+        follow_redirects: bool = False,
+    ) -> httpx.Response:
+        """One logical request with retries. Returns a 2xx response (streamed if `stream`) or raises.
+
+        With `stream=True` the caller owns the returned response and must close it; error responses are
+        read (capped) and closed here, so retries happen only before any success body is consumed.
+        """
+        request_headers = dict(headers or {})
+        if auth:
+            request_headers.update(self._auth_headers())
+        policy = self._retry
+        attempt = 0
+        while True:
+            attempt += 1
+            request = self._http.build_request(
+                method,
+                url,
+                json=json,
+                params=params,
+                headers=request_headers,
+                content=content_factory() if content_factory is not None else None,
+            )
+            where = _where(request.url)
+            try:
+                response = await self._http.send(request, stream=True, follow_redirects=follow_redirects)
+            except httpx.TransportError as exc:
+                retryable = is_retryable_exception(exc, replay_safe=replay_safe)
+                logger.debug(
+                    "%s %s failed on attempt %d: %s%s",
+                    method,
+                    where,
+                    attempt,
+                    type(exc).__name__,
+                    " (will retry)" if retryable and attempt < policy.max_attempts else "",
+                )
+                if retryable and attempt < policy.max_attempts:
+                    await policy.sleep(policy.delay(attempt))
+                    continue
+                raise TransportError(
+                    self._transport_message(method, where, attempt, exc, replay_safe)
+                ) from exc
+
+            status = response.status_code
+            logger.debug(
+                "%s %s -> %d (attempt %d, request_id %s)",
+                method,
+                where,
+                status,
+                attempt,
+                _request_id(response),
+            )
+            if status < 400:
+                if not stream:
+                    try:
+                        await response.aread()
+                    except httpx.TransportError as exc:
+                        raise TransportError(
+                            f"AllToken {method} {where} answered {status} but the body broke off "
+                            f"({type(exc).__name__}: {exc or 'no detail'})"
+                        ) from exc
+                    finally:
+                        await response.aclose()
+                return response
+
+            try:
+                body = await _read_capped(response)
+            except httpx.TransportError:
+                body = b""
+            finally:
+                await response.aclose()
+            retry_after = policy.retry_after(response.headers)
+            if is_retryable_status(status, replay_safe=replay_safe) and attempt < policy.max_attempts:
+                await policy.sleep(policy.delay(attempt, retry_after))
+                continue
+            raise error_from_response(status, body, retry_after=retry_after)
+
+    @staticmethod
+    def _transport_message(method: str, where: str, attempts: int, exc: Exception, replay_safe: bool) -> str:
+        detail = str(exc) or "no detail"
+        text = (
+            f"Could not complete {method} {where}: {type(exc).__name__} ({detail}) "
+            f"after {attempts} attempt{'s' if attempts != 1 else ''}."
+        )
+        if not replay_safe and not isinstance(
+            exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+        ):
+            text += " Not retried: the request may have reached AllToken and repeating it could duplicate it."
+        elif isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+            text += " Check the network and ALLTOKEN_BASE_URL."
+        return text
+
+    async def _json(
+        self,
+        method: str,
+        url: str,
+        *,
+        auth: bool = True,
+        replay_safe: bool,
+        json: Any = None,
+        params: Mapping[str, str | int] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[Any, httpx.Response]:
+        response = await self._send(
+            method, url, auth=auth, replay_safe=replay_safe, json=json, params=params, headers=headers
+        )
+        try:
+            return response.json(), response
+        except ValueError:
+            raise TransportError(
+                f"AllToken {method} {_where(response.request.url)} answered {response.status_code} "
+                f"with a body that is not JSON ({response.headers.get('content-type', 'no content type')}): "
+                f"{snippet(response.content)!r}"
+            ) from None
+
+    @staticmethod
+    def _expect_dict(payload: Any, what: str) -> dict[str, Any]:
+        if not isinstance(payload, dict):
+            raise TransportError(
+                f"AllToken {what} answered with {type(payload).__name__}, expected a JSON object"
+            )
+        return payload
+
+    @staticmethod
+    def _list_of(payload: Any, what: str, *keys: str) -> list[Any]:
+        """The list inside `{data: [...]}`, `{items: [...]}` or a bare list."""
+        payload = unwrap_data(payload)
+        if isinstance(payload, dict):
+            for key in ("data", "items", *keys):
+                if isinstance(payload.get(key), list):
+                    return list(payload[key])
+        if isinstance(payload, list):
+            return payload
+        raise TransportError(f"AllToken {what} answered with an unexpected shape: {snippet(repr(payload))}")
+
+    # ------------------------------------------------------------------------------------ chat
+
+    async def chat(self, body: dict[str, Any]) -> ChatResult:
+        """Non-streaming chat completion. `body` is the wire body (model, messages, …)."""
+        wire = {**body, "stream": False}
+        wire.pop("stream_options", None)
+        payload, response = await self._json(
+            "POST", self._v1("/chat/completions"), replay_safe=False, json=wire
+        )
+        return chat_result_from_completion(
+            self._expect_dict(payload, "POST /chat/completions"), request_id=_request_id(response)
+        )
+
+    @asynccontextmanager
+    async def stream_chat(self, body: dict[str, Any]) -> AsyncIterator[ChatStream]:
+        """Streamed chat: `async with client.stream_chat(body) as stream: async for event in stream: …`.
+
+        Retries (connect errors, 408, 429) happen only before any body byte is consumed.
+        """
+        options = body.get("stream_options")
+        wire = {
+            **body,
+            "stream": True,
+            "stream_options": {**(options if isinstance(options, dict) else {}), "include_usage": True},
+        }
+        response = await self._send(
+            "POST",
+            self._v1("/chat/completions"),
+            auth=True,
+            replay_safe=False,
+            json=wire,
+            headers={"Accept": "text/event-stream"},
+            stream=True,
+        )
+        stream: ChatStream | None = None
+        try:
+            stream = await self._open_stream(response)
+            yield stream
+        finally:
+            # Shielded: a cancelled caller must still release the connection instead of leaking it.
+            with anyio.CancelScope(shield=True):
+                if stream is not None:
+                    await stream.aclose()
+                await response.aclose()
+
+    async def _open_stream(self, response: httpx.Response) -> ChatStream:
+        content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        request_id = _request_id(response)
+        if content_type == "text/event-stream":
+            return ChatStream(response.aiter_bytes(), request_id=request_id)
+        # Not SSE: a JSON completion (stream flag ignored) or an error envelope sent with 200.
+        body = await _read_capped(response, limit=16 * 1024 * 1024)
+        where = _where(response.request.url)
+        if content_type.endswith("json") or body.lstrip()[:1] == b"{":
+            try:
+                payload = httpx.Response(200, content=body).json()
+            except ValueError:
+                payload = None
+            if isinstance(payload, dict) and payload.get("error"):
+                raise error_from_response(response.status_code, body, retry_after=None)
+            if isinstance(payload, dict) and isinstance(payload.get("choices"), list):
+                return ChatStream.from_result(chat_result_from_completion(payload, request_id=request_id))
+        raise StreamError(
+            f"AllToken POST {where} answered {response.status_code} with {content_type or 'no content type'} "
+            f"instead of an event stream: {snippet(body)!r}"
+        )
+
+    # ------------------------------------------------------------------------------------ catalog
+
+    async def list_models(self) -> list[ModelInfo]:
+        payload, _ = await self._json("GET", self._v1("/models"), replay_safe=True)
+        return [ModelInfo.model_validate(m) for m in self._list_of(payload, "GET /models")]
+
+    async def list_image_models(self) -> list[ModelInfo]:
+        payload, _ = await self._json("GET", self._v1("/images/models"), replay_safe=True)
+        return [ModelInfo.model_validate(m) for m in self._list_of(payload, "GET /images/models")]
+
+    async def list_video_models(self) -> list[ModelInfo]:
+        payload, _ = await self._json("GET", self._v1("/videos/models"), replay_safe=True)
+        return [ModelInfo.model_validate(m) for m in self._list_of(payload, "GET /videos/models")]
+
+    async def catalog(self) -> list[CatalogModel]:
+        payload, _ = await self._json(
+            "GET", f"{self._origin}/api-account/models", auth=False, replay_safe=True
+        )
+        return [CatalogModel.model_validate(m) for m in self._list_of(payload, "GET /api-account/models")]
+
+    async def health_summary(self) -> HealthSummary:
+        payload, _ = await self._json(
+            "GET", f"{self._origin}/api-account/health/summary", auth=False, replay_safe=True
+        )
+        return HealthSummary.model_validate(
+            self._expect_dict(unwrap_data(payload), "GET /api-account/health/summary")
+        )
+
+    async def health_routes(self) -> list[RouteHealth]:
+        payload, _ = await self._json(
+            "GET", f"{self._origin}/api-account/health/routes", auth=False, replay_safe=True
+        )
+        rows = self._list_of(payload, "GET /api-account/health/routes", "routes")
+        return [RouteHealth.model_validate(r) for r in rows]
+
+    # ------------------------------------------------------------------------------------ images
+
+    async def create_image(self, body: dict[str, Any], *, idempotency_key: str) -> ImageTask:
+        """Submit an image job (202). The same `idempotency_key` is sent on every attempt."""
+        payload, response = await self._json(
+            "POST",
+            self._v1("/images/generations/async"),
+            replay_safe=True,
+            json=body,
+            headers=self._idempotency(idempotency_key),
+        )
+        return self._task(ImageTask, payload, response, "POST /images/generations/async")
+
+    async def get_image(self, task_id: str) -> ImageTask:
+        path = f"/images/generations/{_task_path('image', task_id)}"
+        payload, response = await self._json("GET", self._v1(path), replay_safe=True)
+        return self._task(ImageTask, payload, response, f"GET {path}")
+
+    # ------------------------------------------------------------------------------------ videos
+
+    async def create_video(self, body: dict[str, Any], *, idempotency_key: str) -> VideoTask:
+        """Submit a video job (202). The same `idempotency_key` is sent on every attempt."""
+        payload, response = await self._json(
+            "POST",
+            self._v1("/videos/generations"),
+            replay_safe=True,
+            json=body,
+            headers=self._idempotency(idempotency_key),
+        )
+        return self._task(VideoTask, payload, response, "POST /videos/generations")
+
+    async def get_video(self, task_id: str) -> VideoTask:
+        path = f"/videos/generations/{_task_path('video', task_id)}"
+        payload, response = await self._json("GET", self._v1(path), replay_safe=True)
+        return self._task(VideoTask, payload, response, f"GET {path}")
+
+    async def list_videos(self, *, limit: int | None = None, status: str | None = None) -> VideoList:
+        params: dict[str, str | int] = {}
+        if limit is not None:
+            params["limit"] = limit
+        if status is not None:
+            params["status"] = status
+        payload, _ = await self._json("GET", self._v1("/videos/generations"), replay_safe=True, params=params)
+        return VideoList.model_validate(payload)
+
+    async def cancel_video(self, task_id: str) -> VideoTask:
+        path = f"/videos/generations/{_task_path('video', task_id)}/cancel"
+        payload, response = await self._json("POST", self._v1(path), replay_safe=False)
+        return self._task(VideoTask, payload, response, f"POST {path}")
+
+    # ------------------------------------------------------------------------------------ uploads
+
+    async def presign_upload(
+        self,
+        *,
+        purpose: str,
+        content_type: str,
+        content_length: int,
+        content_md5: str,
+        checksum_sha256: str,
+    ) -> PresignedUpload:
+        body = {
+            "purpose": purpose,
+            "content_type": content_type,
+            "content_length": content_length,
+            "content_md5": content_md5,
+            "checksum_sha256": checksum_sha256,
+        }
+        payload, _ = await self._json("POST", self._v1("/uploads/presign"), replay_safe=False, json=body)
+        return PresignedUpload.model_validate(self._expect_dict(payload, "POST /uploads/presign"))
+
+    async def put_upload(self, presigned: PresignedUpload, path: Path) -> None:
+        """PUT the file to the presigned URL with exactly its required headers; no Authorization."""
+        size = (await anyio.Path(path).stat()).st_size
+        headers = {**presigned.required_headers, "Content-Length": str(size)}
+
+        def body() -> AsyncIterator[bytes]:
+            # A fresh reader per attempt: a retried PUT must resend the file from the start.
+            async def chunks() -> AsyncIterator[bytes]:
+                async with await anyio.open_file(path, "rb") as f:
+                    while chunk := await f.read(UPLOAD_CHUNK):
+                        yield chunk
+
+            return chunks()
+
+        await self._send(
+            presigned.method.upper() or "PUT",
+            presigned.upload_url,
+            auth=False,
+            replay_safe=True,  # a PUT of the same bytes to the same object is idempotent
+            headers=headers,
+            content_factory=body,
+        )
+
+    # ------------------------------------------------------------------------------------ downloads
+
+    @asynccontextmanager
+    async def download(self, url: str) -> AsyncIterator[httpx.Response]:
+        """Stream a result file (r2_url, video_url): no Authorization, redirects followed."""
+        parsed = httpx.URL(url)
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            raise ValueError(f"download URL must be http(s), got {snippet(url, 80)!r}")
+        response = await self._send(
+            "GET",
+            url,
+            auth=False,
+            replay_safe=True,
+            headers={"Accept": "*/*"},
+            stream=True,
+            follow_redirects=True,
+        )
+        try:
+            yield response
+        finally:
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
+
+    # ------------------------------------------------------------------------------------ helpers
+
+    @staticmethod
+    def _idempotency(key: str) -> dict[str, str]:
+        if not isinstance(key, str) or not key.strip() or len(key) > 255:
+            raise ValueError("idempotency_key must be a non-empty string of at most 255 characters")
+        return {"Idempotency-Key": key}
+
+    def _task(self, cls: type[TaskT], payload: Any, response: httpx.Response, what: str) -> TaskT:
+        data = dict(self._expect_dict(payload, what))
+        data["retry_after"] = self._retry.retry_after(response.headers)
+        return cls.model_validate(data)
