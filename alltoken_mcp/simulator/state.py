@@ -164,6 +164,10 @@ class SimState:
             raise ValueError("the clock only moves forward")
         self._offset += seconds
 
+    def advance_to(self, instant: float) -> None:
+        """Move the clock to `instant` (a `now()` value) unless it is already past it."""
+        self.advance(max(0.0, instant - self.now()))
+
     def timeline(self, seed: str, render: Range) -> Timeline:
         now = self.now()
         total = self.config.scaled(pick(seed, render))
