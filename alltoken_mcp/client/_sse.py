@@ -33,6 +33,7 @@ MAX_LINE_BYTES = 16 * 1024 * 1024
 # How long to wait after `[DONE]` for the cost comment before giving up on it.
 DEFAULT_DONE_GRACE_SECONDS = 5.0
 _SNIPPET = 200
+_BOM = b"\xef\xbb\xbf"
 
 
 def snippet(text: str | bytes, limit: int = _SNIPPET) -> str:
@@ -63,11 +64,13 @@ SSEItem = SSEEvent | SSEComment
 class SSEDecoder:
     """Bytes in, events and comments out (the WHATWG event-stream interpretation rules)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_line_bytes: int = MAX_LINE_BYTES) -> None:
+        self._max_line = max_line_bytes
         self._partial: list[bytes] = []  # pieces of an unterminated line
         self._partial_len = 0
         self._skip_lf = False  # the previous chunk ended with CR
         self._started = False
+        self._head = b""
         self._data: list[bytes] = []
         self._has_data = False
         self._event: bytes | None = None
@@ -84,16 +87,23 @@ class SSEDecoder:
         if not chunk:
             return []
         if not self._started:
+            # A UTF-8 byte order mark may open the stream, possibly split across chunks.
+            head = self._head + chunk
+            if len(head) < 3 and _BOM.startswith(head):
+                self._head = head
+                return []
             self._started = True
-            if chunk.startswith(b"\xef\xbb\xbf"):
-                chunk = chunk[3:]
+            self._head = b""
+            chunk = head[3:] if head.startswith(_BOM) else head
+            if not chunk:
+                return []
         if b"\n" not in chunk and b"\r" not in chunk:
             # Mid-line: just remember the piece (joining now would make long lines quadratic).
             self._partial.append(chunk)
             self._partial_len += len(chunk)
-            if self._partial_len > MAX_LINE_BYTES:
+            if self._partial_len > self._max_line:
                 raise StreamError(
-                    f"AllToken stream sent a line longer than {MAX_LINE_BYTES} bytes "
+                    f"AllToken stream sent a line longer than {self._max_line} bytes "
                     f"(after {self.bytes_received} bytes); starts with {snippet(self._partial[0])!r}"
                 )
             return []
@@ -117,6 +127,9 @@ class SSEDecoder:
     def close(self) -> list[SSEItem]:
         """End of stream: an unterminated last line still counts, then a pending event is dispatched."""
         lines = []
+        if self._head:  # the stream ended inside what could have been a byte order mark
+            self._partial.append(self._head)
+            self._head = b""
         if self._partial:
             lines.append(b"".join(self._partial))
             self._partial.clear()
@@ -457,7 +470,13 @@ class ChatStream:
             try:
                 chunk = await self._chunks.__anext__()
             except StopAsyncIteration:
-                self._consume(self._decoder.close())
+                try:
+                    self._consume(self._decoder.close())
+                except StreamError:
+                    if self._assembler.done:
+                        raise
+                    # The last event was cut off by the end of the stream: say so, not "malformed".
+                    raise StreamError(self._describe("ended before [DONE], inside an event")) from None
                 if not self._assembler.done:
                     raise StreamError(self._describe("ended before [DONE]")) from None
                 self._finish()
