@@ -7,6 +7,7 @@ Content-Length, then half the body, then close), which no Starlette response can
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import http
 import logging
@@ -25,14 +26,19 @@ from alltoken_mcp.simulator.envelope import DEFAULT_CODES, api_error, new_reques
 from alltoken_mcp.simulator.state import Fault, SimState
 
 _CONVERTOR = re.compile(r":\w+}")
+# Set in the request's own context, which is also where uvicorn logs about that request: the filter
+# below can tell our requests (and our deliberate drops) from another server's in the same process.
+_serving: contextvars.ContextVar[bool] = contextvars.ContextVar("alltoken_sim_serving", default=False)
 _dropping: contextvars.ContextVar[bool] = contextvars.ContextVar("alltoken_sim_dropping", default=False)
 
 
 class _QuietIntentionalDrops(logging.Filter):
-    """Hide uvicorn's "returned without completing response" error when we dropped on purpose."""
+    """Hide uvicorn's errors about what we do on purpose: abandoned responses (a drop fault) and
+    handlers cancelled at shutdown because their client had already gone."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not _dropping.get()
+        cancelled = record.exc_info is not None and isinstance(record.exc_info[1], asyncio.CancelledError)
+        return not (_serving.get() and (_dropping.get() or cancelled))
 
 
 def install_log_filter() -> None:
@@ -133,6 +139,7 @@ class SimApp:
         if scope["type"] != "http":
             await self.router(scope, receive, send)
             return
+        _serving.set(True)
         request_id = new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
         method, path = str(scope["method"]), str(scope["path"])

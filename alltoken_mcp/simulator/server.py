@@ -70,8 +70,9 @@ class _Server(uvicorn.Server):
             connection.shutdown()  # idle keep-alive connections close now, busy ones after their response
         with anyio.move_on_after(_SHUTDOWN_GRACE_S):
             # uvicorn offers no event for "all connections drained", so poll briefly.
-            while self.server_state.connections or self.server_state.tasks:  # noqa: ASYNC110
+            while self.server_state.connections:  # noqa: ASYNC110
                 await anyio.sleep(0.005)
+        # Tasks whose client is gone (e.g. it timed out during a latency fault) answer nobody: cancel them.
         for task in list(self.server_state.tasks):
             task.cancel()
         for connection in list(self.server_state.connections):

@@ -1,0 +1,228 @@
+"""The simulator's fault injection, control API, counters, catalog and lifecycle."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import anyio
+import httpx
+import pytest
+
+from alltoken_mcp.simulator import RunningSimulator, SimConfig, serve_simulator
+from alltoken_mcp.simulator.app import SimApp
+from alltoken_mcp.simulator.state import SimState
+
+CAT = {"model": "gpt-image-2", "prompt": "a cat"}
+CHAT = {"model": "gpt-5.4-nano", "messages": [{"role": "user", "content": "a b c d e f"}]}
+
+
+async def test_a_status_fault_answers_n_requests_then_lets_them_through(
+    sim: RunningSimulator, api: httpx.AsyncClient
+) -> None:
+    origin = sim.origin
+    added = await api.post(
+        f"{origin}/_sim/faults",
+        json={"path": "/v1/images/generations/async", "status": 503, "count": 2, "retry_after": 3},
+    )
+    assert added.status_code == 201
+    statuses = []
+    for _ in range(3):
+        response = await api.post("/images/generations/async", json=CAT)
+        statuses.append(response.status_code)
+    assert statuses == [503, 503, 202]
+    counters = (await api.get(f"{origin}/_sim/counters")).json()
+    assert counters["requests"]["POST /v1/images/generations/async"] == 3
+    assert counters["tasks"]["images"] == 1  # a faulted request is not processed
+
+
+async def test_faults_match_route_templates_and_methods_and_carry_retry_after(
+    sim: RunningSimulator, api: httpx.AsyncClient
+) -> None:
+    state = sim.state
+    state.add_fault(path="/v1/images/generations/{task_id}", method="GET", status=429)
+    state.add_fault(path="/v1/models", status=500, code="internal_error", message="boom", retry_after=None)
+    limited = await api.get("/images/generations/igen_x")
+    assert limited.status_code == 429
+    assert limited.headers["retry-after"] == "1"  # a 429 always says when to retry unless told otherwise
+    assert limited.headers["x-ratelimit-remaining"] == "0"
+    assert limited.json()["error"]["code"] == "rate_limit_exceeded"
+    assert limited.headers["x-gateway-request-id"] == limited.json()["error"]["request_id"]
+    broken = await api.get("/models")
+    assert (broken.status_code, broken.json()["error"]["message"]) == (500, "boom")
+    assert "retry-after" not in broken.headers
+    assert (await api.get("/images/generations/igen_x")).status_code == 404
+
+
+async def test_a_before_body_drop_processes_the_request_but_the_client_gets_no_complete_answer(
+    sim: RunningSimulator, api: httpx.AsyncClient
+) -> None:
+    state = sim.state
+    state.add_fault(path="/v1/images/generations/async", drop="before_body")
+    with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+        await api.post("/images/generations/async", json=CAT, headers={"Idempotency-Key": "lost-answer"})
+    assert state.tasks_created["images"] == 1  # the task exists even though the 202 never arrived
+    retry = await api.post("/images/generations/async", json=CAT, headers={"Idempotency-Key": "lost-answer"})
+    assert retry.status_code == 409
+    assert retry.json()["error"]["task_id"] in state.images
+
+
+async def test_a_mid_stream_drop_cuts_an_sse_stream_after_n_chunks(
+    sim: RunningSimulator, api: httpx.AsyncClient
+) -> None:
+    state = sim.state
+    state.add_fault(path="/v1/chat/completions", drop="mid_stream", after_chunks=3)
+    received: list[str] = []
+
+    async def read() -> None:
+        async with api.stream("POST", "/chat/completions", json={**CHAT, "stream": True}) as response:
+            assert response.status_code == 200
+            async for line in response.aiter_lines():
+                if line.startswith("data: "):
+                    received.append(line)
+
+    with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+        await read()
+    assert len(received) == 3
+    assert all(json.loads(line[6:])["object"] == "chat.completion.chunk" for line in received)
+    ok = await api.post("/chat/completions", json=CHAT)
+    assert ok.status_code == 200
+
+
+async def test_a_latency_fault_delays_the_answer(sim: RunningSimulator, api: httpx.AsyncClient) -> None:
+    state = sim.state
+    state.add_fault(path="/v1/models", latency_ms=300)
+    started = time.monotonic()
+    with anyio.fail_after(5):
+        response = await api.get("/models")
+    assert response.status_code == 200
+    assert time.monotonic() - started >= 0.3
+    state.add_fault(path="/v1/models", latency_ms=5000)
+    with pytest.raises(httpx.ReadTimeout):
+        await api.get("/models", timeout=0.2)
+
+
+async def test_control_api_validates_faults_config_and_clock_input(
+    sim: RunningSimulator, api: httpx.AsyncClient
+) -> None:
+    origin = sim.origin
+    no_effect = await api.post(f"{origin}/_sim/faults", json={"path": "/v1/models"})
+    assert no_effect.status_code == 400
+    assert "at least one of" in no_effect.json()["error"]["message"]
+    unknown = await api.post(f"{origin}/_sim/config", json={"sped": 2})
+    assert unknown.status_code == 400
+    assert "sped" in unknown.json()["error"]["message"]
+    negative = await api.post(f"{origin}/_sim/config", json={"speed": -1})
+    assert negative.status_code == 400
+    assert (await api.post(f"{origin}/_sim/advance", json={"seconds": -1})).status_code == 400
+    assert (await api.post(f"{origin}/_sim/advance", json={"seconds": 5})).status_code == 200
+    config = (await api.post(f"{origin}/_sim/config", json={"r2_mode": False})).json()
+    assert config["r2_mode"] is False
+    assert config["speed"] == 0.01
+
+
+async def test_reset_clears_tasks_faults_counters_and_config(
+    sim: RunningSimulator, api: httpx.AsyncClient
+) -> None:
+    origin = sim.origin
+    state = sim.state
+    await api.post("/images/generations/async", json=CAT)
+    state.add_fault(path="/v1/models", status=500, count=None)
+    state.update_config(balance_ok=False)
+    await api.post(f"{origin}/_sim/reset")
+    counters = (await api.get(f"{origin}/_sim/counters")).json()
+    assert counters["requests"] == {}  # control calls are not counted
+    assert counters["tasks"] == {"images": 0, "videos": 0, "uploads": 0}
+    assert state.images == {}
+    assert state.config.balance_ok is True
+    assert (await api.get("/models")).status_code == 200
+
+
+async def test_model_lists_carry_modalities_objects_and_video_capabilities(api: httpx.AsyncClient) -> None:
+    models = (await api.get("/models")).json()
+    assert models["object"] == "list"
+    modality = {m["id"]: m["modality"] for m in models["data"]}
+    assert modality["deepseek-v4-pro"] == "text"
+    assert modality["claude-sonnet-4-6"] == "vision"
+    assert modality["gpt-image-2"] == "image"
+    assert modality["seedance-2.0"] == "video"
+    images = (await api.get("/images/models")).json()["data"]
+    assert {m["object"] for m in images} == {"image"}
+    videos = {m["id"]: m for m in (await api.get("/videos/models")).json()["data"]}
+    assert {m["object"] for m in videos.values()} == {"video"}
+    caps = videos["seedance-2.0"]["capabilities"]
+    assert caps["duration"] == {
+        "type": "range",
+        "min": 4,
+        "max": 15,
+        "step": 1,
+        "default": 5,
+        "supports_auto": True,
+    }
+    assert caps["resolutions"]["values"] == ["480p", "720p", "1080p"]
+    assert len(caps["input_types"]) == 7
+    assert videos["seedance-1.0-pro"]["capabilities"]["frames"] == {
+        "min": 29,
+        "max": 289,
+        "step": 4,
+        "base": 25,
+    }
+    assert videos["happyhorse-1.0-video-edit"]["capabilities"]["duration"] is None
+    assert "1080p" not in videos["seedance-2.5"]["capabilities"]["resolutions"]["values"]
+
+
+async def test_public_catalog_prices_and_health_summary_agree_with_routes(
+    sim: RunningSimulator, api: httpx.AsyncClient
+) -> None:
+    origin = sim.origin
+    async with httpx.AsyncClient(base_url=origin) as anonymous:
+        catalog = {m["id"]: m for m in (await anonymous.get("/api-account/models")).json()["data"]}
+        nano = (await anonymous.get("/api-account/models/gpt-5.4-nano")).json()["data"]
+        missing = await anonymous.get("/api-account/models/nope")
+        summary = (await anonymous.get("/api-account/health/summary")).json()["data"]
+        routes = (await anonymous.get("/api-account/health/routes")).json()["data"]
+        bad_range = await anonymous.get("/api-account/health/routes", params={"time_range": "1y"})
+    assert nano == catalog["gpt-5.4-nano"]
+    assert (nano["pricing"]["input"], nano["pricing"]["output"]) == ("0.2000", "1.2500")
+    assert "enable_search" in nano["supported_parameters"]
+    assert catalog["gpt-image-2"]["output_modalities"] == ["image"]
+    assert missing.status_code == 404
+    assert summary["total_routes"] == len(routes)
+    for status in ("healthy", "degraded", "incident"):
+        assert summary[f"{status}_routes"] == sum(r["status"] == status for r in routes)
+    assert summary["incident_routes"] >= 1
+    assert all(r["latency_p95_ms"] >= r["latency_p50_ms"] for r in routes)
+    assert bad_range.status_code == 400
+
+
+async def test_serve_simulator_starts_fast_on_a_free_port_and_releases_it() -> None:
+    started = time.monotonic()
+    async with serve_simulator(SimConfig(speed=0.01)) as sim:
+        assert time.monotonic() - started < 1.0
+        assert sim.base_url == f"{sim.origin}/v1"
+        async with httpx.AsyncClient() as client:
+            assert (await client.get(f"{sim.origin}/_sim/counters")).status_code == 200
+        origin = sim.origin
+    async with httpx.AsyncClient() as client:
+        with pytest.raises(httpx.ConnectError):
+            await client.get(f"{origin}/_sim/counters")
+
+
+async def test_two_simulators_run_side_by_side_with_separate_state() -> None:
+    async with serve_simulator(SimConfig(speed=0.01)) as a, serve_simulator(SimConfig(speed=0.01)) as b:
+        assert a.origin != b.origin
+        a.state.add_fault(path="/v1/models", status=500)
+        async with httpx.AsyncClient(
+            headers={"Authorization": "Bearer sk-sim-local-0000000000000000"}
+        ) as client:
+            assert (await client.get(f"{a.base_url}/models")).status_code == 500
+            assert (await client.get(f"{b.base_url}/models")).status_code == 200
+
+
+def test_the_app_counts_requests_by_route_template() -> None:
+    app = SimApp(SimState(SimConfig()))
+    scope = {"type": "http", "method": "GET", "path": "/_r2/images/igen_1/0.png", "root_path": ""}
+    assert app.template(scope) == "/_r2/images/{task_id}/{index}.png"
+    assert app.template({**scope, "path": "/v1/videos/generations/vgen_1/cancel", "method": "POST"}) == (
+        "/v1/videos/generations/{task_id}/cancel"
+    )
