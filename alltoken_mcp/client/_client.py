@@ -184,19 +184,33 @@ class AllTokenClient:
                 content=content_factory() if content_factory is not None else None,
             )
             where = _where(request.url)
+            body = b""
             try:
                 response = await self._http.send(request, stream=True, follow_redirects=follow_redirects)
+                # Read whole bodies inside the same `try`: a connection dropped after the status line
+                # (e.g. a 202 whose body never arrives) is a transport failure like any other.
+                if response.status_code >= 400:
+                    try:
+                        body = await _read_capped(response)
+                    finally:
+                        await response.aclose()
+                elif not stream:
+                    try:
+                        await response.aread()
+                    finally:
+                        await response.aclose()
             except httpx.TransportError as exc:
                 retryable = is_retryable_exception(exc, replay_safe=replay_safe)
+                will_retry = retryable and attempt < policy.max_attempts
                 logger.debug(
                     "%s %s failed on attempt %d: %s%s",
                     method,
                     where,
                     attempt,
                     type(exc).__name__,
-                    " (will retry)" if retryable and attempt < policy.max_attempts else "",
+                    " (will retry)" if will_retry else "",
                 )
-                if retryable and attempt < policy.max_attempts:
+                if will_retry:
                     await policy.sleep(policy.delay(attempt))
                     continue
                 raise TransportError(
@@ -213,24 +227,7 @@ class AllTokenClient:
                 _request_id(response),
             )
             if status < 400:
-                if not stream:
-                    try:
-                        await response.aread()
-                    except httpx.TransportError as exc:
-                        raise TransportError(
-                            f"AllToken {method} {where} answered {status} but the body broke off "
-                            f"({type(exc).__name__}: {exc or 'no detail'})"
-                        ) from exc
-                    finally:
-                        await response.aclose()
                 return response
-
-            try:
-                body = await _read_capped(response)
-            except httpx.TransportError:
-                body = b""
-            finally:
-                await response.aclose()
             retry_after = policy.retry_after(response.headers)
             if is_retryable_status(status, replay_safe=replay_safe) and attempt < policy.max_attempts:
                 await policy.sleep(policy.delay(attempt, retry_after))
