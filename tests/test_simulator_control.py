@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+import signal
+import sys
 import time
 
 import anyio
@@ -226,3 +229,24 @@ def test_the_app_counts_requests_by_route_template() -> None:
     assert app.template({**scope, "path": "/v1/videos/generations/vgen_1/cancel", "method": "POST"}) == (
         "/v1/videos/generations/{task_id}/cancel"
     )
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+async def test_run_simulator_prints_its_url_on_stderr_only_and_stops_on_sigint() -> None:
+    code = "from alltoken_mcp.simulator import SimConfig, run_simulator; run_simulator(SimConfig(), port=0)"
+    with anyio.fail_after(15):
+        async with await anyio.open_process([sys.executable, "-c", code]) as process:
+            assert process.stderr is not None
+            assert process.stdout is not None
+            announced = b""
+            while b"Press Ctrl+C" not in announced:
+                announced += await process.stderr.receive()
+            match = re.search(rb"listening on (http://127\.0\.0\.1:\d+)", announced)
+            assert match is not None
+            async with httpx.AsyncClient() as client:
+                health = await client.get(f"{match[1].decode()}/api-account/health/summary")
+            assert health.status_code == 200
+            process.send_signal(signal.SIGINT)
+            assert await process.wait() == 0
+            with pytest.raises(anyio.EndOfStream):  # nothing was ever written to stdout
+                await process.stdout.receive()

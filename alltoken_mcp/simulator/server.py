@@ -136,22 +136,19 @@ async def serve_simulator(
 
 
 def run_simulator(config: SimConfig | None = None, *, host: str = "127.0.0.1", port: int = 8787) -> None:
-    """Serve until SIGINT/SIGTERM. Blocking; used by `alltoken-mcp simulate`. Logs its URL on stderr."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-        )
+    """Serve until SIGINT/SIGTERM. Blocking; used by `alltoken-mcp simulate`. Prints its URL on stderr."""
     config = config or SimConfig()
 
     async def main() -> None:
         async with serve_simulator(config, host=host, port=port) as sim:
-            logger.info(
-                "AllToken simulator listening on %s (base URL %s, API key %s, speed %g)",
-                sim.origin,
-                sim.base_url,
-                # The built-in key is public; any other configured key is treated as a secret.
-                SIM_API_KEY if SIM_API_KEY in config.api_keys else "<configured>",
-                config.speed,
+            # Printed, not logged: the user must see where to point clients whatever the log level.
+            # The built-in key is public; any other configured key is treated as a secret.
+            key = SIM_API_KEY if SIM_API_KEY in config.api_keys else "<one of the configured api_keys>"
+            print(
+                f"AllToken simulator listening on {sim.origin} (base URL {sim.base_url}, "
+                f"API key {key}, speed {config.speed:g}). Press Ctrl+C to stop.",
+                file=sys.stderr,
+                flush=True,
             )
             try:
                 with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
