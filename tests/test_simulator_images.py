@@ -13,7 +13,7 @@ import pytest
 
 from alltoken_mcp.simulator import SIM_API_KEY, RunningSimulator, SimConfig, serve_simulator
 
-CAT = {"model": "gpt-image-2", "prompt": "a cat", "quality": "low"}
+CAT: dict[str, object] = {"model": "gpt-image-2", "prompt": "a cat", "quality": "low"}
 
 
 def _png_size(data: bytes) -> tuple[int, int]:

@@ -54,7 +54,6 @@ class SimConfig(BaseModel):
     image_r2_ttl_s: float = Field(default=30 * 86400.0, gt=0)
     r2_mode: bool = True
     image_payload_bytes: int | None = Field(default=None, ge=0)
-    max_image_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
 
     # Videos (scaled), per resolution.
     video_render_s: dict[str, Range] = Field(
