@@ -1,0 +1,96 @@
+"""Helpers shared by the tool modules: building results, and static resources that need the app state.
+
+MCPServer injects a `Context` into tools and *template* resources only; a static resource such as
+`alltoken://models` gets no way to reach the lifespan state. `add_state_resource` closes that gap: a
+small middleware remembers the current request's lifespan state in a context variable for the
+duration of each `resources/read`, and the resource reads it from there.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from typing import Any
+
+import mcp_types as t
+from mcp.server import MCPServer
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.mcpserver.exceptions import ResourceError
+from mcp.server.mcpserver.resources import Resource
+from pydantic import BaseModel, ConfigDict, Field
+
+from alltoken_mcp.errors import AllTokenError
+from alltoken_mcp.server import AppState
+from alltoken_mcp.tools.errors import describe
+
+JSON_MIME = "application/json"
+
+_current_state: ContextVar[AppState | None] = ContextVar("alltoken_app_state", default=None)
+
+
+def tool_result(text: str, structured: BaseModel) -> t.CallToolResult:
+    """A result with a short text for the model and the full record as structuredContent."""
+    return t.CallToolResult(
+        content=[t.TextContent(type="text", text=text)],
+        structured_content=structured.model_dump(mode="json"),
+    )
+
+
+def to_json(value: BaseModel | dict[str, Any] | list[Any]) -> str:
+    """Resource bodies: indented JSON, so a host that shows them raw is still readable."""
+    data = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+    return json.dumps(data, indent=2, ensure_ascii=False)
+
+
+class _StateMiddleware:
+    """Publishes the lifespan state of the request being served in `_current_state`."""
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        state = ctx.lifespan_context
+        token = _current_state.set(state if isinstance(state, AppState) else None)
+        try:
+            return await call_next(ctx)
+        finally:
+            _current_state.reset(token)
+
+
+def _install_middleware(server: MCPServer[AppState]) -> None:
+    middleware = server._lowlevel_server.middleware
+    if not any(isinstance(m, _StateMiddleware) for m in middleware):
+        middleware.append(_StateMiddleware())
+
+
+class StateResource(Resource):
+    """A static resource whose body is computed from the app state when it is read."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    reader: Callable[[AppState], Awaitable[str]] = Field(exclude=True)
+
+    async def read(self) -> str:
+        state = _current_state.get()
+        if state is None:
+            raise ResourceError(f"{self.uri} can only be read while the server is running")
+        try:
+            return await self.reader(state)
+        except AllTokenError as exc:
+            raise ResourceError(describe(exc)) from exc
+
+
+def add_state_resource(
+    server: MCPServer[AppState],
+    uri: str,
+    reader: Callable[[AppState], Awaitable[str]],
+    *,
+    name: str,
+    title: str,
+    description: str,
+    mime_type: str = JSON_MIME,
+) -> None:
+    _install_middleware(server)
+    server.add_resource(
+        StateResource(
+            uri=uri, name=name, title=title, description=description, mime_type=mime_type, reader=reader
+        )
+    )
