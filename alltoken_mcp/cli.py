@@ -55,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = commands.add_parser(
-        "serve", help="serve MCP (stdio by default, --http for Streamable HTTP)", argument_default=argparse.SUPPRESS
+        "serve",
+        help="serve MCP (stdio by default, --http for Streamable HTTP)",
+        argument_default=argparse.SUPPRESS,
     )
     _add_serve_options(serve)
     serve.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, help="stderr log level")

@@ -196,7 +196,9 @@ def error_from_response(
     message = _text(envelope.get("message")) or _text(top.get("message"))
     if message is None:
         snippet = " ".join(raw.split())[:200]
-        message = f"HTTP {status_code} with an unexpected body: {snippet!r}" if snippet else f"HTTP {status_code}"
+        message = (
+            f"HTTP {status_code} with an unexpected body: {snippet!r}" if snippet else f"HTTP {status_code}"
+        )
     request_id = _text(envelope.get("request_id")) or _text(top.get("request_id"))
 
     cls = _BY_CODE.get(code or "") or _BY_STATUS.get(status_code)

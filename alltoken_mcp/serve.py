@@ -122,9 +122,7 @@ async def _serve_http(settings: Settings, simulate: bool, host: str, port: int, 
         await uvicorn.Server(config).serve()
 
 
-def serve(
-    settings: Settings, *, simulate: bool, http: bool, host: str, port: int, log_level: str
-) -> int:
+def serve(settings: Settings, *, simulate: bool, http: bool, host: str, port: int, log_level: str) -> int:
     if http:
         # Checked before anything starts so the refusal is the only thing the user sees.
         check_http_bind(settings, host)

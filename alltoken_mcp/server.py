@@ -156,7 +156,9 @@ def _install_legacy_subscriptions(server: MCPServer[AppState], notifier: Resourc
         notifier.subscribe(str(params.uri), ctx.session)
         return t.EmptyResult()
 
-    async def unsubscribe(ctx: ServerRequestContext[Any], params: t.UnsubscribeRequestParams) -> t.EmptyResult:
+    async def unsubscribe(
+        ctx: ServerRequestContext[Any], params: t.UnsubscribeRequestParams
+    ) -> t.EmptyResult:
         notifier.unsubscribe(str(params.uri), ctx.session)
         return t.EmptyResult()
 

@@ -106,7 +106,9 @@ def _writable_dir(path: Path, name: str) -> Path:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise SettingsError(f"{name}={str(path)!r} is not a writable directory ({exc.strerror or exc})") from None
+        raise SettingsError(
+            f"{name}={str(path)!r} is not a writable directory ({exc.strerror or exc})"
+        ) from None
     return path
 
 
@@ -138,7 +140,9 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
     if api_key is not None:
         api_key = api_key.strip()
         if any(c.isspace() or not c.isprintable() for c in api_key):
-            raise SettingsError(f"{API_KEY_VAR} contains whitespace or control characters; paste the key alone")
+            raise SettingsError(
+                f"{API_KEY_VAR} contains whitespace or control characters; paste the key alone"
+            )
 
     base_url = _validate_base_url(
         overrides.get("base_url") or get("ALLTOKEN_BASE_URL") or DEFAULT_BASE_URL, "ALLTOKEN_BASE_URL"
@@ -149,7 +153,9 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
     output_dir = _writable_dir(Path(output_raw) if output_raw else home / "media", "ALLTOKEN_OUTPUT_DIR")
     wait_raw = get("ALLTOKEN_MAX_WAIT_SECONDS")
     max_wait = (
-        _parse_wait(wait_raw, "ALLTOKEN_MAX_WAIT_SECONDS") if wait_raw is not None else DEFAULT_MAX_WAIT_SECONDS
+        _parse_wait(wait_raw, "ALLTOKEN_MAX_WAIT_SECONDS")
+        if wait_raw is not None
+        else DEFAULT_MAX_WAIT_SECONDS
     )
     if "max_wait_seconds" in overrides:
         max_wait = _parse_wait(str(overrides["max_wait_seconds"]), "--max-wait-seconds")
