@@ -1,0 +1,538 @@
+"""The state database: one SQLite file (WAL) shared by every server process of one user.
+
+It holds media jobs (with their idempotency keys and poll leases), chat conversations and small caches.
+Every call runs in a worker thread (`anyio.to_thread.run_sync`) on one connection per process, guarded by
+a lock; several processes share the file through SQLite's own locking (`BEGIN IMMEDIATE` for the
+read-modify-write steps, a busy timeout for contention).
+
+The schema is versioned with `PRAGMA user_version` and ordered migrations; a database written by a newer
+release is refused rather than guessed at. Ids are checked against strict patterns before they reach SQL
+or a file name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import anyio.to_thread
+
+SCHEMA_VERSION = 1
+
+JobKind = Literal["image", "video"]
+JobStatus = Literal["queued", "processing", "completed", "failed", "cancelled", "expired"]
+SubmitState = Literal["pending", "sent", "accepted", "rejected"]
+"""pending: the create request has not left yet; sent: it may have reached AllToken but no answer was
+stored; accepted: `upstream_id` is known; rejected: AllToken refused it (nothing was created)."""
+
+ACTIVE_STATUSES: tuple[JobStatus, ...] = ("queued", "processing")
+TERMINAL_STATUSES: tuple[JobStatus, ...] = ("completed", "failed", "cancelled", "expired")
+
+JOB_ID_RE = re.compile(r"job_[0-9a-f]{16}")
+CONVERSATION_ID_RE = re.compile(r"conv_[0-9a-f]{16}")
+
+_MIGRATIONS: tuple[str, ...] = (
+    # 1: jobs, conversations, cache
+    """
+    CREATE TABLE jobs (
+        job_id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL CHECK (kind IN ('image', 'video')),
+        status TEXT NOT NULL,
+        model TEXT NOT NULL,
+        prompt TEXT NOT NULL,
+        request TEXT NOT NULL,
+        idempotency_key TEXT NOT NULL,
+        submit_state TEXT NOT NULL,
+        submitted_at REAL,
+        upstream_id TEXT,
+        upstream_status TEXT,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        next_poll_at REAL NOT NULL DEFAULT 0,
+        poll_failures INTEGER NOT NULL DEFAULT 0,
+        lease_owner TEXT,
+        lease_expires_at REAL,
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        files TEXT NOT NULL DEFAULT '[]',
+        sources TEXT NOT NULL DEFAULT '[]',
+        error_code TEXT,
+        error_message TEXT,
+        video_url TEXT,
+        video_url_expires_at TEXT,
+        usage TEXT,
+        note TEXT
+    );
+    CREATE INDEX jobs_by_status ON jobs (status, next_poll_at);
+    CREATE INDEX jobs_by_created ON jobs (created_at DESC);
+    CREATE UNIQUE INDEX jobs_by_upstream ON jobs (upstream_id) WHERE upstream_id IS NOT NULL;
+    CREATE TABLE conversations (
+        conversation_id TEXT PRIMARY KEY,
+        system TEXT,
+        model TEXT,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE messages (
+        conversation_id TEXT NOT NULL REFERENCES conversations (conversation_id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        role TEXT NOT NULL,
+        content TEXT NOT NULL,
+        PRIMARY KEY (conversation_id, seq)
+    );
+    CREATE TABLE cache (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        stored_at REAL NOT NULL
+    );
+    """,
+)
+assert len(_MIGRATIONS) == SCHEMA_VERSION
+
+
+class StoreError(Exception):
+    """The database cannot be used (corrupt, from a newer release, not writable). One-line message."""
+
+
+def new_job_id() -> str:
+    return f"job_{secrets.token_hex(8)}"
+
+
+def is_job_id(value: str) -> bool:
+    return JOB_ID_RE.fullmatch(value) is not None
+
+
+def is_conversation_id(value: str) -> bool:
+    return CONVERSATION_ID_RE.fullmatch(value) is not None
+
+
+def process_owner() -> str:
+    """A lease owner name for this process: host, pid and a random part (pids are reused)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def owner_is_dead(owner: str) -> bool:
+    """True when `owner` names a process on this host that no longer exists.
+
+    Owners on other hosts (a shared network home) cannot be checked; their leases simply time out.
+    """
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # exists, owned by someone else
+        return False
+    return False
+
+
+@dataclass(frozen=True)
+class Job:
+    """One media job row. JSON columns are decoded; times are Unix seconds."""
+
+    job_id: str
+    kind: JobKind
+    status: JobStatus
+    model: str
+    prompt: str
+    request: dict[str, Any]
+    idempotency_key: str
+    submit_state: SubmitState
+    created_at: float
+    updated_at: float
+    submitted_at: float | None = None
+    upstream_id: str | None = None
+    upstream_status: str | None = None
+    next_poll_at: float = 0.0
+    poll_failures: int = 0
+    lease_owner: str | None = None
+    lease_expires_at: float | None = None
+    cancel_requested: bool = False
+    files: list[dict[str, Any]] = field(default_factory=list)
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    """Where each result can still be fetched from (image r2_url, video_url, last_frame_url)."""
+    error_code: str | None = None
+    error_message: str | None = None
+    video_url: str | None = None
+    video_url_expires_at: str | None = None
+    usage: dict[str, Any] | None = None
+    note: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.status in ACTIVE_STATUSES
+
+
+_JOB_COLUMNS = tuple(f.name for f in fields(Job))
+_JSON_COLUMNS = {"request", "files", "sources", "usage"}
+
+
+def _job_from_row(row: sqlite3.Row) -> Job:
+    values: dict[str, Any] = {}
+    for name in _JOB_COLUMNS:
+        value = row[name]
+        if name in _JSON_COLUMNS and value is not None:
+            value = json.loads(value)
+        elif name == "cancel_requested":
+            value = bool(value)
+        values[name] = value
+    return Job(**values)
+
+
+def _to_column(name: str, value: Any) -> Any:
+    if name in _JSON_COLUMNS and value is not None:
+        return json.dumps(value, ensure_ascii=False)
+    if name == "cancel_requested":
+        return int(bool(value))
+    return value
+
+
+@dataclass(frozen=True)
+class Conversation:
+    conversation_id: str
+    system: str | None
+    model: str | None
+    messages: list[dict[str, str]]
+    created_at: float
+    updated_at: float
+
+
+T = TypeVar("T")
+
+
+class Store:
+    """Async facade over one SQLite connection. Open with `await Store.open(path)`."""
+
+    def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
+        self._db = connection
+        self._lock = threading.Lock()
+        self.path = path
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, path: Path) -> Store:
+        return await anyio.to_thread.run_sync(cls._open_sync, path)
+
+    @classmethod
+    def _open_sync(cls, path: Path) -> Store:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open the state database {path}: {exc}") from None
+        connection.row_factory = sqlite3.Row
+        try:
+            connection.execute("PRAGMA busy_timeout = 30000")
+            connection.execute("PRAGMA journal_mode = WAL")
+            # FULL: a job row (and its idempotency key) must be on disk before the paid request leaves.
+            connection.execute("PRAGMA synchronous = FULL")
+            connection.execute("PRAGMA foreign_keys = ON")
+            _migrate(connection, path)
+        except sqlite3.DatabaseError as exc:
+            connection.close()
+            raise StoreError(
+                f"the state database {path} is unusable ({exc}); move it aside and restart "
+                "(jobs and conversations in it will be forgotten)"
+            ) from None
+        except StoreError:
+            connection.close()
+            raise
+        return cls(connection, path)
+
+    async def close(self) -> None:
+        await self._run(self._db.close)
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        def locked() -> T:
+            with self._lock:
+                return fn(*args)
+
+        return await anyio.to_thread.run_sync(locked)
+
+    def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` inside BEGIN IMMEDIATE … COMMIT (rolled back on error). Caller holds the lock."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(self._db)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        return result
+
+    async def schema_version(self) -> int:
+        return await self._run(lambda: int(self._db.execute("PRAGMA user_version").fetchone()[0]))
+
+    async def integrity_check(self) -> str:
+        return await self._run(lambda: str(self._db.execute("PRAGMA integrity_check").fetchone()[0]))
+
+    # -- jobs ------------------------------------------------------------------------------------
+
+    async def insert_job(self, job: Job) -> None:
+        columns = ", ".join(_JOB_COLUMNS)
+        marks = ", ".join("?" for _ in _JOB_COLUMNS)
+        values = [_to_column(name, getattr(job, name)) for name in _JOB_COLUMNS]
+        await self._run(self._db.execute, f"INSERT INTO jobs ({columns}) VALUES ({marks})", values)
+
+    async def get_job(self, job_id: str) -> Job | None:
+        if not is_job_id(job_id):
+            return None
+        row = await self._run(
+            lambda: self._db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        )
+        return None if row is None else _job_from_row(row)
+
+    async def find_job_by_upstream(self, upstream_id: str) -> Job | None:
+        row = await self._run(
+            lambda: self._db.execute("SELECT * FROM jobs WHERE upstream_id = ?", (upstream_id,)).fetchone()
+        )
+        return None if row is None else _job_from_row(row)
+
+    async def update_job(self, job_id: str, *, owner: str | None = None, **changes: Any) -> Job | None:
+        """Apply `changes` (Job field names) and bump `updated_at`; return the new row.
+
+        With `owner`, the update happens only while that owner holds the job's lease (a poller that lost
+        its lease to another process must not write results); None is returned when it does not.
+        """
+        unknown = set(changes) - set(_JOB_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown job fields: {sorted(unknown)}")
+        changes.setdefault("updated_at", time.time())
+
+        def apply(db: sqlite3.Connection) -> Job | None:
+            assignments = ", ".join(f"{name} = ?" for name in changes)
+            values = [_to_column(name, value) for name, value in changes.items()]
+            where = "job_id = ?"
+            params: list[Any] = [*values, job_id]
+            if owner is not None:
+                where += " AND lease_owner = ?"
+                params.append(owner)
+            cursor = db.execute(f"UPDATE jobs SET {assignments} WHERE {where}", params)
+            if cursor.rowcount == 0:
+                return None
+            return _job_from_row(db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone())
+
+        return await self._run(self._transaction, apply)
+
+    async def list_jobs(
+        self, *, kind: str | None = None, status: str | None = None, limit: int = 20
+    ) -> list[Job]:
+        where, params = [], []
+        if kind is not None:
+            where.append("kind = ?")
+            params.append(kind)
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        sql = "SELECT * FROM jobs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC, job_id LIMIT ?"
+        params.append(str(limit))
+        rows = await self._run(lambda: self._db.execute(sql, params).fetchall())
+        return [_job_from_row(row) for row in rows]
+
+    async def count_active_jobs(self) -> int:
+        marks = ", ".join("?" for _ in ACTIVE_STATUSES)
+        sql = f"SELECT count(*) FROM jobs WHERE status IN ({marks})"
+        return await self._run(lambda: int(self._db.execute(sql, ACTIVE_STATUSES).fetchone()[0]))
+
+    async def claim_due_jobs(
+        self,
+        owner: str,
+        *,
+        now: float,
+        lease_seconds: float,
+        limit: int,
+        is_dead: Callable[[str], bool] = owner_is_dead,
+    ) -> list[Job]:
+        """Lease up to `limit` active jobs that are due and not held by another live process."""
+
+        def claim(db: sqlite3.Connection) -> list[Job]:
+            rows = db.execute(
+                f"SELECT * FROM jobs WHERE status IN ({', '.join('?' for _ in ACTIVE_STATUSES)}) "
+                "AND next_poll_at <= ? ORDER BY next_poll_at",
+                (*ACTIVE_STATUSES, now),
+            ).fetchall()
+            claimed: list[Job] = []
+            for row in rows:
+                job = _job_from_row(row)
+                if not _lease_available(job, owner, now, is_dead):
+                    continue
+                db.execute(
+                    "UPDATE jobs SET lease_owner = ?, lease_expires_at = ? WHERE job_id = ?",
+                    (owner, now + lease_seconds, job.job_id),
+                )
+                claimed.append(replace(job, lease_owner=owner, lease_expires_at=now + lease_seconds))
+                if len(claimed) >= limit:
+                    break
+            return claimed
+
+        return await self._run(self._transaction, claim)
+
+    async def next_due_at(
+        self, owner: str, *, now: float, is_dead: Callable[[str], bool] = owner_is_dead
+    ) -> float | None:
+        """When the earliest job this process could poll is due (a lease held elsewhere counts from
+        its expiry); None when no job is active anywhere."""
+        marks = ", ".join("?" for _ in ACTIVE_STATUSES)
+        rows = await self._run(
+            lambda: self._db.execute(
+                f"SELECT next_poll_at, lease_owner, lease_expires_at FROM jobs WHERE status IN ({marks})",
+                ACTIVE_STATUSES,
+            ).fetchall()
+        )
+        earliest: float | None = None
+        for next_poll_at, lease_owner, lease_expires_at in rows:
+            due = float(next_poll_at)
+            if (
+                lease_owner not in (None, owner)
+                and (lease_expires_at or 0) > now
+                and not is_dead(lease_owner)
+            ):
+                due = max(due, float(lease_expires_at))
+            earliest = due if earliest is None else min(earliest, due)
+        return earliest
+
+    async def release_lease(self, job_id: str, owner: str) -> None:
+        await self._run(
+            self._db.execute,
+            "UPDATE jobs SET lease_owner = NULL, lease_expires_at = NULL "
+            "WHERE job_id = ? AND lease_owner = ?",
+            (job_id, owner),
+        )
+
+    async def release_all_leases(self, owner: str) -> None:
+        await self._run(
+            self._db.execute,
+            "UPDATE jobs SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner = ?",
+            (owner,),
+        )
+
+    # -- conversations ---------------------------------------------------------------------------
+
+    async def create_conversation(self, *, system: str | None, model: str | None) -> str:
+        conversation_id = f"conv_{secrets.token_hex(8)}"
+        now = time.time()
+        await self._run(
+            self._db.execute,
+            "INSERT INTO conversations (conversation_id, system, model, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (conversation_id, system, model, now, now),
+        )
+        return conversation_id
+
+    async def get_conversation(self, conversation_id: str) -> Conversation | None:
+        if not is_conversation_id(conversation_id):
+            return None
+
+        def read() -> Conversation | None:
+            head = self._db.execute(
+                "SELECT * FROM conversations WHERE conversation_id = ?", (conversation_id,)
+            ).fetchone()
+            if head is None:
+                return None
+            rows = self._db.execute(
+                "SELECT role, content FROM messages WHERE conversation_id = ? ORDER BY seq",
+                (conversation_id,),
+            ).fetchall()
+            return Conversation(
+                conversation_id=conversation_id,
+                system=head["system"],
+                model=head["model"],
+                messages=[{"role": r["role"], "content": r["content"]} for r in rows],
+                created_at=head["created_at"],
+                updated_at=head["updated_at"],
+            )
+
+        return await self._run(read)
+
+    async def append_messages(self, conversation_id: str, messages: Sequence[dict[str, str]]) -> None:
+        def append(db: sqlite3.Connection) -> None:
+            last = db.execute(
+                "SELECT coalesce(max(seq), 0) FROM messages WHERE conversation_id = ?", (conversation_id,)
+            ).fetchone()[0]
+            db.executemany(
+                "INSERT INTO messages (conversation_id, seq, role, content) VALUES (?, ?, ?, ?)",
+                [(conversation_id, last + i, m["role"], m["content"]) for i, m in enumerate(messages, 1)],
+            )
+            db.execute(
+                "UPDATE conversations SET updated_at = ? WHERE conversation_id = ?",
+                (time.time(), conversation_id),
+            )
+
+        await self._run(self._transaction, append)
+
+    async def set_system(self, conversation_id: str, system: str | None) -> None:
+        await self._run(
+            self._db.execute,
+            "UPDATE conversations SET system = ?, updated_at = ? WHERE conversation_id = ?",
+            (system, time.time(), conversation_id),
+        )
+
+    # -- cache -----------------------------------------------------------------------------------
+
+    async def cache_put(self, key: str, value: Any) -> None:
+        await self._run(
+            self._db.execute,
+            "INSERT OR REPLACE INTO cache (key, value, stored_at) VALUES (?, ?, ?)",
+            (key, json.dumps(value, ensure_ascii=False), time.time()),
+        )
+
+    async def cache_get(self, key: str) -> Any:
+        row = await self._run(
+            lambda: self._db.execute("SELECT value FROM cache WHERE key = ?", (key,)).fetchone()
+        )
+        return None if row is None else json.loads(row[0])
+
+
+def _lease_available(job: Job, owner: str, now: float, is_dead: Callable[[str], bool]) -> bool:
+    if job.lease_owner is None or job.lease_owner == owner:
+        return True
+    if job.lease_expires_at is not None and job.lease_expires_at <= now:
+        return True
+    return is_dead(job.lease_owner)
+
+
+def _migrate(db: sqlite3.Connection, path: Path) -> None:
+    """Bring the schema to SCHEMA_VERSION; concurrent openers serialise on BEGIN IMMEDIATE."""
+    version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    if version == SCHEMA_VERSION:
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"the state database {path} has schema version {version}, newer than this alltoken-mcp "
+                f"understands ({SCHEMA_VERSION}); upgrade alltoken-mcp or point ALLTOKEN_MCP_HOME elsewhere"
+            )
+        for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
+            for statement in _statements(script):
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version = {number}")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def _statements(script: str) -> Iterable[str]:
+    # executescript() would COMMIT our transaction; the migration scripts hold no literal semicolons.
+    return (part.strip() for part in script.split(";") if part.strip())

@@ -1,0 +1,260 @@
+"""The state database: schema and migrations, jobs and leases across connections, conversations, cache."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from alltoken_mcp.store import (
+    SCHEMA_VERSION,
+    Job,
+    Store,
+    StoreError,
+    new_job_id,
+    owner_is_dead,
+    process_owner,
+)
+
+
+def make_job(**changes: object) -> Job:
+    now = time.time()
+    values: dict[str, object] = dict(
+        job_id=new_job_id(),
+        kind="image",
+        status="queued",
+        model="gpt-image-2",
+        prompt="a fox",
+        request={"model": "gpt-image-2", "prompt": "a fox"},
+        idempotency_key="key-1",
+        submit_state="pending",
+        created_at=now,
+        updated_at=now,
+    )
+    values.update(changes)
+    return Job(**values)  # type: ignore[arg-type]
+
+
+async def test_new_database_gets_current_schema_and_wal(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "state" / "db.sqlite3")
+    try:
+        assert await store.schema_version() == SCHEMA_VERSION
+        assert await store.integrity_check() == "ok"
+    finally:
+        await store.close()
+    db = sqlite3.connect(tmp_path / "state" / "db.sqlite3")
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.close()
+
+
+async def test_reopening_keeps_data_and_does_not_migrate_again(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    store = await Store.open(path)
+    job = make_job()
+    await store.insert_job(job)
+    await store.close()
+    store = await Store.open(path)
+    try:
+        assert await store.get_job(job.job_id) == job
+    finally:
+        await store.close()
+
+
+async def test_newer_schema_is_refused_with_advice(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(StoreError, match="newer than this alltoken-mcp"):
+        await Store.open(path)
+
+
+async def test_corrupt_file_is_a_clear_store_error(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError, match=r"unusable.*move it aside"):
+        await Store.open(path)
+
+
+async def test_unopenable_location_is_a_store_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StoreError, match="cannot open the state database"):
+        await Store.open(blocker / "db.sqlite3")
+
+
+async def test_job_round_trip_update_and_listing(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "db.sqlite3")
+    try:
+        older = make_job(created_at=1.0, kind="video")
+        newer = make_job(created_at=2.0)
+        await store.insert_job(older)
+        await store.insert_job(newer)
+        updated = await store.update_job(
+            older.job_id, status="completed", files=[{"path": "/x.mp4", "bytes": 3}], cancel_requested=True
+        )
+        assert updated is not None
+        assert updated.status == "completed"
+        assert updated.files == [{"path": "/x.mp4", "bytes": 3}]
+        assert updated.cancel_requested is True
+        assert updated.updated_at >= older.updated_at
+        assert [j.job_id for j in await store.list_jobs()] == [newer.job_id, older.job_id]
+        assert [j.job_id for j in await store.list_jobs(kind="video")] == [older.job_id]
+        assert [j.job_id for j in await store.list_jobs(status="queued")] == [newer.job_id]
+        assert [j.job_id for j in await store.list_jobs(limit=1)] == [newer.job_id]
+        assert await store.count_active_jobs() == 1
+        with pytest.raises(ValueError, match="unknown job fields"):
+            await store.update_job(older.job_id, bogus=1)
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize(
+    "job_id", ["../../etc/passwd", "job_'; DROP TABLE jobs;--", "JOB_0123456789abcdef", ""]
+)
+async def test_malformed_job_ids_never_reach_sql(tmp_path: Path, job_id: str) -> None:
+    store = await Store.open(tmp_path / "db.sqlite3")
+    try:
+        await store.insert_job(make_job())
+        assert await store.get_job(job_id) is None
+        assert len(await store.list_jobs()) == 1
+    finally:
+        await store.close()
+
+
+async def test_update_with_owner_fails_once_the_lease_is_lost(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "db.sqlite3")
+    try:
+        job = make_job()
+        await store.insert_job(job)
+        claimed = await store.claim_due_jobs("a", now=time.time(), lease_seconds=30, limit=10)
+        assert [j.job_id for j in claimed] == [job.job_id]
+        assert await store.update_job(job.job_id, owner="b", status="completed") is None
+        assert (await store.get_job(job.job_id)).status == "queued"  # type: ignore[union-attr]
+        assert await store.update_job(job.job_id, owner="a", status="processing") is not None
+    finally:
+        await store.close()
+
+
+async def test_leases_are_exclusive_across_connections_until_they_expire(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    first, second = await Store.open(path), await Store.open(path)
+    try:
+        jobs = [make_job() for _ in range(6)]
+        for job in jobs:
+            await first.insert_job(job)
+        now = time.time()
+        alive = lambda owner: False  # noqa: E731 - both owners are live in this test
+        mine = await first.claim_due_jobs("one", now=now, lease_seconds=30, limit=4, is_dead=alive)
+        theirs = await second.claim_due_jobs("two", now=now, lease_seconds=30, limit=10, is_dead=alive)
+        assert len(mine) == 4
+        assert len(theirs) == 2
+        assert not {j.job_id for j in mine} & {j.job_id for j in theirs}
+        assert (
+            await second.claim_due_jobs("two", now=now, lease_seconds=30, limit=10, is_dead=alive) == theirs
+        )
+        # "one" leases expire: "two" takes them over.
+        later = await second.claim_due_jobs("two", now=now + 31, lease_seconds=30, limit=10, is_dead=alive)
+        assert {j.job_id for j in later} == {j.job_id for j in jobs}
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_a_dead_owners_lease_is_taken_over_at_once(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "db.sqlite3")
+    try:
+        job = make_job()
+        await store.insert_job(job)
+        now = time.time()
+        await store.claim_due_jobs("ghost", now=now, lease_seconds=300, limit=1, is_dead=lambda o: False)
+        assert (
+            await store.claim_due_jobs("me", now=now, lease_seconds=30, limit=1, is_dead=lambda o: False)
+            == []
+        )
+        taken = await store.claim_due_jobs(
+            "me", now=now, lease_seconds=30, limit=1, is_dead=lambda o: o == "ghost"
+        )
+        assert [j.lease_owner for j in taken] == ["me"]
+    finally:
+        await store.close()
+
+
+def test_owner_is_dead_checks_real_processes() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    me = process_owner()
+    host, _pid, _ = me.split(":")
+    assert not owner_is_dead(me)
+    assert owner_is_dead(f"{host}:{child.pid}:abcd")
+    assert not owner_is_dead(f"another-host:{child.pid}:abcd")  # cannot tell: wait for the lease to expire
+
+
+async def test_next_due_skips_live_leases_and_idle_is_none(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "db.sqlite3")
+    try:
+        assert await store.next_due_at("me", now=time.time()) is None
+        now = time.time()
+        job = make_job(next_poll_at=now + 5)
+        await store.insert_job(job)
+        assert await store.next_due_at("me", now=now) == pytest.approx(now + 5)
+        await store.claim_due_jobs("other", now=now + 5, lease_seconds=60, limit=1, is_dead=lambda o: False)
+        due = await store.next_due_at("me", now=now, is_dead=lambda o: False)
+        assert due == pytest.approx(now + 65)
+        await store.update_job(job.job_id, status="completed")
+        assert await store.next_due_at("me", now=now) is None
+    finally:
+        await store.close()
+
+
+async def test_conversations_survive_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    store = await Store.open(path)
+    conversation_id = await store.create_conversation(system="be brief", model="m")
+    await store.append_messages(conversation_id, [{"role": "user", "content": "hi"}])
+    await store.append_messages(
+        conversation_id, [{"role": "assistant", "content": "hello"}, {"role": "user", "content": "again"}]
+    )
+    await store.set_system(conversation_id, "be verbose")
+    await store.close()
+    store = await Store.open(path)
+    try:
+        conversation = await store.get_conversation(conversation_id)
+        assert conversation is not None
+        assert conversation.system == "be verbose"
+        assert conversation.model == "m"
+        assert [m["content"] for m in conversation.messages] == ["hi", "hello", "again"]
+        assert await store.get_conversation("conv_0000000000000000") is None
+        assert await store.get_conversation("../x") is None
+    finally:
+        await store.close()
+
+
+async def test_concurrent_appends_from_one_process_keep_every_message(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "db.sqlite3")
+    try:
+        conversation_id = await store.create_conversation(system=None, model=None)
+        async with anyio.create_task_group() as tg:
+            for i in range(20):
+                tg.start_soon(store.append_messages, conversation_id, [{"role": "user", "content": str(i)}])
+        conversation = await store.get_conversation(conversation_id)
+        assert conversation is not None
+        assert sorted(int(m["content"]) for m in conversation.messages) == list(range(20))
+    finally:
+        await store.close()
+
+
+async def test_cache_put_get_replace(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "db.sqlite3")
+    try:
+        assert await store.cache_get("k") is None
+        await store.cache_put("k", {"a": [1, 2]})
+        await store.cache_put("k", {"a": [3]})
+        assert await store.cache_get("k") == {"a": [3]}
+    finally:
+        await store.close()
