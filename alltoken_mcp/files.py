@@ -1,0 +1,677 @@
+"""Generated media and local input files: names, atomic writes, bounded downloads, allowed directories.
+
+Every byte of a paid result goes to disk through `atomic_file`: a hidden temp file in the destination
+directory, fsync, a no-clobber rename, fsync of the directory. A crash or an error leaves either the
+complete file under its final name or nothing (not even the temp). Blocking file I/O runs in worker
+threads so a 20 MB image never stalls the event loop.
+
+    FileProblem                 str(exc) is one actionable line for the calling model
+    ├── InputFileError          a local input path is missing, outside the allowed dirs, too big, ...
+    ├── OutputFileError         the output dir cannot be written (errno cause kept as __cause__)
+    └── DownloadError           non-2xx, size cap, short body, transport failure while streaming
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import builtins
+import errno
+import hashlib
+import mimetypes
+import os
+import re
+import secrets
+import stat
+import unicodedata
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import anyio
+import httpx
+
+from alltoken_mcp.client import AllTokenClient
+from alltoken_mcp.errors import APIStatusError, TransportError
+
+OUTPUT_DIR_VAR = "ALLTOKEN_OUTPUT_DIR"
+INPUT_DIRS_VAR = "ALLTOKEN_INPUT_DIRS"
+
+# Small writes (httpx hands out ~64 KiB pieces) are batched up to this size per worker-thread hop.
+WRITE_BATCH = 1024 * 1024
+# Base64 is decoded this many characters at a time (a multiple of 4, so every slice decodes alone).
+B64_CHUNK = 4 * 1024 * 1024
+READ_CHUNK = 1024 * 1024
+MAX_COLLISION_SUFFIX = 9999
+SLUG_MAX = 40
+# Leaves room for the ".<name>.<random>.partial" temp name within the usual 255-byte limit.
+NAME_MAX = 200
+
+_EXTENSIONS = {
+    "image/png": "png",
+    "image/jpeg": "jpg",
+    "image/jpg": "jpg",
+    "image/webp": "webp",
+    "image/gif": "gif",
+    "video/mp4": "mp4",
+    "video/quicktime": "mov",
+}
+_MIME_BY_SUFFIX = {
+    "png": "image/png",
+    "jpg": "image/jpeg",
+    "jpeg": "image/jpeg",
+    "webp": "image/webp",
+    "gif": "image/gif",
+    "mp4": "video/mp4",
+    "mov": "video/quicktime",
+}
+# MP4 and QuickTime are both ISO base media files; a sniffer cannot reliably tell them apart.
+_ISO_BMFF = frozenset({"video/mp4", "video/quicktime"})
+
+
+class FileProblem(Exception):
+    """A file could not be read, written or downloaded. `str(exc)` says what to do about it."""
+
+
+class InputFileError(FileProblem):
+    """A local input path is unusable (missing, not a regular file, not allowed, too large, unreadable)."""
+
+
+class OutputFileError(FileProblem):
+    """The output directory cannot take the file. The OSError is kept as `__cause__`."""
+
+
+class DownloadError(FileProblem):
+    """A result file could not be downloaded completely within its size limit."""
+
+
+@dataclass(frozen=True)
+class SavedFile:
+    path: Path  # absolute, the final name actually used
+    bytes: int
+    sha256: str  # lowercase hex
+    mime_type: str
+
+
+# ---------------------------------------------------------------------------------------------- names
+
+
+def _slug(text: str, limit: int) -> str:
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii").lower()
+    slug = ""
+    for word in re.findall(r"[a-z0-9]+", ascii_text):
+        candidate = f"{slug}-{word}" if slug else word
+        if len(candidate) > limit:
+            if not slug:  # one very long word: cut it rather than return nothing
+                slug = word[:limit]
+            break
+        slug = candidate
+    return slug
+
+
+def media_filename(prompt: str, job_id: str, index: int, extension: str) -> str:
+    """`<prompt-slug>_<job_id>_<index>.<ext>`, e.g. "red-fox-in-snow_job_ab12cd_0.png".
+
+    Always includes the index so a job's names are stable whatever its file count. Only [a-z0-9-_.]
+    characters: no separators, no leading dot, nothing Windows reserves.
+    """
+    slug = _slug(prompt, SLUG_MAX) or "media"
+    job = re.sub(r"[^A-Za-z0-9_-]+", "-", job_id).strip("-_")[:64] or "job"
+    ext = re.sub(r"[^a-z0-9]", "", extension.lower().lstrip("."))[:10] or "bin"
+    name = f"{slug}_{job}_{max(0, int(index))}.{ext}"
+    return name[-NAME_MAX:] if len(name) > NAME_MAX else name
+
+
+def _mime_base(mime_type: str | None) -> str | None:
+    if not mime_type:
+        return None
+    base = mime_type.split(";", 1)[0].strip().lower()
+    return base or None
+
+
+def extension_for(mime_type: str | None, fallback: str) -> str:
+    """File extension (no dot) for a media type; `fallback` when unknown."""
+    return _EXTENSIONS.get(_mime_base(mime_type) or "", fallback)
+
+
+def sniff_mime(head: bytes) -> str | None:
+    """The media type the first bytes announce (PNG, JPEG, GIF, WEBP, MP4/MOV), else None."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "image/gif"
+    if len(head) >= 12 and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    if len(head) >= 8 and head[4:8] == b"ftyp":
+        return "video/quicktime" if head[8:12] == b"qt  " else "video/mp4"
+    return None
+
+
+def _compatible(a: str, b: str) -> bool:
+    return a == b or (a in _ISO_BMFF and b in _ISO_BMFF)
+
+
+def _settle_type(path: Path, declared: str | None, sniffed: str | None) -> tuple[Path, str]:
+    """The final path and media type: the bytes win over a declared type that contradicts them.
+
+    A known media suffix that contradicts the sniffed content is corrected (an API that labels a JPEG
+    as PNG must not produce `x.png` holding JPEG bytes); other suffixes are left alone.
+    """
+    declared = _mime_base(declared)
+    suffix = path.suffix.lower().lstrip(".")
+    by_suffix = _MIME_BY_SUFFIX.get(suffix)
+    if sniffed is None:
+        mime = declared or by_suffix or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        return path, mime
+    mime = declared if declared is not None and _compatible(declared, sniffed) else sniffed
+    if by_suffix is not None and not _compatible(by_suffix, sniffed):
+        path = path.with_suffix("." + _EXTENSIONS[sniffed])
+    return path, mime
+
+
+# ---------------------------------------------------------------------------------------------- errors
+
+
+def _output_error(exc: OSError, directory: Path) -> OutputFileError:
+    code = errno.errorcode.get(exc.errno or 0, "")
+    reason = f"{exc.strerror or exc}{f' ({code})' if code else ''}"
+    fix = f"set {OUTPUT_DIR_VAR} to a writable directory"
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST):
+        reason = f"a path component is a file, not a directory ({code})"
+    elif exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        fix = f"free disk space there, or set {OUTPUT_DIR_VAR} to a volume with room"
+    elif exc.errno == errno.EFBIG:
+        fix = f"raise the file-size limit, or set {OUTPUT_DIR_VAR} to a filesystem that allows large files"
+    error = OutputFileError(f"Cannot write media to {directory}: {reason}. To fix it, {fix}.")
+    error.__cause__ = exc
+    return error
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{int(value)} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def _where(url: str) -> str:
+    """Host + path for messages: presigned query strings carry signatures and stay out."""
+    parts = urlsplit(url)
+    return f"{parts.hostname or '?'}{f':{parts.port}' if parts.port else ''}{parts.path}"
+
+
+# ---------------------------------------------------------------------------------------------- writer
+
+
+def _absolute(path: Path) -> Path:
+    """Absolute without resolving symlinks: the caller's directory layout is kept as given."""
+    return Path(os.path.abspath(Path(path).expanduser()))
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Persist the rename itself. Not every platform can open a directory (Windows): then skip."""
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on directories; the data itself is already synced
+    finally:
+        os.close(fd)
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(READ_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _candidates(path: Path) -> Iterator[Path]:
+    yield path
+    for n in range(1, MAX_COLLISION_SUFFIX + 1):
+        yield path.with_name(f"{path.stem}-{n}{path.suffix}")
+
+
+def _place(temp: Path, final: Path, size: int, sha256: str) -> Path:
+    """Give the finished temp file its final name without ever replacing a different file.
+
+    Tries `final`, then `final-1`, `final-2`...; a candidate already holding exactly these bytes is
+    reused (a re-delivery after a crash) and the temp dropped. Hard links make the claim atomic
+    across processes; filesystems without them fall back to check-then-replace.
+    """
+    for candidate in _candidates(final):
+        try:
+            existing = candidate.stat()
+        except FileNotFoundError:
+            existing = None
+        if existing is not None:
+            if (
+                stat.S_ISREG(existing.st_mode)
+                and existing.st_size == size
+                and _sha256_of(candidate) == sha256
+            ):
+                temp.unlink()
+                return candidate
+            continue
+        try:
+            os.link(temp, candidate)
+        except FileExistsError:
+            continue  # another writer claimed it between our stat and link; look at it again later
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+                raise
+            os.replace(temp, candidate)
+            return candidate
+        temp.unlink()
+        return candidate
+    raise FileExistsError(errno.EEXIST, f"{MAX_COLLISION_SUFFIX} files named like {final.name} already exist")
+
+
+class AtomicWriter:
+    """Accepts chunks for one file; created by `atomic_file`. Not safe for concurrent `write` calls."""
+
+    def __init__(self, final: Path, *, max_bytes: int | None, mime_type: str | None) -> None:
+        self._final = final
+        self._max_bytes = max_bytes
+        self._mime_type = mime_type
+        self._temp: Path | None = None
+        self._fd: int | None = None
+        self._hash = hashlib.sha256()
+        self._pending: list[builtins.bytes] = []
+        self._pending_size = 0
+        self._bytes = 0
+        self._head = b""
+        self._saved: SavedFile | None = None
+
+    @property
+    def bytes(self) -> int:
+        """Bytes accepted so far (written or batched)."""
+        return self._bytes
+
+    @property
+    def sha256(self) -> str:
+        """Hex SHA-256 of the bytes accepted so far."""
+        digest = self._hash.copy()
+        for piece in self._pending:
+            digest.update(piece)
+        return digest.hexdigest()
+
+    @property
+    def temp_path(self) -> Path | None:
+        return self._temp
+
+    @property
+    def saved(self) -> SavedFile:
+        """The committed file; available once the `async with atomic_file(...)` block has exited."""
+        if self._saved is None:
+            raise RuntimeError("the file is committed only when the atomic_file block exits cleanly")
+        return self._saved
+
+    async def write(self, chunk: builtins.bytes) -> None:
+        if not chunk:
+            return
+        if self._fd is None:
+            raise RuntimeError("write() after the atomic_file block has ended")
+        if self._max_bytes is not None and self._bytes + len(chunk) > self._max_bytes:
+            limit = _human(self._max_bytes)
+            raise FileProblem(
+                f"{self._final.name} would exceed its size limit of {limit}; nothing was saved."
+            )
+        if len(self._head) < 32:
+            self._head += bytes(chunk[: 32 - len(self._head)])
+        self._bytes += len(chunk)
+        self._pending.append(bytes(chunk))
+        self._pending_size += len(chunk)
+        if self._pending_size >= WRITE_BATCH:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        if not self._pending:
+            return
+        pieces = self._pending
+        self._pending, self._pending_size = [], 0
+        fd = self._fd
+        assert fd is not None
+        digest = self._hash
+
+        def write_pieces() -> None:
+            data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            digest.update(data)
+            _write_all(fd, data)
+
+        await self._io(write_pieces)
+
+    async def _io(self, work: Callable[[], None]) -> None:
+        try:
+            await anyio.to_thread.run_sync(work)
+        except OSError as exc:
+            raise _output_error(exc, self._final.parent) from exc
+
+    async def _open(self) -> None:
+        directory = self._final.parent
+        # ".<final>.<random>.partial": hidden, and visibly unfinished to anyone listing the directory.
+        temp = directory / f".{self._final.name[:NAME_MAX]}.{secrets.token_hex(4)}.partial"
+
+        def create() -> int:
+            directory.mkdir(parents=True, exist_ok=True)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+            return os.open(temp, flags, 0o666)
+
+        try:
+            self._fd = await anyio.to_thread.run_sync(create)
+        except OSError as exc:
+            raise _output_error(exc, directory) from exc
+        self._temp = temp
+
+    async def _commit(self) -> SavedFile:
+        await self._flush()
+        fd, temp = self._fd, self._temp
+        assert fd is not None
+        assert temp is not None
+        size, sha256 = self._bytes, self._hash.hexdigest()
+        final, mime = _settle_type(self._final, self._mime_type, sniff_mime(self._head))
+
+        def finish() -> Path:
+            os.fsync(fd)
+            os.close(fd)
+            self._fd = None
+            placed = _place(temp, final, size, sha256)
+            self._temp = None
+            _fsync_dir(final.parent)
+            return placed
+
+        try:
+            placed = await anyio.to_thread.run_sync(finish)
+        except OSError as exc:
+            raise _output_error(exc, final.parent) from exc
+        return SavedFile(path=placed, bytes=size, sha256=sha256, mime_type=mime)
+
+    async def _discard(self) -> None:
+        fd, temp = self._fd, self._temp
+        self._fd = self._temp = None
+        self._pending = []
+
+        def discard() -> None:
+            if fd is not None:
+                with suppress(OSError):
+                    os.close(fd)
+            if temp is not None:
+                with suppress(FileNotFoundError):
+                    temp.unlink()
+
+        # Shielded: a cancelled delivery must still remove its temp file.
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(discard)
+
+
+@asynccontextmanager
+async def atomic_file(
+    path: Path, *, max_bytes: int | None = None, mime_type: str | None = None
+) -> AsyncIterator[AtomicWriter]:
+    """Write a file all-or-nothing: `async with atomic_file(p) as w: await w.write(b)`; then `w.saved`.
+
+    Creates missing parent directories. On a clean exit the data is fsynced and renamed into place;
+    an existing different file is never replaced (`name-1.ext`, `name-2.ext`... instead) and an existing
+    identical one is kept and returned. On an exception the temp file is removed and the exception
+    re-raised; OSErrors from the writer's own I/O arrive as `OutputFileError`.
+    """
+    writer = AtomicWriter(_absolute(path), max_bytes=max_bytes, mime_type=mime_type)
+    await writer._open()
+    try:
+        yield writer
+        writer._saved = await writer._commit()
+    except BaseException:
+        await writer._discard()
+        raise
+
+
+# ---------------------------------------------------------------------------------------------- savers
+
+
+async def write_bytes(path: Path, data: bytes, *, mime_type: str | None = None) -> SavedFile:
+    """Save `data` atomically (see `atomic_file`)."""
+    async with atomic_file(path, mime_type=mime_type) as writer:
+        await writer.write(data)
+    return writer.saved
+
+
+_DATA_URL = re.compile(r"data:([^;,]*)(?:;[^,]*)?,", re.ASCII)
+_WHITESPACE = re.compile(r"\s")
+
+
+async def save_base64(path: Path, b64: str, *, mime_type: str | None = None) -> SavedFile:
+    """Decode base64 (or a `data:` URL) straight to disk, a few MiB at a time.
+
+    The media type comes from `mime_type`, else the data URL, else the decoded bytes.
+    """
+    start = 0
+    if b64.startswith("data:"):
+        match = _DATA_URL.match(b64)
+        if match is None or ";base64," not in b64[: match.end()]:
+            raise FileProblem("The media data is a data: URL but not a base64 one; nothing was saved.")
+        mime_type = mime_type or match.group(1) or None
+        start = match.end()
+    if _WHITESPACE.search(b64, start) is not None:
+        b64 = "".join(b64[start:].split())  # wrapped base64 (MIME style); one extra copy, rare
+        start = 0
+    total = len(b64) - start
+    if total == 0:
+        raise FileProblem("The media data is empty (no base64 characters); nothing was saved.")
+    if total % 4 == 1:
+        raise FileProblem(
+            f"The media data is not valid base64: {total} characters cannot be a complete encoding "
+            "(truncated?); nothing was saved."
+        )
+    async with atomic_file(path, mime_type=mime_type) as writer:
+        for offset in range(start, len(b64), B64_CHUNK):
+            piece = b64[offset : offset + B64_CHUNK]
+            if offset + B64_CHUNK >= len(b64):
+                piece += "=" * (-len(piece) % 4)  # tolerate stripped padding on the last slice
+            try:
+                decoded = base64.b64decode(piece, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                bad = re.search(r"[^A-Za-z0-9+/=]", piece)
+                where = f" (character {offset - start + bad.start()}: {bad.group()!r})" if bad else ""
+                raise FileProblem(
+                    f"The media data is not valid base64{where}: {exc}; nothing was saved."
+                ) from None
+            await writer.write(decoded)
+    return writer.saved
+
+
+async def download(
+    client: AllTokenClient, url: str, path: Path, *, max_bytes: int, mime_type: str | None = None
+) -> SavedFile:
+    """Stream `url` to `path` atomically, refusing more than `max_bytes` (declared or actual).
+
+    No Authorization header is sent (the client's `download`). Any failure leaves nothing behind and
+    raises `DownloadError` (or `OutputFileError` when the disk is the problem).
+    """
+    where = _where(url)
+    declared: int | None = None
+    streaming: httpx.Response | None = None
+    try:
+        async with client.download(url) as response:
+            streaming = response
+            declared = _content_length(response)
+            if declared is not None and declared > max_bytes:
+                raise DownloadError(
+                    f"{where} is {_human(declared)}, over the {_human(max_bytes)} limit for this file; "
+                    "nothing was saved."
+                )
+            header_type = _mime_base(response.headers.get("content-type"))
+            if header_type is not None and header_type not in _EXTENSIONS:
+                header_type = None  # application/octet-stream, text/plain...: sniff the bytes instead
+            async with atomic_file(path, max_bytes=max_bytes, mime_type=mime_type or header_type) as writer:
+                async for chunk in response.aiter_bytes():
+                    if writer.bytes + len(chunk) > max_bytes:
+                        raise DownloadError(
+                            f"{where} sent more than the {_human(max_bytes)} limit for this file; "
+                            "nothing was saved."
+                        )
+                    await writer.write(chunk)
+                received = response.num_bytes_downloaded
+                if declared is not None and received < declared:
+                    raise DownloadError(
+                        f"{where} ended after {received} of {declared} bytes; nothing was saved. "
+                        "Try again while the URL is valid."
+                    )
+    except APIStatusError as exc:
+        hint = " (the URL may have expired)" if exc.status_code in (403, 404, 410) else ""
+        raise DownloadError(f"Downloading {where} failed with HTTP {exc.status_code}{hint}.") from exc
+    except TransportError as exc:
+        raise DownloadError(f"Downloading {where} failed: {exc}") from exc
+    except httpx.HTTPError as exc:
+        # Mid-body failures after the status line: connection reset, truncated body, decoding errors.
+        detail = str(exc) or type(exc).__name__
+        received = streaming.num_bytes_downloaded if streaming is not None else 0
+        expected = f" of {declared}" if declared is not None else ""
+        raise DownloadError(
+            f"Downloading {where} broke off ({detail}) after {received}{expected} bytes; "
+            "nothing was saved. Try again while the URL is valid."
+        ) from exc
+    except ValueError as exc:
+        raise DownloadError(f"Cannot download {where}: {exc}") from exc
+    return writer.saved
+
+
+def _content_length(response: httpx.Response) -> int | None:
+    value = response.headers.get("content-length")
+    if value is None or response.headers.get("content-encoding", "identity") != "identity":
+        return None  # a compressed body's length says nothing about what lands on disk
+    try:
+        length = int(value)
+    except ValueError:
+        return None
+    return length if length >= 0 else None
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+
+
+def _allowed_text(allowed: Sequence[Path]) -> str:
+    dirs = ", ".join(str(d) for d in allowed) or "(none)"
+    return (
+        f"Allowed directories: {dirs}. To allow another, add it to {INPUT_DIRS_VAR} "
+        f"(separated by {os.pathsep!r}) in the MCP server's environment, or copy the file into one of them."
+    )
+
+
+def resolve_input_file(raw: str, allowed_dirs: Sequence[Path], *, max_bytes: int) -> Path:
+    """The real path of a readable regular file inside one of `allowed_dirs`, at most `max_bytes` long.
+
+    Accepts `~`, absolute paths, `file://` URIs, and relative paths (looked up in each allowed
+    directory in turn). Symlinks are followed before the check, so a link cannot escape.
+    """
+    if not isinstance(raw, str) or not raw.strip():
+        raise InputFileError("The input file path is empty; pass the absolute path of a local file.")
+    if "\x00" in raw:
+        raise InputFileError("The input file path contains a NUL byte; pass a plain file path.")
+    text = raw.strip()
+    if text.lower().startswith("file://"):
+        parts = urlsplit(text)
+        if parts.netloc not in ("", "localhost"):
+            raise InputFileError(f"{raw!r} names a file on another host; pass a local path.")
+        text = unquote(parts.path)
+    allowed = [Path(d).expanduser().resolve() for d in allowed_dirs]
+    given = Path(text).expanduser()
+    if ".." in given.parts:
+        raise InputFileError(f"{raw!r} contains '..'; pass the file's absolute path without '..'.")
+    if given.is_absolute():
+        candidates = [given]
+    else:
+        candidates = [d / given for d in allowed]
+        candidates = [c for c in candidates if os.path.lexists(c)] or candidates[:1]
+    if not candidates:
+        raise InputFileError(
+            f"{raw!r} is a relative path and no input directory is allowed. {_allowed_text(allowed)}"
+        )
+    try:
+        resolved = candidates[0].resolve()
+    except (OSError, RuntimeError) as exc:  # symlink loops, over-long names
+        raise InputFileError(f"{raw!r} cannot be resolved: {exc}.") from None
+    if not any(resolved.is_relative_to(d) for d in allowed):
+        shown = f"{raw!r}" + (f" (which resolves to {resolved})" if str(resolved) != text else "")
+        raise InputFileError(f"{shown} is outside the allowed input directories. {_allowed_text(allowed)}")
+    try:
+        info = resolved.stat()
+    except FileNotFoundError:
+        where = "" if given.is_absolute() else " (relative paths are looked up in the allowed directories)"
+        raise InputFileError(f"{resolved} does not exist{where}. Check the path.") from None
+    except OSError as exc:
+        raise InputFileError(f"{resolved} cannot be read: {exc.strerror or exc}.") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise InputFileError(f"{resolved} is a directory; pass the path of a file inside it.")
+    if not stat.S_ISREG(info.st_mode):
+        raise InputFileError(
+            f"{resolved} is not a regular file (a device, pipe or socket); pass an image file."
+        )
+    if info.st_size > max_bytes:
+        raise InputFileError(
+            f"{resolved} is {_human(info.st_size)}, over the {_human(max_bytes)} limit; "
+            "pass a smaller file (or compress it first)."
+        )
+    try:
+        with open(resolved, "rb"):
+            pass
+    except OSError as exc:
+        raise InputFileError(
+            f"{resolved} cannot be read: {exc.strerror or exc}. Check its permissions."
+        ) from None
+    return resolved
+
+
+async def file_digests(path: Path) -> tuple[int, str, str]:
+    """(size, base64 MD5, hex SHA-256) of a file, as presigned uploads need them; read off the loop."""
+
+    def digest() -> tuple[int, str, str]:
+        md5 = hashlib.md5(usedforsecurity=False)
+        sha256 = hashlib.sha256()
+        size = 0
+        with open(path, "rb") as f:
+            while chunk := f.read(READ_CHUNK):
+                size += len(chunk)
+                md5.update(chunk)
+                sha256.update(chunk)
+        return size, base64.b64encode(md5.digest()).decode("ascii"), sha256.hexdigest()
+
+    try:
+        return await anyio.to_thread.run_sync(digest)
+    except OSError as exc:
+        raise InputFileError(f"{path} cannot be read: {exc.strerror or exc}.") from exc
+
+
+def output_dir_problem(path: Path) -> str | None:
+    """None if `path` is (or can be made) a writable directory, else the actionable message.
+
+    Blocking; meant for startup and health checks.
+    """
+    directory = _absolute(path)
+    probe = directory / f".write-probe-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+        probe.unlink()
+    except OSError as exc:
+        return str(_output_error(exc, directory))
+    return None
