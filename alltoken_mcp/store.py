@@ -20,7 +20,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -304,11 +304,15 @@ class Store:
         )
         return None if row is None else _job_from_row(row)
 
-    async def update_job(self, job_id: str, *, owner: str | None = None, **changes: Any) -> Job | None:
+    async def update_job(
+        self, job_id: str, *, owner: str | None = None, only_if_active: bool = False, **changes: Any
+    ) -> Job | None:
         """Apply `changes` (Job field names) and bump `updated_at`; return the new row.
 
         With `owner`, the update happens only while that owner holds the job's lease (a poller that lost
-        its lease to another process must not write results); None is returned when it does not.
+        its lease to another process must not write results). With `only_if_active`, only while the job
+        is queued or processing (a local cancel and a completing poll race; exactly one of them wins).
+        None is returned when the condition does not hold.
         """
         unknown = set(changes) - set(_JOB_COLUMNS)
         if unknown:
@@ -323,6 +327,9 @@ class Store:
             if owner is not None:
                 where += " AND lease_owner = ?"
                 params.append(owner)
+            if only_if_active:
+                where += f" AND status IN ({', '.join('?' for _ in ACTIVE_STATUSES)})"
+                params.extend(ACTIVE_STATUSES)
             cursor = db.execute(f"UPDATE jobs SET {assignments} WHERE {where}", params)
             if cursor.rowcount == 0:
                 return None
@@ -360,9 +367,13 @@ class Store:
         now: float,
         lease_seconds: float,
         limit: int,
+        exclude: Collection[str] = (),
         is_dead: Callable[[str], bool] = owner_is_dead,
     ) -> list[Job]:
-        """Lease up to `limit` active jobs that are due and not held by another live process."""
+        """Lease up to `limit` active jobs that are due and not held by another live process.
+
+        `exclude` names jobs this process is already working on.
+        """
 
         def claim(db: sqlite3.Connection) -> list[Job]:
             rows = db.execute(
@@ -373,7 +384,7 @@ class Store:
             claimed: list[Job] = []
             for row in rows:
                 job = _job_from_row(row)
-                if not _lease_available(job, owner, now, is_dead):
+                if job.job_id in exclude or not _lease_available(job, owner, now, is_dead):
                     continue
                 db.execute(
                     "UPDATE jobs SET lease_owner = ?, lease_expires_at = ? WHERE job_id = ?",
@@ -387,19 +398,27 @@ class Store:
         return await self._run(self._transaction, claim)
 
     async def next_due_at(
-        self, owner: str, *, now: float, is_dead: Callable[[str], bool] = owner_is_dead
+        self,
+        owner: str,
+        *,
+        now: float,
+        exclude: Collection[str] = (),
+        is_dead: Callable[[str], bool] = owner_is_dead,
     ) -> float | None:
         """When the earliest job this process could poll is due (a lease held elsewhere counts from
-        its expiry); None when no job is active anywhere."""
+        its expiry); None when no job is active anywhere. `exclude` as in `claim_due_jobs`."""
         marks = ", ".join("?" for _ in ACTIVE_STATUSES)
         rows = await self._run(
             lambda: self._db.execute(
-                f"SELECT next_poll_at, lease_owner, lease_expires_at FROM jobs WHERE status IN ({marks})",
+                "SELECT job_id, next_poll_at, lease_owner, lease_expires_at FROM jobs "
+                f"WHERE status IN ({marks})",
                 ACTIVE_STATUSES,
             ).fetchall()
         )
         earliest: float | None = None
-        for next_poll_at, lease_owner, lease_expires_at in rows:
+        for job_id, next_poll_at, lease_owner, lease_expires_at in rows:
+            if job_id in exclude:
+                continue
             due = float(next_poll_at)
             if (
                 lease_owner not in (None, owner)

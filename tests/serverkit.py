@@ -9,13 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import mcp_types as t
-import pytest
 from mcp import Client
-
-# The server imports the store and the job manager, written in parallel; until both exist these tests
-# skip instead of breaking collection for the whole suite. Remove once alltoken_mcp.store/jobs land.
-pytest.importorskip("alltoken_mcp.store")
-pytest.importorskip("alltoken_mcp.jobs")
 
 from alltoken_mcp.server import build_server
 from alltoken_mcp.settings import Settings, load_settings

@@ -1,0 +1,797 @@
+"""Media job lifecycle: submit idempotently, poll under a lease, deliver files, cancel.
+
+The rules this module exists to keep (design.md, "Behaviour that users rely on"):
+
+* Never pay twice. A job row with its `Idempotency-Key` is on disk before the create request leaves.
+  An unknown outcome (connection lost, 5xx after retries, a crash) is resolved by resending with the same
+  key while AllToken still remembers it (adopting `duplicate_request`'s task id), and after that window by
+  reconciling through the video list, or by saying truthfully that the submit was not repeated.
+* Never lose a paid result. An image's bytes are delivered once: its `r2_url` fallbacks are recorded
+  first, the files are written atomically, and only then is the job marked completed.
+* One poller per job. Each server process runs `JobManager.run`, which leases due jobs in the shared
+  store, so several processes never claim the same image. Waiters never poll upstream themselves: they
+  watch the store, so many callers on one job cost one upstream poll per interval.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import anyio
+from pydantic import BaseModel, Field
+
+from alltoken_mcp import files
+from alltoken_mcp.client import AllTokenClient
+from alltoken_mcp.client.models import ImageTask, VideoTask
+from alltoken_mcp.errors import (
+    AllTokenError,
+    APIStatusError,
+    AuthenticationError,
+    ConflictError,
+    DuplicateRequestError,
+    GoneError,
+    InsufficientBalanceError,
+    MissingAPIKeyError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    ServerError,
+    TransportError,
+)
+from alltoken_mcp.settings import Settings
+from alltoken_mcp.store import (
+    TERMINAL_STATUSES,
+    Job,
+    JobKind,
+    JobStatus,
+    Store,
+    new_job_id,
+)
+
+logger = logging.getLogger(__name__)
+
+LEASE_SECONDS = 60.0
+"""How long a poll lease lasts; renewed at every step. A dead process's lease is taken over at once
+when its pid can be checked (same host), otherwise when it expires."""
+IDLE_RECHECK_SECONDS = 2.0
+"""With no job due, the poller re-reads the store this often (no upstream request) to notice jobs
+created by other processes or leases freed by dead ones."""
+IDEMPOTENCY_TRUST_SECONDS = 50.0
+"""AllToken remembers an Idempotency-Key for about 60 s; resubmit with the stored key only inside this."""
+DEFAULT_POLL_SECONDS = 2.0
+MIN_POLL_SECONDS = 0.05
+MAX_BACKOFF_SECONDS = 60.0
+MAX_PARALLEL_POLLS = 16
+WAIT_RECHECK_SECONDS = 0.5
+PROGRESS_EVERY_SECONDS = 1.0
+MAX_IMAGE_BYTES = 200 * 1024 * 1024
+MAX_VIDEO_BYTES = 2 * 1024 * 1024 * 1024
+MAX_FRAME_BYTES = 50 * 1024 * 1024
+RECONCILE_WINDOW_SECONDS = (-10.0, 180.0)
+"""A listed video created within this window around our first submit attempt may be ours."""
+
+
+class UnknownJobError(LookupError):
+    def __init__(self, job_id: str, recent: Sequence[str]) -> None:
+        hint = f"Recent job ids: {', '.join(recent)}." if recent else "No jobs are stored yet."
+        super().__init__(
+            f"No job {job_id!r} is stored on this machine. {hint} Use list_jobs to see them all."
+        )
+        self.job_id = job_id
+
+
+class SubmitRejected(Exception):
+    """AllToken refused the create request; the job is recorded as failed. `cause` is the API error."""
+
+    def __init__(self, record: JobRecord, cause: AllTokenError) -> None:
+        super().__init__(str(cause))
+        self.record = record
+        self.cause = cause
+
+
+# --------------------------------------------------------------------------------- public records
+
+
+class MediaFile(BaseModel):
+    path: str = Field(description="absolute path of the saved file")
+    uri: str = Field(description="alltoken://media/{job_id}/{index}: the file as an MCP resource")
+    mime_type: str
+    bytes: int
+    sha256: str
+    role: str = Field(description="image, video or last_frame")
+
+
+class JobErrorInfo(BaseModel):
+    code: str
+    message: str
+
+
+class JobRecord(BaseModel):
+    """What tools and resources show about a job."""
+
+    job_id: str
+    kind: JobKind
+    status: JobStatus
+    model: str
+    prompt: str
+    created_at: str
+    updated_at: str
+    upstream_id: str | None = Field(default=None, description="AllToken's task id")
+    upstream_status: str | None = None
+    files: list[MediaFile] = Field(default_factory=list)
+    error: JobErrorInfo | None = None
+    video_url: str | None = Field(default=None, description="remote video URL (expires); the file is saved")
+    video_url_expires_at: str | None = None
+    usage: dict[str, Any] | None = None
+    note: str | None = Field(default=None, description="the latest notable event, e.g. a cancel outcome")
+    cancel_requested: bool = False
+
+    @classmethod
+    def from_job(cls, job: Job) -> JobRecord:
+        error = None
+        if job.error_code or job.error_message:
+            error = JobErrorInfo(code=job.error_code or "error", message=job.error_message or "")
+        return cls(
+            job_id=job.job_id,
+            kind=job.kind,
+            status=job.status,
+            model=job.model,
+            prompt=job.prompt,
+            created_at=_iso(job.created_at),
+            updated_at=_iso(job.updated_at),
+            upstream_id=job.upstream_id,
+            upstream_status=job.upstream_status,
+            files=[MediaFile.model_validate(f) for f in job.files],
+            error=error,
+            video_url=job.video_url,
+            video_url_expires_at=job.video_url_expires_at,
+            usage=job.usage,
+            note=job.note,
+            cancel_requested=job.cancel_requested,
+        )
+
+
+def media_uri(job_id: str, index: int) -> str:
+    return f"alltoken://media/{job_id}/{index}"
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+Progress = Callable[[float, float, str], Awaitable[None]]
+"""(elapsed seconds, total seconds, message) — how waits report progress."""
+
+OnChange = Callable[[JobRecord], Awaitable[None]]
+
+
+class _Retry(Exception):
+    """Poll again after `delay` seconds; `note` is recorded on the job (for the user)."""
+
+    def __init__(self, delay: float, note: str | None = None) -> None:
+        super().__init__(note or "retry")
+        self.delay = delay
+        self.note = note
+
+
+# --------------------------------------------------------------------------------- the manager
+
+
+class JobManager:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        client: AllTokenClient,
+        settings: Settings,
+        owner: str,
+        on_change: OnChange | None = None,
+    ) -> None:
+        self._store = store
+        self._client = client
+        self._settings = settings
+        self.owner = owner
+        self._on_change = on_change
+        self._wake = anyio.Event()
+        self._changed: dict[str, anyio.Event] = {}
+        self._in_flight: set[str] = set()
+
+    # -- queries ---------------------------------------------------------------------------------
+
+    async def get(self, job_id: str) -> Job:
+        job = await self._store.get_job(job_id)
+        if job is None:
+            recent = [j.job_id for j in await self._store.list_jobs(limit=5)]
+            raise UnknownJobError(job_id, recent)
+        return job
+
+    async def list_jobs(self, *, kind: str | None, status: str | None, limit: int) -> list[Job]:
+        return await self._store.list_jobs(kind=kind, status=status, limit=limit)
+
+    async def media_file(self, job_id: str, index: int) -> MediaFile:
+        job = await self.get(job_id)
+        if not 0 <= index < len(job.files):
+            raise LookupError(
+                f"Job {job_id} has {len(job.files)} saved file(s) (indexes 0–{len(job.files) - 1})"
+                if job.files
+                else f"Job {job_id} has no saved files (status {job.status})."
+            )
+        return MediaFile.model_validate(job.files[index])
+
+    # -- submit ----------------------------------------------------------------------------------
+
+    async def submit(self, kind: JobKind, body: dict[str, Any]) -> Job:
+        """Record the job (with its idempotency key), then send the create request.
+
+        Returns the stored job: accepted (with `upstream_id`), or still unconfirmed when the outcome is
+        unknown (the poller resolves it). Raises `SubmitRejected` when AllToken refused it.
+        """
+        now = time.time()
+        job = Job(
+            job_id=new_job_id(),
+            kind=kind,
+            status="queued",
+            model=str(body["model"]),
+            prompt=str(body.get("prompt", "")),
+            request=body,
+            idempotency_key=f"alltoken-mcp-{secrets.token_hex(16)}",
+            submit_state="sent",
+            submitted_at=now,
+            created_at=now,
+            updated_at=now,
+            lease_owner=self.owner,
+            lease_expires_at=now + LEASE_SECONDS,
+            next_poll_at=now,
+        )
+        await self._store.insert_job(job)  # on disk (fsync) before a paid request can leave
+        self._in_flight.add(job.job_id)
+        try:
+            job = await self._send_create(job)
+        except SubmitRejected:
+            raise
+        except _Retry as retry:
+            job = await self._reschedule(job, retry)
+        finally:
+            self._in_flight.discard(job.job_id)
+            await self._store.release_lease(job.job_id, self.owner)
+            self._wake.set()
+        return job
+
+    async def _send_create(self, job: Job) -> Job:
+        try:
+            if job.kind == "image":
+                task: ImageTask | VideoTask = await self._client.create_image(
+                    job.request, idempotency_key=job.idempotency_key
+                )
+            else:
+                task = await self._client.create_video(job.request, idempotency_key=job.idempotency_key)
+        except DuplicateRequestError as exc:
+            if not exc.task_id:
+                raise _Retry(
+                    DEFAULT_POLL_SECONDS, "AllToken reported a duplicate without its task id"
+                ) from exc
+            return await self._accept(job, exc.task_id, "queued", note="adopted the original task (same key)")
+        except (TransportError, ServerError, RateLimitError) as exc:
+            # Unknown outcome: the request may have reached AllToken. Resend with the same key soon.
+            raise _Retry(
+                _backoff(job.poll_failures, exc), f"submit outcome unknown, will retry: {exc}"
+            ) from exc
+        except (MissingAPIKeyError, APIStatusError) as exc:
+            failed = await self._finish(
+                job, "failed", error=(_error_code(exc), str(exc)), submit_state="rejected"
+            )
+            raise SubmitRejected(JobRecord.from_job(failed), exc) from exc
+        return await self._accept(job, task.id, task.status)
+
+    async def _accept(self, job: Job, upstream_id: str, upstream_status: str, note: str | None = None) -> Job:
+        status: JobStatus = "processing" if upstream_status == "processing" else "queued"
+        updated = await self._store.update_job(
+            job.job_id,
+            submit_state="accepted",
+            upstream_id=upstream_id,
+            upstream_status=upstream_status,
+            status=status if job.status in ("queued", "processing") else job.status,
+            next_poll_at=time.time() + DEFAULT_POLL_SECONDS / 4,
+            poll_failures=0,
+            note=note,
+        )
+        assert updated is not None
+        await self._changed_to(job, updated)
+        if updated.cancel_requested and updated.kind == "video":
+            updated = await self._cancel_upstream(updated)
+        return updated
+
+    async def _resubmit(self, job: Job) -> Job:
+        """A create whose outcome is unknown (crash, lost connection): resend or reconcile."""
+        age = time.time() - (job.submitted_at or 0.0)
+        if job.submitted_at is None or age < IDEMPOTENCY_TRUST_SECONDS:
+            try:
+                return await self._send_create(job)
+            except SubmitRejected as rejected:
+                return await self.get(rejected.record.job_id)
+        if job.kind == "video":
+            adopted = await self._reconcile_video(job)
+            if adopted is not None:
+                return adopted
+        return await self._finish(
+            job,
+            "failed",
+            error=(
+                "submit_unconfirmed",
+                "The create request may have reached AllToken, but no answer was received and the "
+                "idempotency window (about 60 s) has passed, so it was not sent again to avoid paying twice. "
+                + (
+                    "No matching video was found in AllToken's task list. "
+                    if job.kind == "video"
+                    else "AllToken offers no way to look up an image task without its id. "
+                )
+                + "Check your AllToken usage page; submit a new job if nothing was charged.",
+            ),
+        )
+
+    async def _reconcile_video(self, job: Job) -> Job | None:
+        listing = await self._client.list_videos(limit=100)
+        low, high = RECONCILE_WINDOW_SECONDS
+        submitted = job.submitted_at or job.created_at
+        candidates = []
+        for task in listing.items:
+            created = _to_epoch(task.created_at)
+            if task.model != job.model or created is None:
+                continue
+            if not low <= created - submitted <= high:
+                continue
+            if await self._store.find_job_by_upstream(task.id) is not None:
+                continue  # another job already owns it
+            candidates.append((abs(created - submitted), task))
+        if not candidates:
+            return None
+        _, task = min(candidates, key=lambda pair: pair[0])
+        return await self._accept(job, task.id, task.status, note="recovered from AllToken's video list")
+
+    # -- waiting ---------------------------------------------------------------------------------
+
+    async def wait(self, job_id: str, seconds: float, progress: Progress | None = None) -> Job:
+        """Wait up to `seconds` (capped by ALLTOKEN_MAX_WAIT_SECONDS) for the job to finish."""
+        job = await self.get(job_id)
+        total = max(0.0, min(seconds, self._settings.max_wait_seconds))
+        if total <= 0 or not job.active:
+            return job
+        self._wake.set()  # make sure the poller looks at it now
+        started = time.monotonic()
+        last_status, last_report = job.status, -math.inf
+        while job.active:
+            elapsed = time.monotonic() - started
+            if elapsed >= total:
+                break
+            if progress is not None and (
+                job.status != last_status or elapsed - last_report >= PROGRESS_EVERY_SECONDS
+            ):
+                last_status, last_report = job.status, elapsed
+                await progress(
+                    elapsed, total, f"{job.kind} job {job.job_id}: {job.status} after {elapsed:.0f} s"
+                )
+            event = self._changed.setdefault(job_id, anyio.Event())
+            with anyio.move_on_after(min(WAIT_RECHECK_SECONDS, total - elapsed, PROGRESS_EVERY_SECONDS)):
+                await event.wait()
+            job = await self.get(job_id)
+        if progress is not None:
+            elapsed = time.monotonic() - started
+            await progress(min(elapsed, total), total, f"{job.kind} job {job.job_id}: {job.status}")
+        return job
+
+    # -- cancel ----------------------------------------------------------------------------------
+
+    async def cancel(self, job_id: str) -> Job:
+        job = await self.get(job_id)
+        if not job.active:
+            return await self._note(job, f"Nothing to cancel: the job is already {job.status}.")
+        if job.kind == "image":
+            cancelled = await self._finish(
+                job,
+                "cancelled",
+                note="AllToken cannot cancel image generation; the job was cancelled here and any late "
+                "result will be discarded (it may still be charged).",
+                only_if_active=True,
+            )
+            return (
+                cancelled
+                if cancelled.status == "cancelled"
+                else await self._note(
+                    cancelled, f"Too late to cancel: the job is already {cancelled.status}."
+                )
+            )
+        if job.upstream_id is None:
+            marked = await self._store.update_job(
+                job.job_id,
+                cancel_requested=True,
+                note="Cancel requested; it is sent as soon as AllToken confirms the task.",
+            )
+            assert marked is not None
+            self._wake.set()
+            return marked
+        return await self._cancel_upstream(job)
+
+    async def _cancel_upstream(self, job: Job) -> Job:
+        assert job.upstream_id is not None
+        try:
+            task = await self._client.cancel_video(job.upstream_id)
+        except ConflictError as exc:
+            # Already finished (or not cancellable in its current state): report what it really is.
+            current = await self._client.get_video(job.upstream_id)
+            updated = await self._store.update_job(
+                job.job_id,
+                cancel_requested=False,
+                upstream_status=current.status,
+                note=f"AllToken refused to cancel (the task is {current.status}): {exc}",
+            )
+            assert updated is not None
+            self._wake.set()
+            return updated
+        return await self._finish(
+            job,
+            "cancelled" if task.status == "cancelled" else job.status,
+            note="Cancelled upstream by AllToken."
+            if task.status == "cancelled"
+            else f"upstream says {task.status}",
+            upstream_status=task.status,
+            cancel_requested=False,
+        )
+
+    # -- the poller ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Advance the active jobs this process can lease, forever (cancelled on shutdown)."""
+        limiter = anyio.CapacityLimiter(MAX_PARALLEL_POLLS)
+        try:
+            async with anyio.create_task_group() as tg:
+                while True:
+                    now = time.time()
+                    free = MAX_PARALLEL_POLLS - len(self._in_flight)
+                    if free > 0:
+                        claimed = await self._store.claim_due_jobs(
+                            self.owner,
+                            now=now,
+                            lease_seconds=LEASE_SECONDS,
+                            limit=free,
+                            exclude=self._in_flight,
+                        )
+                        for job in claimed:
+                            self._in_flight.add(job.job_id)
+                            tg.start_soon(self._advance_guarded, job, limiter)
+                    due = await self._store.next_due_at(self.owner, now=time.time(), exclude=self._in_flight)
+                    delay = IDLE_RECHECK_SECONDS
+                    if due is not None and len(self._in_flight) < MAX_PARALLEL_POLLS:
+                        # (with every slot busy, a finishing job's wake-up is what we wait for)
+                        delay = min(max(due - time.time(), 0.0), IDLE_RECHECK_SECONDS)
+                    if delay > 0:
+                        with anyio.move_on_after(delay):
+                            await self._wake.wait()
+                    self._wake = anyio.Event()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._store.release_all_leases(self.owner)
+
+    async def _advance_guarded(self, job: Job, limiter: anyio.CapacityLimiter) -> None:
+        try:
+            async with limiter:
+                await self._advance(job)
+        except _Retry as retry:
+            await self._reschedule(job, retry)
+        except Exception:  # a poller must survive anything one job throws
+            logger.exception("job %s: unexpected error while polling", job.job_id)
+            await self._reschedule(
+                job, _Retry(_backoff(job.poll_failures + 2), "internal error; see the server log")
+            )
+        finally:
+            self._in_flight.discard(job.job_id)
+            await self._store.release_lease(job.job_id, self.owner)
+            self._wake.set()
+
+    async def _advance(self, job: Job) -> None:
+        if job.submit_state != "accepted" or job.upstream_id is None:
+            await self._resubmit(job)
+            return
+        try:
+            if job.kind == "image":
+                await self._poll_image(job)
+            else:
+                await self._poll_video(job)
+        except files.OutputFileError as exc:
+            raise _Retry(30.0, f"could not save the result (will retry; nothing is lost yet): {exc}") from exc
+        except (TransportError, ServerError, RateLimitError) as exc:
+            raise _Retry(_backoff(job.poll_failures, exc), f"poll failed, retrying: {exc}") from exc
+        except (
+            AuthenticationError,
+            PermissionDeniedError,
+            InsufficientBalanceError,
+            MissingAPIKeyError,
+        ) as exc:
+            raise _Retry(MAX_BACKOFF_SECONDS, f"AllToken refused the status check: {exc}") from exc
+
+    async def _reschedule(self, job: Job, retry: _Retry) -> Job:
+        updated = await self._store.update_job(
+            job.job_id,
+            next_poll_at=time.time() + retry.delay,
+            poll_failures=job.poll_failures + 1,
+            note=retry.note or job.note,
+        )
+        return updated or job
+
+    # -- images ----------------------------------------------------------------------------------
+
+    async def _poll_image(self, job: Job) -> None:
+        assert job.upstream_id is not None
+        if job.sources:
+            # A previous attempt got the result but could not save it: fetch from the kept URLs.
+            await self._deliver_image(job, [])
+            return
+        try:
+            task = await self._client.get_image(job.upstream_id)
+        except GoneError as exc:
+            await self._finish(
+                job,
+                "failed",
+                error=(
+                    exc.code or "image_gone",
+                    "AllToken had already delivered this image once and it was not saved here, and no "
+                    f"recovery URL exists ({exc}). Nothing can recover it; generate it again.",
+                ),
+            )
+            return
+        except ConflictError as exc:  # another request is claiming the result right now
+            raise _Retry(1.0, f"AllToken is handing the result to another request: {exc}") from exc
+        except NotFoundError as exc:
+            await self._finish(
+                job, "failed", error=(exc.code or "not_found", f"AllToken no longer knows this task: {exc}")
+            )
+            return
+        if task.status == "completed":
+            await self._deliver_image(job, task.data, usage=task.usage)
+        elif task.status in ("failed", "cancelled"):
+            await self._finish_upstream_terminal(job, task)
+        else:
+            await self._progressed(job, task)
+
+    async def _deliver_image(
+        self, job: Job, data: Sequence[Any], usage: dict[str, Any] | None = None
+    ) -> None:
+        sources = job.sources or [
+            {"index": i, "url": d.r2_url, "mime_type": d.mime_type, "role": "image"}
+            for i, d in enumerate(data)
+        ]
+        if not job.sources and any(s["url"] for s in sources):
+            # Keep the fallbacks before touching the disk: if saving fails or we crash, they recover it.
+            kept = await self._store.update_job(job.job_id, owner=self.owner, sources=sources, usage=usage)
+            if kept is None:
+                return  # lost the lease: someone else is delivering
+            job = kept
+        saved: list[dict[str, Any]] = []
+        out = self._settings.output_dir
+        for index, source in enumerate(sources):
+            datum = data[index] if index < len(data) else None
+            if datum is not None and datum.b64_json:
+                ext = files.extension_for(datum.mime_type, "png")
+                path = out / files.media_filename(job.prompt, job.job_id, index, ext)
+                result = await files.save_base64(path, datum.b64_json, mime_type=datum.mime_type)
+            elif source.get("url"):
+                ext = files.extension_for(source.get("mime_type"), "png")
+                path = out / files.media_filename(job.prompt, job.job_id, index, ext)
+                try:
+                    result = await files.download(
+                        self._client,
+                        source["url"],
+                        path,
+                        max_bytes=MAX_IMAGE_BYTES,
+                        mime_type=source.get("mime_type"),
+                    )
+                except files.DownloadError as exc:
+                    raise _Retry(
+                        _backoff(job.poll_failures), f"downloading image {index} failed: {exc}"
+                    ) from exc
+            else:
+                await self._finish(
+                    job,
+                    "failed",
+                    error=(
+                        "image_missing",
+                        f"AllToken reported completion but sent no data for image {index}.",
+                    ),
+                )
+                return
+            saved.append(_file_entry(job.job_id, index, result, "image"))
+        await self._complete(job, saved, usage=usage or job.usage)
+
+    # -- videos ----------------------------------------------------------------------------------
+
+    async def _poll_video(self, job: Job) -> None:
+        assert job.upstream_id is not None
+        try:
+            task = await self._client.get_video(job.upstream_id)
+        except NotFoundError as exc:
+            await self._finish(
+                job, "failed", error=(exc.code or "not_found", f"AllToken no longer knows this task: {exc}")
+            )
+            return
+        if job.cancel_requested and task.status == "queued":
+            await self._cancel_upstream(job)
+            return
+        if task.status == "completed":
+            await self._deliver_video(job, task)
+        elif task.status in ("failed", "cancelled", "expired"):
+            await self._finish_upstream_terminal(job, task)
+        else:
+            await self._progressed(job, task)
+
+    async def _deliver_video(self, job: Job, task: VideoTask) -> None:
+        if not task.video_url:
+            await self._finish(
+                job, "failed", error=("video_missing", "AllToken reported completion without a video URL.")
+            )
+            return
+        expires = None if task.video_url_expires_at is None else str(task.video_url_expires_at)
+        kept = await self._store.update_job(
+            job.job_id,
+            owner=self.owner,
+            video_url=task.video_url,
+            video_url_expires_at=expires,
+            usage=task.usage,
+        )
+        if kept is None:
+            return
+        job = kept
+        wanted = [(task.video_url, "video", "mp4", MAX_VIDEO_BYTES)]
+        if task.last_frame_url:
+            wanted.append((task.last_frame_url, "last_frame", "png", MAX_FRAME_BYTES))
+        saved: list[dict[str, Any]] = []
+        for index, (url, role, fallback_ext, cap) in enumerate(wanted):
+            stem = job.prompt if role == "video" else f"{job.prompt} last frame"
+            path = self._settings.output_dir / files.media_filename(stem, job.job_id, index, fallback_ext)
+            try:
+                result = await files.download(self._client, url, path, max_bytes=cap)
+            except files.DownloadError as exc:
+                raise _Retry(_backoff(job.poll_failures), f"downloading the {role} failed: {exc}") from exc
+            saved.append(_file_entry(job.job_id, index, result, role))
+        await self._complete(job, saved, usage=task.usage)
+
+    # -- state changes ---------------------------------------------------------------------------
+
+    async def _progressed(self, job: Job, task: ImageTask | VideoTask) -> None:
+        status: JobStatus = "processing" if task.status == "processing" else "queued"
+        updated = await self._store.update_job(
+            job.job_id,
+            owner=self.owner,
+            only_if_active=True,
+            status=status,
+            upstream_status=task.status,
+            next_poll_at=time.time() + _poll_interval(task),
+            poll_failures=0,
+        )
+        if updated is not None:
+            await self._changed_to(job, updated)
+
+    async def _complete(self, job: Job, saved: list[dict[str, Any]], usage: dict[str, Any] | None) -> None:
+        done = await self._store.update_job(
+            job.job_id,
+            owner=self.owner,
+            only_if_active=True,
+            status="completed",
+            upstream_status="completed",
+            files=saved,
+            usage=usage,
+            error_code=None,
+            error_message=None,
+            note=None,
+        )
+        if done is None:
+            # Cancelled locally (or taken over) while we were saving: the late result is discarded.
+            for entry in saved:
+                await anyio.Path(entry["path"]).unlink(missing_ok=True)
+            return
+        await self._changed_to(job, done)
+
+    async def _finish_upstream_terminal(self, job: Job, task: ImageTask | VideoTask) -> None:
+        error = None
+        if task.status != "cancelled" or task.error is not None:
+            code = (task.error.code if task.error else None) or task.status
+            message = (
+                task.error.message if task.error else None
+            ) or f"AllToken reports the task {task.status}."
+            error = (code, message)
+        await self._finish(job, task.status, error=error, upstream_status=task.status, usage=task.usage)  # type: ignore[arg-type]
+
+    async def _finish(
+        self,
+        job: Job,
+        status: JobStatus,
+        *,
+        error: tuple[str, str] | None = None,
+        only_if_active: bool = True,
+        **changes: Any,
+    ) -> Job:
+        if error is not None:
+            changes["error_code"], changes["error_message"] = error
+        updated = await self._store.update_job(
+            job.job_id, only_if_active=only_if_active, status=status, **changes
+        )
+        if updated is None:  # it left the active states meanwhile: report what it is now
+            return await self.get(job.job_id)
+        await self._changed_to(job, updated)
+        return updated
+
+    async def _note(self, job: Job, note: str) -> Job:
+        updated = await self._store.update_job(job.job_id, note=note)
+        return updated or job
+
+    async def _changed_to(self, before: Job, after: Job) -> None:
+        event = self._changed.pop(after.job_id, None)
+        if event is not None:
+            event.set()
+        if self._on_change is not None and (before.status != after.status or before.files != after.files):
+            try:
+                await self._on_change(JobRecord.from_job(after))
+            except Exception:
+                logger.exception("job %s: change notification failed", after.job_id)
+
+
+# --------------------------------------------------------------------------------- helpers
+
+
+def _file_entry(job_id: str, index: int, saved: files.SavedFile, role: str) -> dict[str, Any]:
+    return {
+        "path": str(saved.path),
+        "uri": media_uri(job_id, index),
+        "mime_type": saved.mime_type,
+        "bytes": saved.bytes,
+        "sha256": saved.sha256,
+        "role": role,
+    }
+
+
+def _poll_interval(task: ImageTask | VideoTask) -> float:
+    """Follow the server's pace: the larger of next_poll_after_ms and Retry-After."""
+    hints = [h for h in (task.next_poll_after_ms and task.next_poll_after_ms / 1000, task.retry_after) if h]
+    return max(MIN_POLL_SECONDS, max(hints)) if hints else DEFAULT_POLL_SECONDS
+
+
+def _backoff(failures: int, exc: AllTokenError | None = None) -> float:
+    retry_after = getattr(exc, "retry_after", None)
+    if isinstance(retry_after, (int, float)) and retry_after > 0:
+        return min(float(retry_after), MAX_BACKOFF_SECONDS)
+    return min(MAX_BACKOFF_SECONDS, float(2 ** min(failures, 6)))
+
+
+def _error_code(exc: AllTokenError) -> str:
+    if isinstance(exc, APIStatusError):
+        return exc.code or f"http_{exc.status_code}"
+    if isinstance(exc, MissingAPIKeyError):
+        return "missing_api_key"
+    return "error"
+
+
+def _to_epoch(value: str | int | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+__all__ = [
+    "TERMINAL_STATUSES",
+    "JobErrorInfo",
+    "JobManager",
+    "JobRecord",
+    "MediaFile",
+    "SubmitRejected",
+    "UnknownJobError",
+    "media_uri",
+]
