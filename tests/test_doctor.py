@@ -1,0 +1,209 @@
+"""`alltoken-mcp doctor` as a user runs it: the installed script in a subprocess, against the simulator
+on loopback, with real state directories and real (or deliberately broken) SQLite files."""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import sys
+import time
+from pathlib import Path
+
+import anyio
+
+from alltoken_mcp.simulator import SIM_API_KEY, RunningSimulator
+from alltoken_mcp.store import SCHEMA_VERSION, Job, Store
+
+ENTRY_POINT = str(Path(sys.executable).parent / "alltoken-mcp")
+DEAD_BASE_URL = "http://127.0.0.1:9/v1"
+WRONG_KEY = "sk-wrong-doctor-key-zq9x7"
+
+
+async def doctor(*args: str, **env: str) -> tuple[int, list[str]]:
+    """Run the doctor with only the given AllToken variables (none inherited from the developer)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("ALLTOKEN_")}
+    base["PYTHONIOENCODING"] = "utf-8"
+    with anyio.fail_after(30):
+        result = await anyio.run_process([ENTRY_POINT, "doctor", *args], env={**base, **env}, check=False)
+    lines = result.stdout.decode().splitlines()
+    return result.returncode, lines
+
+
+def line(lines: list[str], label: str) -> str:
+    """The one report line for a check, found by its label after the ✓/✗ (or OK/FAIL) mark."""
+    [found] = [text for text in lines if re.sub(r"^(✓|✗|OK|FAIL) +", "", text).startswith(f"{label}:")]
+    return found
+
+
+def healthy_env(sim: RunningSimulator, home: Path) -> dict[str, str]:
+    return {
+        "ALLTOKEN_BASE_URL": sim.base_url,
+        "ALLTOKEN_API_KEY": SIM_API_KEY,
+        "ALLTOKEN_MCP_HOME": str(home),
+    }
+
+
+async def store_with_active_job(path: Path) -> None:
+    store = await Store.open(path)
+    try:
+        now = time.time()
+        await store.insert_job(
+            Job(
+                job_id="job_00000000000000a1",
+                kind="video",
+                status="processing",
+                model="seedance-1.5-pro",
+                prompt="a lighthouse",
+                request={},
+                idempotency_key="idem-doctor",
+                submit_state="accepted",
+                created_at=now,
+                updated_at=now,
+                upstream_id="task_doctor",
+            )
+        )
+    finally:
+        await store.close()
+
+
+async def test_a_healthy_setup_passes_every_check_and_counts_pending_jobs(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
+    await store_with_active_job(tmp_path / "state.sqlite3")
+    code, lines = await doctor(**healthy_env(sim, tmp_path))
+    assert code == 0, "\n".join(lines)
+    assert lines[-1] == "All checks passed."
+    assert all(text.startswith("✓ ") for text in lines[:-1]), lines
+    labels = [text[2:].split(":")[0] for text in lines[:-1]]
+    for label in ("Python", "packages", "API key", "AllToken reachable", "key accepted", "state dir"):
+        assert label in labels
+    for label in ("database", "pending jobs", "output dir"):
+        assert label in labels
+    assert "mcp 2." in line(lines, "packages")
+    assert "models available" in line(lines, "key accepted")
+    assert f"schema version {SCHEMA_VERSION}" in line(lines, "database")
+    assert line(lines, "pending jobs").startswith("✓ pending jobs: 1 queued or processing")
+    assert SIM_API_KEY not in "\n".join(lines)
+
+
+async def test_a_fresh_home_is_fine_the_database_will_be_created(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
+    code, lines = await doctor(**healthy_env(sim, tmp_path / "new-home"))
+    assert code == 0, "\n".join(lines)
+    assert "will be created" in line(lines, "database")
+    assert (tmp_path / "new-home").is_dir()
+
+
+async def test_a_wrong_key_is_reported_as_rejected_and_never_printed(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
+    code, lines = await doctor(**{**healthy_env(sim, tmp_path), "ALLTOKEN_API_KEY": WRONG_KEY})
+    assert code == 1
+    rejected = line(lines, "key accepted")
+    assert rejected.startswith("✗ key accepted: key rejected: AllToken 401")
+    assert "fix:" in rejected
+    assert line(lines, "AllToken reachable").startswith("✓")
+    output = "\n".join(lines)
+    assert "zq9x7" not in output
+    assert "doctor-key" not in output
+
+
+async def test_a_missing_key_fails_with_where_to_set_it(sim: RunningSimulator, tmp_path: Path) -> None:
+    env = healthy_env(sim, tmp_path)
+    del env["ALLTOKEN_API_KEY"]
+    code, lines = await doctor(**env)
+    assert code == 1
+    assert "env block of your host's MCP config" in line(lines, "API key")
+    assert line(lines, "API key").startswith("✗")
+
+
+async def test_an_unreachable_url_fails_quickly_with_the_fix(tmp_path: Path) -> None:
+    started = time.monotonic()
+    code, lines = await doctor(
+        ALLTOKEN_BASE_URL=DEAD_BASE_URL, ALLTOKEN_API_KEY=SIM_API_KEY, ALLTOKEN_MCP_HOME=str(tmp_path)
+    )
+    assert code == 1
+    unreachable = line(lines, "AllToken reachable")
+    assert unreachable.startswith("✗ AllToken reachable: no answer from http://127.0.0.1:9")
+    assert "check ALLTOKEN_BASE_URL" in unreachable
+    # One attempt, no retry backoff: a diagnosis should not keep the user waiting.
+    assert time.monotonic() - started < 10
+    # The local checks still ran.
+    assert line(lines, "state dir").startswith("✓")
+
+
+async def test_the_base_url_flag_overrides_the_environment(sim: RunningSimulator, tmp_path: Path) -> None:
+    env = {**healthy_env(sim, tmp_path), "ALLTOKEN_BASE_URL": DEAD_BASE_URL}
+    code, lines = await doctor("--base-url", sim.base_url, **env)
+    assert code == 0, "\n".join(lines)
+
+
+async def test_a_state_dir_that_cannot_be_written_fails_but_the_other_checks_run(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
+    # chmod does not stop root (tests may run as root); a path below a regular file fails for everyone.
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    env = {**healthy_env(sim, blocker / "state"), "ALLTOKEN_OUTPUT_DIR": str(tmp_path / "out")}
+    code, lines = await doctor(**env)
+    assert code == 1
+    state = line(lines, "state dir")
+    assert state.startswith(f"✗ state dir: {blocker / 'state'} is not writable")
+    assert "set ALLTOKEN_MCP_HOME" in state
+    assert line(lines, "key accepted").startswith("✓")
+    assert line(lines, "output dir").startswith("✓")
+    assert lines[-1] == "1 check failed."
+
+
+async def test_an_output_dir_that_is_a_file_fails(sim: RunningSimulator, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code, lines = await doctor(**{**healthy_env(sim, tmp_path / "home"), "ALLTOKEN_OUTPUT_DIR": str(blocker)})
+    assert code == 1
+    assert "set ALLTOKEN_OUTPUT_DIR" in line(lines, "output dir")
+
+
+async def test_a_corrupt_database_fails_with_how_to_recover(sim: RunningSimulator, tmp_path: Path) -> None:
+    (tmp_path / "state.sqlite3").write_bytes(b"this is not sqlite " * 512)
+    code, lines = await doctor(**healthy_env(sim, tmp_path))
+    assert code == 1
+    database = line(lines, "database")
+    assert database.startswith("✗ database:")
+    assert "not a database" in database
+    assert f"move {tmp_path / 'state.sqlite3'} aside" in database
+
+
+async def test_a_database_from_a_newer_release_fails(sim: RunningSimulator, tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / "state.sqlite3") as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    code, lines = await doctor(**healthy_env(sim, tmp_path))
+    assert code == 1
+    assert "newer than this alltoken-mcp understands" in line(lines, "database")
+
+
+async def test_the_doctor_leaves_the_database_untouched(sim: RunningSimulator, tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version = 0")
+        db.execute("CREATE TABLE unrelated (x)")
+    before = path.read_bytes()
+    code, lines = await doctor(**healthy_env(sim, tmp_path))
+    assert code == 0, "\n".join(lines)
+    assert "upgraded on next start" in line(lines, "database")
+    assert path.read_bytes() == before
+
+
+async def test_a_terminal_without_unicode_gets_plain_words(sim: RunningSimulator, tmp_path: Path) -> None:
+    encoding = "ascii"
+    base = {k: v for k, v in os.environ.items() if not k.startswith("ALLTOKEN_")}
+    env = {**base, **healthy_env(sim, tmp_path), "PYTHONIOENCODING": encoding, "ALLTOKEN_API_KEY": ""}
+    with anyio.fail_after(30):
+        result = await anyio.run_process([ENTRY_POINT, "doctor"], env=env, check=False)
+    lines = result.stdout.decode(encoding).splitlines()
+    assert result.returncode == 1
+    assert line(lines, "Python").startswith("OK")
+    assert line(lines, "API key").startswith("FAIL")
+    assert "Settings ? API Keys" in line(lines, "API key")
+    assert result.stderr == b""
