@@ -529,6 +529,7 @@ async def download(
                             "nothing was saved."
                         )
                     await writer.write(chunk)
+                # httpx normally raises on a short Content-Length body itself; this is the backstop.
                 received = response.num_bytes_downloaded
                 if declared is not None and received < declared:
                     raise DownloadError(

@@ -229,7 +229,7 @@ async def test_a_different_existing_file_is_never_overwritten_the_name_gets_a_su
 
 
 async def test_concurrent_writers_of_one_name_each_get_their_own_file(tmp_path: Path) -> None:
-    contents = [PNG + bytes([n]) * 1000 for n in range(8)]
+    contents = [PNG + bytes([n]) * 1000 for n in range(24)]
     saved: list[files.SavedFile] = []
 
     async def save(data: bytes) -> None:
@@ -238,7 +238,7 @@ async def test_concurrent_writers_of_one_name_each_get_their_own_file(tmp_path: 
     async with anyio.create_task_group() as tg:
         for data in contents:
             tg.start_soon(save, data)
-    assert len({s.path for s in saved}) == 8
+    assert len({s.path for s in saved}) == 24
     for item in saved:
         assert sha(item.path.read_bytes()) == item.sha256
     assert sorted(s.sha256 for s in saved) == sorted(sha(d) for d in contents)
