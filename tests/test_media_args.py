@@ -481,7 +481,16 @@ FIRST_ROLE_ONLY = hand_built(
 )
 SINGLE_TIER = hand_built("acme-tier", resolutions={"values": None, "default": None})
 NO_FEATURES = hand_built("acme-plain", features={"seed": False, "watermark": True})
+# Seedance models whose capabilities leave parts out: the §5.1 family rule fills the gaps.
+PARTIAL_25 = hand_built("seedance-2.5", duration={"type": "range", "min": 4, "max": 30})
+PARTIAL_10 = hand_built(
+    "seedance-1.0-pro",
+    ratios={"values": ["16:9"], "default": "16:9"},
+    duration={"type": "range", "min": 2, "max": 12},
+)
 ACME = [
+    PARTIAL_25,
+    PARTIAL_10,
     DECIDES_DURATION,
     ENUM_DURATIONS,
     STEPPED,
@@ -536,6 +545,17 @@ HAND_BUILT_PROBLEMS: list[tuple[str, dict[str, Any], list[str]]] = [
         {"model": "acme-plain", "camera_fixed": True},
         ["camera_fixed=true"],
     ),
+    (
+        "unpublished resolutions follow the family",
+        {"model": "seedance-2.5", "resolution": "1080p"},
+        ["resolution='1080p'", "480p, 720p"],
+    ),
+    (
+        "unpublished durations follow the family",
+        {"model": "seedance-1.0-pro", "duration": -1},
+        ["duration=-1", "2–12 s"],
+    ),
+    ("published ratios still win", {"model": "seedance-1.0-pro", "ratio": "9:16"}, ["ratio='9:16'", "16:9"]),
 ]
 
 
@@ -554,6 +574,8 @@ def test_capability_shapes_the_simulator_does_not_publish_are_enforced(
     ("overrides", "expected"),
     [
         ({"model": "acme-edit"}, {}),
+        ({"model": "seedance-2.5", "duration": -1}, {"duration": -1}),
+        ({"model": "seedance-1.0-pro", "camera_fixed": True}, {"camera_fixed": True}),
         ({"model": "acme-edit", "duration": 0}, {}),
         ({"model": "acme-enum", "duration": 10}, {"duration": 10}),
         ({"model": "acme-step", "duration": 12}, {"duration": 12}),
@@ -567,6 +589,8 @@ def test_capability_shapes_the_simulator_does_not_publish_are_enforced(
     ],
     ids=[
         "no duration",
+        "family auto when supports_auto is unpublished",
+        "family camera_fixed when features are unpublished",
         "duration 0 omitted",
         "enum value",
         "last step",

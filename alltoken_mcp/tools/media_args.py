@@ -179,9 +179,13 @@ def image_body(
     _check_prompt(prompt, model_id, IMAGE_PROMPT_MAX)
     if isinstance(n, bool) or not 1 <= n <= IMAGE_N_MAX:
         raise ArgumentProblem(f"n={n} is not allowed: generate 1 to {IMAGE_N_MAX} images per call.")
-    chosen = {"quality": quality, "output_format": output_format, "background": background}
-    chosen["moderation"] = moderation
     body: dict[str, Any] = {"model": model_id, "prompt": prompt, "n": n, "size": _check_size(size, model_id)}
+    chosen = {
+        "quality": quality,
+        "output_format": output_format,
+        "background": background,
+        "moderation": moderation,
+    }
     for field, value in chosen.items():
         body[field] = _check_choice(field, value, IMAGE_CHOICES[field], model_id)
     if body["background"] == "transparent" and body["output_format"] == "jpeg":
