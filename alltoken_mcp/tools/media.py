@@ -1,11 +1,509 @@
-"""Placeholder for the image, video and job tools (alltoken_image, alltoken_video, job_status, job_cancel,
-list_jobs and the job/media resources). `server.build_server` calls `register`; the media tools'
-owner replaces this module."""
+"""The media tools — `alltoken_image`, `alltoken_video`, `job_status`, `job_cancel`, `list_jobs` — and the
+`alltoken://jobs…` and `alltoken://media…` resources.
+
+Tools stay thin: arguments are checked against the model's published capabilities (`media_args`) before
+anything is sent or paid for, local frame files are uploaded through `/uploads/presign`, and the job
+manager does the rest (durable submit, polling, delivery). Results carry the job record as
+structuredContent plus a `resource_link` and the absolute path for every saved file; nothing large is
+inlined.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import time
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Annotated, Literal
+
+import anyio
+import mcp_types as t
+from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
+from pydantic import BaseModel, Field
+
+from alltoken_mcp import files
+from alltoken_mcp.client import AllTokenClient, ModelInfo
+from alltoken_mcp.errors import AllTokenError, MissingAPIKeyError
+from alltoken_mcp.jobs import JobRecord, SubmitRejected, UnknownJobError
+from alltoken_mcp.server import AppState, app_state
+from alltoken_mcp.store import Job, JobKind, JobStatus
+from alltoken_mcp.tools.common import JSON_MIME, add_state_resource, to_json
+from alltoken_mcp.tools.errors import tool_error
+from alltoken_mcp.tools.media_args import ArgumentProblem, FrameRef, image_body, video_body
+
+MODEL_LIST_TTL_SECONDS = 600.0
+MAX_FRAME_UPLOAD_BYTES = 30 * 1024 * 1024
+FRAME_MIME_TYPES = ("image/png", "image/jpeg", "image/webp")
 
 
-def register(server: Any) -> None:
-    """Registers nothing yet."""
+class JobList(BaseModel):
+    jobs: list[JobRecord]
+
+
+# ------------------------------------------------------------------------------- model listings
+
+
+@dataclass
+class _MediaModels:
+    """`/images/models` and `/videos/models`, kept for a few minutes: every media call checks its
+    arguments against them, and they change rarely."""
+
+    client: AllTokenClient
+    fetched: dict[str, tuple[float, list[ModelInfo]]] = field(default_factory=dict)
+    lock: anyio.Lock = field(default_factory=anyio.Lock)
+
+    async def get(self, kind: JobKind) -> list[ModelInfo]:
+        async with self.lock:
+            cached = self.fetched.get(kind)
+            if cached is not None and time.monotonic() - cached[0] < MODEL_LIST_TTL_SECONDS:
+                return cached[1]
+            models = await (
+                self.client.list_image_models() if kind == "image" else self.client.list_video_models()
+            )
+            self.fetched[kind] = (time.monotonic(), models)
+            return models
+
+
+_model_lists: weakref.WeakKeyDictionary[AllTokenClient, _MediaModels] = weakref.WeakKeyDictionary()
+
+
+async def _models(state: AppState, kind: JobKind) -> list[ModelInfo]:
+    lists = _model_lists.get(state.client)
+    if lists is None:
+        lists = _model_lists[state.client] = _MediaModels(state.client)
+    try:
+        return await lists.get(kind)
+    except AllTokenError as exc:
+        raise tool_error(exc) from exc
+
+
+# ------------------------------------------------------------------------------- results
+
+
+def job_result(job: Job, warnings: Sequence[str] = ()) -> t.CallToolResult:
+    """Short text for the model, a resource_link per saved file, the job record as structuredContent."""
+    record = JobRecord.from_job(job)
+    content: list[t.ContentBlock] = [t.TextContent(type="text", text=_job_text(record, warnings))]
+    for saved in record.files:
+        content.append(
+            t.ResourceLink(
+                type="resource_link",
+                uri=saved.uri,
+                name=saved.path.rsplit("/", 1)[-1],
+                description=f"{saved.role} saved at {saved.path}",
+                mime_type=saved.mime_type,
+                size=saved.bytes,
+            )
+        )
+    structured = record.model_dump(mode="json")
+    structured["warnings"] = list(warnings)
+    return t.CallToolResult(content=content, structured_content=structured)
+
+
+class JobResult(JobRecord):
+    warnings: list[str] = Field(default_factory=list)
+
+
+def _job_text(record: JobRecord, warnings: Sequence[str]) -> str:
+    head = f"{record.kind.capitalize()} job {record.job_id} ({record.model}) is {record.status}"
+    if record.upstream_id:
+        head += f" [AllToken task {record.upstream_id}]"
+    lines = [head + "."]
+    for saved in record.files:
+        lines.append(f"Saved {saved.role}: {saved.path} ({_size(saved.bytes)}, {saved.mime_type})")
+    if record.error is not None:
+        lines.append(f"Error {record.error.code}: {record.error.message}")
+    if record.note:
+        lines.append(record.note)
+    if record.status in ("queued", "processing"):
+        lines.append(
+            f'Still running: call job_status(job_id="{record.job_id}", wait_seconds=30) later to collect it, '
+            f'or job_cancel(job_id="{record.job_id}"). The job survives server restarts.'
+        )
+    lines.extend(f"Warning: {w}" for w in warnings)
+    return "\n".join(lines)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB"):
+        if n < 1024 or unit == "MB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"  # pragma: no cover
+
+
+def _progress(ctx: Context[AppState]):  # type: ignore[no-untyped-def]
+    async def report(elapsed: float, total: float, message: str) -> None:
+        await ctx.report_progress(round(elapsed, 1), total, message)
+
+    return report
+
+
+# ------------------------------------------------------------------------------- shared steps
+
+
+def _require_key(state: AppState) -> None:
+    if not state.settings.api_key:
+        raise ToolError(str(MissingAPIKeyError()))
+
+
+async def _submit_and_wait(
+    ctx: Context[AppState], kind: JobKind, body: dict[str, object], wait_seconds: float, warnings: list[str]
+) -> t.CallToolResult:
+    state = app_state(ctx)
+    try:
+        job = await state.jobs.submit(kind, dict(body))
+    except SubmitRejected as rejected:
+        known = [m.id for m in await _models(state, kind)]
+        raise ToolError(
+            f"{tool_error(rejected.cause, model=str(body['model']), known_models=known)} "
+            f"(recorded as failed job {rejected.record.job_id})"
+        ) from rejected.cause
+    if wait_seconds > 0 and job.active:
+        job = await state.jobs.wait(job.job_id, wait_seconds, _progress(ctx))
+    return job_result(job, warnings)
+
+
+async def _upload_frame(state: AppState, raw: str, role: Literal["first_frame", "last_frame"]) -> FrameRef:
+    """An https URL is passed through (media_args checks it); a local path is uploaded for its upload_id."""
+    if "://" in raw or raw.startswith("data:"):
+        return FrameRef(role=role, url=raw)
+    allowed = [*state.settings.input_dirs, state.settings.output_dir]
+    try:
+        path = files.resolve_input_file(raw, allowed, max_bytes=MAX_FRAME_UPLOAD_BYTES)
+        size, md5, sha256 = await files.file_digests(path)
+        async with await anyio.open_file(path, "rb") as handle:
+            mime = files.sniff_mime(await handle.read(64))
+    except files.FileProblem as exc:
+        raise ToolError(f"{role}: {exc}") from exc
+    if mime not in FRAME_MIME_TYPES:
+        raise ToolError(f"{role}: {path} is not a PNG, JPEG or WebP image ({mime or 'unknown type'}).")
+    try:
+        presigned = await state.client.presign_upload(
+            purpose="video_input_image",
+            content_type=mime,
+            content_length=size,
+            content_md5=md5,
+            checksum_sha256=sha256,
+        )
+        await state.client.put_upload(presigned, path)
+    except AllTokenError as exc:
+        raise ToolError(f"Uploading the {role} {path} failed: {tool_error(exc)}") from exc
+    return FrameRef(role=role, upload_id=presigned.upload_id)
+
+
+def _wait_default(state: AppState, wait_seconds: float | None) -> float:
+    limit = state.settings.max_wait_seconds
+    return limit if wait_seconds is None else min(wait_seconds, limit)
+
+
+async def _job(state: AppState, job_id: str) -> Job:
+    try:
+        return await state.jobs.get(job_id)
+    except UnknownJobError as exc:
+        raise ToolError(str(exc)) from exc
+
+
+# ------------------------------------------------------------------------------- descriptions
+
+IMAGE_DESCRIPTION = """\
+Generate 1–10 images with an AllToken image model (default gpt-image-2). The files are saved in the
+server's output directory before the result is returned; the result lists their absolute paths. Waits
+up to wait_seconds (default and maximum: the server's ALLTOKEN_MAX_WAIT_SECONDS); if the images are not
+ready by then, the job is returned still running and is finished in the background — collect it with
+job_status. Typical time: 15–60 s."""
+
+VIDEO_DESCRIPTION = """\
+Start a video render with an AllToken video model (default seedance-1.5-pro): text-to-video, or from a
+first (and optionally last) frame given as an https URL or a local image path. Renders take minutes, so
+by default this returns a job at once (wait_seconds=0): check it with job_status(job_id, wait_seconds=30)
+and cancel it with job_cancel. Arguments are checked against the model's published limits before
+anything is paid for; list_models(modality="video") shows each model's durations, ratios and
+resolutions. The finished video (and last frame) is downloaded to the output directory."""
+
+WAIT_FIELD = Field(
+    ge=0,
+    le=3600,
+    description="seconds to wait for completion (capped by the server's ALLTOKEN_MAX_WAIT_SECONDS)",
+)
+
+
+# ------------------------------------------------------------------------------- registration
+
+
+def register(server: MCPServer[AppState]) -> None:
+    generating = dict(
+        read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True
+    )
+
+    @server.tool(
+        name="alltoken_image",
+        title="Generate images",
+        description=IMAGE_DESCRIPTION,
+        annotations=t.ToolAnnotations(title="Generate images", **generating),
+    )
+    async def alltoken_image(
+        ctx: Context[AppState],
+        prompt: Annotated[str, Field(min_length=1, max_length=32000, description="what to draw")],
+        model: Annotated[
+            str | None,
+            Field(min_length=1, max_length=200, description="image model id; default from settings"),
+        ] = None,
+        n: Annotated[int, Field(ge=1, le=10, description="number of images")] = 1,
+        size: Annotated[
+            str,
+            Field(
+                max_length=20,
+                description='"auto" or WIDTHxHEIGHT, e.g. 1024x1024, 1536x1024 (gpt-image-2: sides divisible '
+                "by 16, up to 3840x2160, aspect between 1:3 and 3:1)",
+            ),
+        ] = "auto",
+        quality: Annotated[
+            Literal["auto", "low", "medium", "high"], Field(description="render quality")
+        ] = "auto",
+        output_format: Annotated[Literal["png", "jpeg", "webp"], Field(description="file format")] = "png",
+        background: Annotated[
+            Literal["auto", "opaque", "transparent"], Field(description="transparent needs png or webp")
+        ] = "auto",
+        moderation: Annotated[Literal["auto", "low"], Field(description="content moderation level")] = "auto",
+        seed: Annotated[
+            int | None, Field(ge=0, le=2147483647, description="reproducible output (wan2.7 models only)")
+        ] = None,
+        wait_seconds: Annotated[float | None, WAIT_FIELD] = None,
+    ) -> Annotated[t.CallToolResult, JobResult]:
+        state = app_state(ctx)
+        _require_key(state)
+        try:
+            body, warnings = image_body(
+                model=model or state.settings.default_image_model,
+                prompt=prompt,
+                n=n,
+                size=size,
+                quality=quality,
+                output_format=output_format,
+                background=background,
+                moderation=moderation,
+                seed=seed,
+                image_models=await _models(state, "image"),
+            )
+        except ArgumentProblem as exc:
+            raise ToolError(str(exc)) from exc
+        return await _submit_and_wait(ctx, "image", body, _wait_default(state, wait_seconds), warnings)
+
+    @server.tool(
+        name="alltoken_video",
+        title="Start a video render",
+        description=VIDEO_DESCRIPTION,
+        annotations=t.ToolAnnotations(title="Start a video render", **generating),
+    )
+    async def alltoken_video(
+        ctx: Context[AppState],
+        prompt: Annotated[
+            str, Field(min_length=1, max_length=32000, description="what happens in the video")
+        ],
+        model: Annotated[
+            str | None,
+            Field(min_length=1, max_length=200, description="video model id; default from settings"),
+        ] = None,
+        duration: Annotated[
+            int | None,
+            Field(
+                description="seconds; model-specific (e.g. 4–12), -1 lets the model choose where supported"
+            ),
+        ] = None,
+        ratio: Annotated[
+            str | None, Field(max_length=10, description="16:9, 9:16, 4:3, 3:4, 21:9, 1:1 or adaptive")
+        ] = None,
+        resolution: Annotated[str | None, Field(max_length=10, description="480p, 720p or 1080p")] = None,
+        generate_audio: Annotated[
+            bool | None, Field(description="add a soundtrack (models that support it)")
+        ] = None,
+        seed: Annotated[int | None, Field(ge=-1, le=2**63 - 1, description="reproducible output")] = None,
+        camera_fixed: Annotated[bool | None, Field(description="keep the camera still")] = None,
+        watermark: Annotated[bool | None, Field(description="add AllToken's watermark")] = None,
+        return_last_frame: Annotated[
+            bool | None, Field(description="also save the last frame as an image (to chain renders)")
+        ] = None,
+        first_frame: Annotated[
+            str | None,
+            Field(
+                min_length=1,
+                max_length=4096,
+                description="start from this image: an https URL or a local file path (uploaded; must be "
+                "inside ALLTOKEN_INPUT_DIRS or the output dir)",
+            ),
+        ] = None,
+        last_frame: Annotated[
+            str | None,
+            Field(min_length=1, max_length=4096, description="end on this image (needs first_frame too)"),
+        ] = None,
+        wait_seconds: Annotated[float, WAIT_FIELD] = 0,
+    ) -> Annotated[t.CallToolResult, JobResult]:
+        state = app_state(ctx)
+        _require_key(state)
+        video_models = await _models(state, "video")
+        chosen = model or state.settings.default_video_model
+        wanted: list[tuple[Literal["first_frame", "last_frame"], str]] = []
+        if first_frame:
+            wanted.append(("first_frame", first_frame))
+        if last_frame:
+            wanted.append(("last_frame", last_frame))
+
+        def build(frames: Sequence[FrameRef]) -> tuple[dict[str, object], list[str]]:
+            try:
+                return video_body(
+                    model=chosen,
+                    prompt=prompt,
+                    duration=duration,
+                    ratio=ratio,
+                    resolution=resolution,
+                    generate_audio=generate_audio,
+                    seed=seed,
+                    camera_fixed=camera_fixed,
+                    watermark=watermark,
+                    return_last_frame=return_last_frame,
+                    frames=frames,
+                    video_models=video_models,
+                )
+            except ArgumentProblem as exc:
+                raise ToolError(str(exc)) from exc
+
+        # Check everything (with stand-ins for local files) before uploading or paying for anything.
+        build(
+            [
+                FrameRef(role=role, url=raw)
+                if "://" in raw or raw.startswith("data:")
+                else FrameRef(role=role, upload_id="-")
+                for role, raw in wanted
+            ]
+        )
+        frames = [await _upload_frame(state, raw, role) for role, raw in wanted]
+        body, warnings = build(frames)
+        return await _submit_and_wait(ctx, "video", body, wait_seconds, warnings)
+
+    @server.tool(
+        name="job_status",
+        title="Check a media job",
+        description="The current state of an image or video job, with its saved files. With wait_seconds, "
+        "waits (sending progress) until the job finishes or the time is up — never longer than the server's "
+        "ALLTOKEN_MAX_WAIT_SECONDS. Jobs survive server restarts.",
+        annotations=t.ToolAnnotations(
+            title="Check a media job", read_only_hint=True, idempotent_hint=True, open_world_hint=False
+        ),
+    )
+    async def job_status(
+        ctx: Context[AppState],
+        job_id: Annotated[
+            str, Field(max_length=100, description="the job_id from alltoken_image/alltoken_video")
+        ],
+        wait_seconds: Annotated[float, WAIT_FIELD] = 0,
+    ) -> Annotated[t.CallToolResult, JobResult]:
+        state = app_state(ctx)
+        job = await _job(state, job_id)
+        if wait_seconds > 0 and job.active:
+            job = await state.jobs.wait(job.job_id, wait_seconds, _progress(ctx))
+        return job_result(job)
+
+    @server.tool(
+        name="job_cancel",
+        title="Cancel a media job",
+        description="Cancel a job. Videos are cancelled at AllToken while it allows (queued); if AllToken "
+        "refuses because the video already started or finished, the result says so and the job goes on. "
+        "Images cannot be cancelled at AllToken: the job is cancelled here and a late result is discarded.",
+        annotations=t.ToolAnnotations(
+            title="Cancel a media job",
+            read_only_hint=False,
+            destructive_hint=True,
+            idempotent_hint=True,
+            open_world_hint=True,
+        ),
+    )
+    async def job_cancel(
+        ctx: Context[AppState],
+        job_id: Annotated[str, Field(max_length=100, description="the job to cancel")],
+    ) -> Annotated[t.CallToolResult, JobResult]:
+        state = app_state(ctx)
+        job = await _job(state, job_id)
+        try:
+            job = await state.jobs.cancel(job.job_id)
+        except AllTokenError as exc:
+            raise tool_error(exc) from exc
+        return job_result(job)
+
+    @server.tool(
+        name="list_jobs",
+        title="List media jobs",
+        description="Recent image and video jobs, newest first, with their status and saved files.",
+        annotations=t.ToolAnnotations(
+            title="List media jobs", read_only_hint=True, idempotent_hint=True, open_world_hint=False
+        ),
+    )
+    async def list_jobs(
+        ctx: Context[AppState],
+        kind: Annotated[JobKind | None, Field(description="only image or only video jobs")] = None,
+        status: Annotated[JobStatus | None, Field(description="only jobs in this state")] = None,
+        limit: Annotated[int, Field(ge=1, le=200, description="at most this many jobs")] = 20,
+    ) -> Annotated[t.CallToolResult, JobList]:
+        jobs = await app_state(ctx).jobs.list_jobs(kind=kind, status=status, limit=limit)
+        records = [JobRecord.from_job(job) for job in jobs]
+        lines = [f"{len(records)} job(s)."] + [
+            f"{r.job_id} {r.kind} {r.status} {r.model} {r.created_at}"
+            + (f" → {', '.join(f.path for f in r.files)}" if r.files else "")
+            for r in records
+        ]
+        return t.CallToolResult(
+            content=[t.TextContent(type="text", text="\n".join(lines))],
+            structured_content=JobList(jobs=records).model_dump(mode="json"),
+        )
+
+    # -- resources -------------------------------------------------------------------------------
+
+    async def jobs_resource(state: AppState) -> str:
+        jobs = await state.jobs.list_jobs(kind=None, status=None, limit=100)
+        return to_json(JobList(jobs=[JobRecord.from_job(j) for j in jobs]))
+
+    add_state_resource(
+        server,
+        "alltoken://jobs",
+        jobs_resource,
+        name="jobs",
+        title="Media jobs",
+        description="The 100 most recent image and video jobs (JSON), newest first.",
+    )
+
+    @server.resource(
+        "alltoken://jobs/{job_id}",
+        name="job",
+        title="A media job",
+        description="One job record (JSON). Subscribe to be notified when its status changes.",
+        mime_type=JSON_MIME,
+    )
+    async def job_resource(job_id: str, ctx: Context[AppState]) -> str:
+        try:
+            job = await app_state(ctx).jobs.get(job_id)
+        except UnknownJobError as exc:
+            raise ResourceNotFoundError(str(exc)) from exc
+        return to_json(JobRecord.from_job(job))
+
+    @server.resource(
+        "alltoken://media/{job_id}/{index}",
+        name="media",
+        title="A saved media file",
+        description="A generated image, video or last frame (binary). Prefer the absolute path from the job "
+        "record for large files.",
+    )
+    async def media_resource(job_id: str, index: str, ctx: Context[AppState]) -> bytes:
+        if not index.isdigit():
+            raise ResourceNotFoundError(f"{index!r} is not a file index (0, 1, …)")
+        try:
+            saved = await app_state(ctx).jobs.media_file(job_id, int(index))
+        except LookupError as exc:
+            raise ResourceNotFoundError(str(exc)) from exc
+        try:
+            return await anyio.Path(saved.path).read_bytes()
+        except OSError as exc:
+            raise ResourceNotFoundError(
+                f"The file {saved.path} is no longer readable: {exc.strerror}"
+            ) from exc
