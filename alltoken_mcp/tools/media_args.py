@@ -340,6 +340,7 @@ def _choices(
 
 
 def video_rules(info: ModelInfo) -> VideoRules:
+    """What `info` accepts: each published capability, else the §5.1 family rule for that field."""
     family = _family(info.id)
     caps = info.capabilities
     features: dict[str, bool] = {}
