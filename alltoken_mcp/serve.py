@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
+import socket
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -46,30 +47,61 @@ class BearerTokenMiddleware:
 
     def __init__(self, app: ASGIApp, token: str) -> None:
         self.app = app
-        self._expected = f"Bearer {token}".encode()
+        self._expected = token.encode()
+
+    def _authorized(self, scope: Scope) -> bool:
+        supplied = dict(scope.get("headers") or []).get(b"authorization", b"")
+        scheme, _, credentials = supplied.strip().partition(b" ")
+        # The scheme is case-insensitive (RFC 9110 §11.1); the comparison of the secret is constant-time.
+        return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), self._expected)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            supplied = dict(scope.get("headers") or []).get(b"authorization", b"")
-            if not hmac.compare_digest(supplied, self._expected):
-                body = (
-                    b'{"error": "unauthorized", "message": "this MCP endpoint needs '
-                    b'Authorization: Bearer <ALLTOKEN_MCP_TOKEN>"}'
-                )
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 401,
-                        "headers": [
-                            (b"content-type", b"application/json"),
-                            (b"www-authenticate", b'Bearer realm="alltoken-mcp"'),
-                            (b"content-length", str(len(body)).encode()),
-                        ],
-                    }
-                )
-                await send({"type": "http.response.body", "body": body})
-                return
+        if scope["type"] == "http" and not self._authorized(scope):
+            body = (
+                b'{"error": "unauthorized", "message": "this MCP endpoint needs '
+                b'Authorization: Bearer <ALLTOKEN_MCP_TOKEN>"}'
+            )
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 401,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"www-authenticate", b'Bearer realm="alltoken-mcp"'),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
         await self.app(scope, receive, send)
+
+
+def _host_names(bind: str) -> list[str]:
+    """The names a client may put in the Host header to reach this server.
+
+    Loopback names always. For a specific address, that address. For a wildcard bind (0.0.0.0, ::) the
+    machine's own host name, its fully qualified name and the addresses they resolve to: that is what
+    clients on the network use. Anything else (a DNS name pointing elsewhere) is what DNS rebinding looks
+    like, and is refused.
+    """
+    names = ["127.0.0.1", "localhost", "::1"]
+    if not is_loopback(bind):
+        names.append(bind.strip("[]"))
+    if bind.strip("[]") in ("0.0.0.0", "::", ""):
+        for name in {socket.gethostname(), socket.getfqdn()}:
+            names.append(name)
+            try:
+                names.extend(str(info[4][0]) for info in socket.getaddrinfo(name, None))
+            except OSError:
+                continue
+    unique = list(dict.fromkeys(n for n in names if n))
+    return [f"[{n}]" if ":" in n else n for n in unique]
+
+
+def _allowed(names: list[str], prefix: str = "") -> list[str]:
+    # A bare name for default ports, `name:*` for any explicit port.
+    return [f"{prefix}{n}{suffix}" for n in names for suffix in ("", ":*")]
 
 
 def http_app(settings: Settings, host: str) -> ASGIApp:
@@ -79,13 +111,11 @@ def http_app(settings: Settings, host: str) -> ASGIApp:
     from alltoken_mcp.server import build_server
 
     check_http_bind(settings, host)
-    allowed_hosts = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
-    if not is_loopback(host):
-        allowed_hosts.append(f"{host}:*")
+    names = _host_names(host)
     security = TransportSecuritySettings(
         enable_dns_rebinding_protection=True,
-        allowed_hosts=allowed_hosts,
-        allowed_origins=[f"http://{h}" for h in allowed_hosts] + [f"https://{h}" for h in allowed_hosts],
+        allowed_hosts=_allowed(names),
+        allowed_origins=_allowed(names, "http://") + _allowed(names, "https://"),
     )
     server = build_server(settings)
     app: ASGIApp = server.streamable_http_app(transport_security=security, host=host)
