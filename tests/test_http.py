@@ -111,7 +111,7 @@ async def test_the_same_tools_and_resources_work_over_streamable_http(
                 tools = {tool.name for tool in (await client.list_tools()).tools}
                 chat = data(await client.call_tool("alltoken_chat", {"prompt": "over http"}))
                 health = await client.read_resource("alltoken://health")
-    assert {"alltoken_chat", "list_models", "route_health"} <= tools
+    assert {"alltoken_chat", "alltoken_image", "alltoken_video", "job_status", "list_models"} <= tools
     assert chat["text"] == "Echo: over http"
     assert health.contents
 
