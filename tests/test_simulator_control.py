@@ -105,6 +105,59 @@ async def test_a_latency_fault_delays_the_answer(sim: RunningSimulator, api: htt
         await api.get("/models", timeout=0.2)
 
 
+async def test_a_hold_processes_the_request_and_keeps_the_answer_back(
+    sim: RunningSimulator, api: httpx.AsyncClient
+) -> None:
+    state = sim.state
+    headers = {"Idempotency-Key": "held-answer"}
+    state.add_fault(path="/v1/images/generations/async", hold_ms=5000)
+    with pytest.raises(httpx.ReadTimeout):
+        await api.post("/images/generations/async", json=CAT, headers=headers, timeout=0.3)
+    assert state.tasks_created["images"] == 1  # created before the client gave up waiting
+    retry = await api.post("/images/generations/async", json=CAT, headers=headers)
+    assert retry.status_code == 409
+    assert retry.json()["error"]["task_id"] in state.images
+    state.add_fault(path="/v1/images/generations/async", hold_ms=200)
+    started = time.monotonic()
+    with anyio.fail_after(5):
+        late = await api.post("/images/generations/async", json=CAT)
+    assert time.monotonic() - started >= 0.2
+    assert late.status_code == 202  # a hold that ends delivers the whole, normal answer
+    assert late.json()["id"] in state.images
+
+
+async def test_a_mid_body_hold_sends_headers_and_half_the_body_then_pauses(
+    sim: RunningSimulator, api: httpx.AsyncClient
+) -> None:
+    sim.state.add_fault(path="/v1/models", hold_ms=1500, hold_at="mid_body")
+    parts: list[tuple[float, bytes]] = []
+    started = time.monotonic()
+    with anyio.fail_after(10):
+        async with api.stream("GET", "/models") as response:
+            length = int(response.headers["content-length"])
+            async for chunk in response.aiter_raw():
+                parts.append((time.monotonic() - started, chunk))
+    body = b"".join(chunk for _, chunk in parts)
+    assert len(body) == length
+    assert json.loads(body)["object"] == "list"
+    first_half = parts[0][1]
+    assert len(first_half) == length // 2
+    assert parts[0][0] < 1.0  # the first half came at once...
+    assert parts[-1][0] >= 1.5  # ...the rest only after the hold
+
+
+async def test_control_api_validates_hold_faults(sim: RunningSimulator, api: httpx.AsyncClient) -> None:
+    faults = f"{sim.origin}/_sim/faults"
+    with_status = await api.post(faults, json={"path": "/v1/models", "hold_ms": 10, "status": 500})
+    assert with_status.status_code == 400
+    assert "excludes status and drop" in with_status.json()["error"]["message"]
+    where_only = await api.post(faults, json={"path": "/v1/models", "hold_at": "mid_body"})
+    assert where_only.status_code == 400
+    held = await api.post(faults, json={"path": "/v1/models", "hold_ms": 10, "hold_at": "mid_body"})
+    assert held.status_code == 201
+    assert held.json()["faults"][0]["hold_at"] == "mid_body"
+
+
 async def test_control_api_validates_faults_config_and_clock_input(
     sim: RunningSimulator, api: httpx.AsyncClient
 ) -> None:

@@ -158,6 +158,8 @@ class SimApp:
             await anyio.sleep(fault.latency_ms / 1000)
         if fault.status is not None:
             await _fault_response(fault, scope, receive, send)
+        elif fault.hold_ms is not None:
+            await self.router(scope, receive, _Holder(send, fault))
         elif fault.drop is not None:
             _dropping.set(True)
             try:
@@ -237,6 +239,47 @@ class _Dropper:
         if body:
             await self.send({"type": "http.response.body", "body": body[: len(body) // 2], "more_body": True})
         raise _Dropped
+
+
+class _Holder:
+    """A `send` that pauses a normally processed response for `hold_ms`, then delivers all of it.
+
+    `before_response`: nothing reaches the client until the pause is over. `mid_body`: the headers and
+    `after_chunks` body parts go out first (for a single-part Content-Length body, its first half), so the
+    client has started reading (e.g. created its download file) when the pause begins.
+    """
+
+    def __init__(self, send: Send, fault: Fault) -> None:
+        assert fault.hold_ms is not None
+        self.send = send
+        self.seconds = fault.hold_ms / 1000
+        self.mid_body = fault.hold_at == "mid_body"
+        self.budget = fault.after_chunks
+        self.held = False
+
+    async def __call__(self, message: Message) -> None:
+        if self.held:
+            await self.send(message)
+        elif message["type"] == "http.response.start":
+            if not self.mid_body:
+                await self._hold()
+            await self.send(message)
+        elif message["type"] != "http.response.body":
+            await self.send(message)
+        elif self.budget > 0 and message.get("more_body", False):
+            self.budget -= 1
+            await self.send(message)
+        else:
+            body: bytes = message.get("body", b"")
+            half = len(body) // 2
+            if half:
+                await self.send({"type": "http.response.body", "body": body[:half], "more_body": True})
+            await self._hold()
+            await self.send({**message, "body": body[half:]})
+
+    async def _hold(self) -> None:
+        self.held = True
+        await anyio.sleep(self.seconds)
 
 
 def build_app(state: SimState) -> SimApp:

@@ -95,6 +95,10 @@ class Fault(BaseModel):
     """An injected failure for requests whose path (concrete or route template) and method match.
 
     `latency_ms` is real time (not scaled). `count: null` matches until the faults are cleared.
+    `hold_ms` (real time) processes the request normally and then holds its response: before anything is
+    sent (`hold_at="before_response"`), or after the headers and the first part of the body
+    (`hold_at="mid_body"`: `after_chunks` parts of a streamed body, else half of it). It recreates "the
+    server did the work but the client never heard back" and "killed mid-download" for crash tests.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -109,13 +113,19 @@ class Fault(BaseModel):
     drop: Literal["before_body", "mid_stream"] | None = None
     after_chunks: int = Field(default=0, ge=0)
     latency_ms: float | None = Field(default=None, ge=0)
+    hold_ms: float | None = Field(default=None, ge=0)
+    hold_at: Literal["before_response", "mid_body"] = "before_response"
 
     @model_validator(mode="after")
     def _one_effect(self) -> Fault:
-        if self.status is None and self.drop is None and self.latency_ms is None:
-            raise ValueError("a fault needs at least one of status, drop or latency_ms")
+        if self.status is None and self.drop is None and self.latency_ms is None and self.hold_ms is None:
+            raise ValueError("a fault needs at least one of status, drop, latency_ms or hold_ms")
         if self.status is not None and self.drop is not None:
             raise ValueError("status and drop are exclusive: a dropped request is processed normally")
+        if self.hold_ms is not None and (self.status is not None or self.drop is not None):
+            raise ValueError("hold_ms holds a normally processed response; it excludes status and drop")
+        if self.hold_ms is None and "hold_at" in self.model_fields_set:
+            raise ValueError("hold_at needs hold_ms")
         return self
 
     def matches(self, method: str, path: str, template: str) -> bool:
