@@ -69,7 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--speed", type=float, default=1.0, help="time multiplier: 0.1 renders ten times faster (default 1)"
     )
 
-    commands.add_parser("demo", help="run an end-to-end demo against the simulator")
+    demo = commands.add_parser("demo", help="run an end-to-end demo against the simulator (no key needed)")
+    demo.add_argument(
+        "--output-dir",
+        default=argparse.SUPPRESS,
+        help="where the demo's image and video go (default ./alltoken-demo-output)",
+    )
     doctor = commands.add_parser("doctor", help="check the installation, key, connectivity and state")
     doctor.add_argument("--base-url", help="override ALLTOKEN_BASE_URL")
     doctor.add_argument("--home", help="override ALLTOKEN_MCP_HOME")
@@ -123,7 +128,7 @@ def _simulate(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from alltoken_mcp.demo import run_demo
 
-    return run_demo()
+    return run_demo(output_dir=args.output_dir)
 
 
 def _doctor(args: argparse.Namespace) -> int:

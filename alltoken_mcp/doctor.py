@@ -241,7 +241,7 @@ def _resolve_dirs(env: Mapping[str, str], home: str | None) -> tuple[Path, Path]
     return state, absolute(output_raw) if output_raw else state / "media"
 
 
-def _printer(stream: TextIO) -> Callable[[str], None]:
+def safe_printer(stream: TextIO) -> Callable[[str], None]:
     """print() that degrades to `?` for characters the terminal's encoding lacks instead of crashing."""
     encoding = stream.encoding or "utf-8"
 
@@ -257,7 +257,7 @@ def _printer(stream: TextIO) -> Callable[[str], None]:
     return write
 
 
-def _marks(stream: TextIO) -> tuple[str, str]:
+def check_marks(stream: TextIO) -> tuple[str, str]:
     try:
         "✓✗".encode(stream.encoding or "utf-8")
     except (UnicodeEncodeError, LookupError):
@@ -275,8 +275,8 @@ def _format(check: Check, good: str, bad: str) -> str:
 def run_doctor(base_url: str | None = None, home: str | None = None, *, out: TextIO | None = None) -> int:
     """Run every check, print one line each, and return 0 only if all of them passed."""
     stream = out or sys.stdout
-    write = _printer(stream)
-    good, bad = _marks(stream)
+    write = safe_printer(stream)
+    good, bad = check_marks(stream)
     checks: list[Check] = []
 
     def record(*new: Check) -> None:
