@@ -503,7 +503,10 @@ class JobManager:
             else:
                 await self._poll_video(job)
         except files.OutputFileError as exc:
-            raise _Retry(30.0, f"could not save the result (will retry; nothing is lost yet): {exc}") from exc
+            raise _Retry(
+                _backoff(job.poll_failures),
+                f"could not save the result (will retry; nothing is lost yet): {exc}",
+            ) from exc
         except (TransportError, ServerError, RateLimitError) as exc:
             raise _Retry(_backoff(job.poll_failures, exc), f"poll failed, retrying: {exc}") from exc
         except (
@@ -567,7 +570,15 @@ class JobManager:
         ]
         if not job.sources and any(s["url"] for s in sources):
             # Keep the fallbacks before touching the disk: if saving fails or we crash, they recover it.
-            kept = await self._store.update_job(job.job_id, owner=self.owner, sources=sources, usage=usage)
+            kept = await self._store.update_job(
+                job.job_id,
+                owner=self.owner,
+                only_if_active=True,
+                sources=sources,
+                usage=usage,
+                status="processing",
+                upstream_status="completed",
+            )
             if kept is None:
                 return  # lost the lease: someone else is delivering
             job = kept

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -51,14 +50,16 @@ class ResourceNotifier:
 
     2026-07-28 clients listen through the SDK's subscription bus; 2025-era clients call
     `resources/subscribe`, which MCPServer does not serve, so their sessions are tracked here.
-    Sessions are held weakly: a closed connection drops out on its own.
+    Sessions are held strongly (the request context's session object is not kept alive by anything
+    else, so a weak reference would vanish at once); a closed connection is dropped at the first
+    failed send.
     """
 
     bus: InMemorySubscriptionBus = field(default_factory=InMemorySubscriptionBus)
-    _legacy: dict[str, weakref.WeakSet[ServerSession]] = field(default_factory=dict)
+    _legacy: dict[str, set[ServerSession]] = field(default_factory=dict)
 
     def subscribe(self, uri: str, session: ServerSession) -> None:
-        self._legacy.setdefault(uri, weakref.WeakSet()).add(session)
+        self._legacy.setdefault(uri, set()).add(session)
 
     def unsubscribe(self, uri: str, session: ServerSession) -> None:
         sessions = self._legacy.get(uri)
