@@ -1,0 +1,454 @@
+"""Crash safety: `kill -9` the stdio server in every phase of a media job, restart it on the same home,
+and check that the job finishes with no lost result and no second paid task.
+
+The server is the installed `alltoken-mcp` entry point, spoken to in raw JSON-RPC over its pipes so the
+test holds its pid (`ServerProcess`); the simulator runs in this process and is reached over loopback.
+Phases are pinned with simulator faults rather than timing: a `latency_ms` fault keeps a request from
+being processed (nothing created yet), a `hold_ms` fault processes it and keeps the answer back (created,
+but never heard of), a `mid_body` hold stops a download after its file was opened.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import sqlite3
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, closing
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from anyio.abc import Process
+
+from alltoken_mcp.simulator import SIM_API_KEY, RunningSimulator, SimConfig
+from alltoken_mcp.simulator.state import ImageTask, VideoTask
+
+ENTRY_POINT = str(Path(sys.executable).parent / "alltoken-mcp")
+IMAGE_CREATE = "/v1/images/generations/async"
+IMAGE_TASK = "/v1/images/generations/{task_id}"
+VIDEO_CREATE = "/v1/videos/generations"
+VIDEO_TASK = "/v1/videos/generations/{task_id}"
+HOLD_MS = 30_000
+"""Long enough that a held request never finishes within a test (the simulator cancels it at teardown)."""
+STEP_SECONDS = 0.02
+WAIT_SECONDS = 20
+
+
+@pytest.fixture
+def sim_config() -> SimConfig:
+    return SimConfig(speed=0.01)
+
+
+# ----------------------------------------------------------------------------------- the subprocess
+
+
+class ServerGone(Exception):
+    """The server's stdout closed before it answered."""
+
+
+class ServerProcess:
+    """One `alltoken-mcp` stdio process. Requests go out as JSON lines; answers are matched by id."""
+
+    def __init__(self, process: Process) -> None:
+        self.process = process
+        self._next_id = 0
+        self._answers: dict[int, dict[str, Any]] = {}
+        self._arrived = anyio.Event()
+        self._closed = False
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    async def read_forever(self) -> None:
+        assert self.process.stdout is not None
+        buffer = b""
+        try:
+            async for chunk in self.process.stdout:
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    message = json.loads(line)
+                    if "id" in message and ("result" in message or "error" in message):
+                        self._answers[message["id"]] = message
+                self._arrived.set()
+                self._arrived = anyio.Event()
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pass
+        finally:
+            self._closed = True
+            self._arrived.set()
+
+    async def send(self, method: str, params: dict[str, Any] | None = None) -> int:
+        """Send a request without waiting for its answer; returns its id."""
+        self._next_id += 1
+        await self._write({"jsonrpc": "2.0", "id": self._next_id, "method": method, "params": params or {}})
+        return self._next_id
+
+    async def _write(self, message: dict[str, Any]) -> None:
+        assert self.process.stdin is not None
+        await self.process.stdin.send(json.dumps(message).encode() + b"\n")
+
+    async def answer(self, request_id: int) -> dict[str, Any]:
+        while request_id not in self._answers:
+            if self._closed:
+                raise ServerGone(f"the server exited before answering request {request_id}")
+            await self._arrived.wait()
+        message = self._answers.pop(request_id)
+        assert "result" in message, message
+        result: dict[str, Any] = message["result"]
+        return result
+
+    async def request(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        return await self.answer(await self.send(method, params))
+
+    async def initialize(self) -> None:
+        await self.request(
+            "initialize",
+            {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "crash-test", "version": "0"},
+            },
+        )
+        await self._write({"jsonrpc": "2.0", "method": "notifications/initialized"})
+
+    async def start_tool(self, name: str, arguments: dict[str, Any]) -> int:
+        """Call a tool without waiting for the result (the test kills the server meanwhile)."""
+        return await self.send("tools/call", {"name": name, "arguments": arguments})
+
+    async def tool(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        result = await self.request("tools/call", {"name": name, "arguments": arguments})
+        texts = " ".join(c.get("text", "") for c in result["content"])
+        assert not result.get("isError"), f"{name} failed: {texts}"
+        structured: dict[str, Any] = result["structuredContent"]
+        return structured
+
+    async def kill(self) -> None:
+        os.kill(self.pid, signal.SIGKILL)
+        await self.process.wait()
+
+
+def server_env(home: Path, base_url: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("ALLTOKEN_")}
+    env.update(
+        {
+            "ALLTOKEN_BASE_URL": base_url,
+            "ALLTOKEN_API_KEY": SIM_API_KEY,
+            "ALLTOKEN_MCP_HOME": str(home),
+            "ALLTOKEN_OUTPUT_DIR": str(home / "out"),
+            "ALLTOKEN_INPUT_DIRS": str(home),
+            "ALLTOKEN_MAX_WAIT_SECONDS": str(WAIT_SECONDS),
+        }
+    )
+    return env
+
+
+@asynccontextmanager
+async def mcp_server(home: Path, base_url: str) -> AsyncIterator[ServerProcess]:
+    """A started and initialized server, killed on exit (the tests here are done with it by then; a clean
+    stop on stdin EOF is tested in test_server_stdio). Its stderr is shown if the test fails."""
+    with tempfile.TemporaryFile("w+b") as errlog:
+        process = await anyio.open_process([ENTRY_POINT], env=server_env(home, base_url), stderr=errlog)
+        server = ServerProcess(process)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(server.read_forever)
+                await server.initialize()
+                yield server
+                tg.cancel_scope.cancel()
+        except BaseException:
+            errlog.seek(0)
+            sys.stderr.write(f"server {process.pid} stderr:\n{errlog.read().decode(errors='replace')}\n")
+            raise
+        finally:
+            if process.returncode is None:
+                process.kill()
+            with anyio.CancelScope(shield=True):
+                await process.aclose()
+
+
+# ----------------------------------------------------------------------------------- state helpers
+
+
+async def until(
+    condition: Callable[[], bool], what: str, seconds: float = 10, detail: Callable[[], object] = lambda: ""
+) -> None:
+    """Wait for a condition another process brings about (no event to wait on across processes)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what} {detail()}")
+        await anyio.sleep(STEP_SECONDS)
+
+
+def job_rows(home: Path) -> list[dict[str, Any]]:
+    """The jobs table as the servers wrote it, straight from the SQLite file."""
+    path = home / "state.sqlite3"
+    if not path.exists():
+        return []
+    with closing(sqlite3.connect(path, timeout=10)) as db:
+        db.row_factory = sqlite3.Row
+        try:
+            return [dict(row) for row in db.execute("SELECT * FROM jobs ORDER BY created_at")]
+        except sqlite3.OperationalError:  # the schema is not there yet
+            return []
+
+
+def only_job(home: Path) -> dict[str, Any]:
+    rows = job_rows(home)
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+def age_submission(home: Path, seconds: float) -> None:
+    """Pretend the create request went out `seconds` earlier (past the idempotency window)."""
+    with closing(sqlite3.connect(home / "state.sqlite3", timeout=10)) as db, db:
+        db.execute("UPDATE jobs SET submitted_at = submitted_at - ?", (seconds,))
+
+
+def partial_files(out: Path) -> list[Path]:
+    return sorted(out.glob(".*.partial")) if out.exists() else []
+
+
+def assert_files_intact(record: dict[str, Any], out: Path) -> None:
+    """Every recorded file is whole (size and sha256 match), and the output dir holds nothing else."""
+    assert record["files"], record
+    for saved in record["files"]:
+        data = Path(saved["path"]).read_bytes()
+        assert len(data) == saved["bytes"]
+        assert hashlib.sha256(data).hexdigest() == saved["sha256"]
+    assert partial_files(out) == [], "temp files were left behind"
+    assert sorted(p.name for p in out.iterdir()) == sorted(Path(f["path"]).name for f in record["files"])
+
+
+def finish_all(sim: RunningSimulator) -> None:
+    """Jump the simulator's clock to the end of every render (no waiting for it)."""
+    tasks: list[ImageTask | VideoTask] = [*sim.state.images.values(), *sim.state.videos.values()]
+    sim.state.advance_to(max(task.timeline.finished for task in tasks))
+
+
+IMAGE_ARGS = {"prompt": "a lighthouse in fog", "quality": "low", "wait_seconds": 0}
+VIDEO_ARGS = {"prompt": "waves at dusk", "wait_seconds": 0}
+
+
+def tool_call(kind: str) -> tuple[str, dict[str, Any]]:
+    return ("alltoken_image", IMAGE_ARGS) if kind == "image" else ("alltoken_video", VIDEO_ARGS)
+
+
+def tasks_of(sim: RunningSimulator, kind: str) -> dict[str, Any]:
+    return dict(sim.state.images if kind == "image" else sim.state.videos)
+
+
+async def settled(server: ServerProcess, job_id: str) -> dict[str, Any]:
+    """The job record once it left the active states (or the wait ran out)."""
+    return await server.tool("job_status", {"job_id": job_id, "wait_seconds": WAIT_SECONDS})
+
+
+# ----------------------------------------------------------------------------------- the phases
+
+
+@pytest.mark.parametrize("kind", ["image", "video"])
+async def test_killed_before_the_create_was_processed(
+    sim: RunningSimulator, tmp_path: Path, kind: str
+) -> None:
+    home, create = tmp_path / "home", IMAGE_CREATE if kind == "image" else VIDEO_CREATE
+    sim.state.add_fault(path=create, method="POST", latency_ms=HOLD_MS)  # reaches AllToken, not processed
+    with anyio.fail_after(40):
+        async with mcp_server(home, sim.base_url) as first:
+            await first.start_tool(*tool_call(kind))
+            await until(lambda: sim.state.requests[f"POST {create}"] == 1, "the create request")
+            row = only_job(home)
+            await first.kill()
+        assert (row["submit_state"], row["upstream_id"]) == ("sent", None)  # key on disk, no answer
+        assert tasks_of(sim, kind) == {}
+        async with mcp_server(home, sim.base_url) as second:
+            await until(
+                lambda: len(tasks_of(sim, kind)) == 1,
+                "the restarted server to resubmit",
+                detail=lambda: {k: only_job(home)[k] for k in ("lease_owner", "lease_expires_at", "note")},
+            )
+            finish_all(sim)
+            record = await settled(second, row["job_id"])
+    assert record["status"] == "completed", record
+    assert list(tasks_of(sim, kind)) == [record["upstream_id"]]  # exactly one paid task
+    assert_files_intact(record, home / "out")
+
+
+@pytest.mark.parametrize("kind", ["image", "video"])
+async def test_killed_after_the_create_was_processed_adopts_the_task(
+    sim: RunningSimulator, tmp_path: Path, kind: str
+) -> None:
+    home, create = tmp_path / "home", IMAGE_CREATE if kind == "image" else VIDEO_CREATE
+    sim.state.add_fault(path=create, method="POST", hold_ms=HOLD_MS)  # created, answer never arrives
+    with anyio.fail_after(40):
+        async with mcp_server(home, sim.base_url) as first:
+            await first.start_tool(*tool_call(kind))
+            await until(lambda: len(tasks_of(sim, kind)) == 1, "the task to be created")
+            await first.kill()
+        row = only_job(home)
+        assert (row["submit_state"], row["upstream_id"]) == ("sent", None)
+        finish_all(sim)
+        async with mcp_server(home, sim.base_url) as second:
+            record = await settled(second, row["job_id"])
+    assert record["status"] == "completed", record
+    assert sim.state.requests[f"POST {create}"] == 2  # resent with the stored key...
+    assert list(tasks_of(sim, kind)) == [record["upstream_id"]]  # ...and the original task adopted
+    assert_files_intact(record, home / "out")
+
+
+async def test_after_the_key_window_a_lost_video_create_is_found_in_the_list(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    sim.state.add_fault(path=VIDEO_CREATE, method="POST", hold_ms=HOLD_MS)
+    with anyio.fail_after(40):
+        async with mcp_server(home, sim.base_url) as first:
+            await first.start_tool(*tool_call("video"))
+            await until(lambda: len(sim.state.videos) == 1, "the task to be created")
+            await first.kill()
+        sim.state.forget_idempotency()  # as if the 60 s window had passed upstream...
+        await anyio.to_thread.run_sync(age_submission, home, 70.0)  # ...and here
+        job_id = only_job(home)["job_id"]
+        finish_all(sim)
+        async with mcp_server(home, sim.base_url) as second:
+            record = await settled(second, job_id)
+    assert record["status"] == "completed", record
+    assert sim.state.requests[f"POST {VIDEO_CREATE}"] == 1  # not sent again: the key is no longer trusted
+    assert sim.state.requests[f"GET {VIDEO_CREATE}"] >= 1  # reconciled through the list
+    assert list(sim.state.videos) == [record["upstream_id"]]
+    assert_files_intact(record, home / "out")
+
+
+async def test_after_the_key_window_a_lost_image_create_fails_truthfully_without_resending(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    sim.state.add_fault(path=IMAGE_CREATE, method="POST", hold_ms=HOLD_MS)
+    with anyio.fail_after(40):
+        async with mcp_server(home, sim.base_url) as first:
+            await first.start_tool(*tool_call("image"))
+            await until(lambda: len(sim.state.images) == 1, "the task to be created")
+            await first.kill()
+        sim.state.forget_idempotency()
+        await anyio.to_thread.run_sync(age_submission, home, 70.0)
+        job_id = only_job(home)["job_id"]
+        async with mcp_server(home, sim.base_url) as second:
+            record = await second.tool("job_status", {"job_id": job_id, "wait_seconds": WAIT_SECONDS})
+    assert record["status"] == "failed", record
+    message = record["error"]["message"]
+    assert "may have reached AllToken" in message
+    assert "not sent again" in message
+    assert sim.state.requests[f"POST {IMAGE_CREATE}"] == 1
+    assert len(sim.state.images) == 1
+    assert not (home / "out").exists() or list((home / "out").iterdir()) == []
+
+
+async def test_killed_mid_poll_the_restarted_server_finishes_the_video(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    with anyio.fail_after(40):
+        async with mcp_server(home, sim.base_url) as first:
+            # The first status poll is answered "processing" upstream, and the answer is held.
+            sim.state.add_fault(path=VIDEO_TASK, method="GET", hold_ms=HOLD_MS)
+            submitted = await first.tool(*tool_call("video"))
+            task = sim.state.videos[submitted["upstream_id"]]
+            sim.state.advance_to(task.timeline.started)
+            await until(lambda: sim.state.faults == [], "a poll to be in flight")
+            await first.kill()
+        assert only_job(home)["status"] in ("queued", "processing")
+        assert task.timeline.phase(sim.state.now()) == "processing"
+        finish_all(sim)
+        async with mcp_server(home, sim.base_url) as second:
+            record = await settled(second, submitted["job_id"])
+    assert record["status"] == "completed", record
+    assert list(sim.state.videos) == [submitted["upstream_id"]]
+    assert sim.state.requests[f"POST {VIDEO_CREATE}"] == 1
+    assert_files_intact(record, home / "out")
+
+
+async def test_killed_mid_download_leaves_no_partial_file_and_the_restart_completes(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
+    home, out = tmp_path / "home", tmp_path / "home" / "out"
+    sim.state.add_fault(path="/_cdn/videos/{name}", method="GET", hold_ms=HOLD_MS, hold_at="mid_body")
+    with anyio.fail_after(40):
+        async with mcp_server(home, sim.base_url) as first:
+            submitted = await first.tool(*tool_call("video"))
+            finish_all(sim)
+            await until(lambda: partial_files(out) != [], "the download to have started")
+            await first.kill()
+        row = only_job(home)
+        assert row["status"] in ("queued", "processing")
+        assert row["video_url"]  # kept before the download started
+        finish_all(sim)
+        async with mcp_server(home, sim.base_url) as second:
+            record = await settled(second, submitted["job_id"])
+    assert record["status"] == "completed", record
+    assert list(sim.state.videos) == [submitted["upstream_id"]]
+    assert sim.state.requests["GET /_cdn/videos/{name}"] == 2
+    assert_files_intact(record, out)  # the killed download's temp file is gone too
+
+
+async def test_killed_after_the_one_time_image_delivery_recovers_it_from_r2(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    # The poll that hands out the base64 is processed (the delivery is spent), its answer never arrives.
+    sim.state.add_fault(path=IMAGE_TASK, method="GET", hold_ms=HOLD_MS)
+    with anyio.fail_after(40):
+        async with mcp_server(home, sim.base_url) as first:
+            submitted = await first.tool(*tool_call("image"))
+            finish_all(sim)
+            await until(lambda: sim.state.b64_deliveries == 1, "the one-time delivery")
+            await first.kill()
+        assert only_job(home)["sources"] == "[]"  # it never heard of the result
+        finish_all(sim)
+        async with mcp_server(home, sim.base_url) as second:
+            record = await settled(second, submitted["job_id"])
+    assert record["status"] == "completed", record
+    assert record["error"] is None
+    assert sim.state.b64_deliveries == 1
+    assert sim.state.requests["GET /_r2/images/{task_id}/{index}.png"] == 1
+    expected = sim.state.images[submitted["upstream_id"]].images
+    assert expected is not None
+    assert record["files"][0]["sha256"] == hashlib.sha256(expected[0]).hexdigest()
+    assert_files_intact(record, home / "out")
+
+
+async def test_killed_mid_r2_download_recovers_from_the_kept_r2_url(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
+    home, out = tmp_path / "home", tmp_path / "home" / "out"
+    sim.state.add_fault(path=IMAGE_TASK, method="GET", drop="before_body")  # the b64 answer is lost
+    sim.state.add_fault(
+        path="/_r2/images/{task_id}/{index}.png", method="GET", hold_ms=HOLD_MS, hold_at="mid_body"
+    )
+    with anyio.fail_after(40):
+        async with mcp_server(home, sim.base_url) as first:
+            submitted = await first.tool(*tool_call("image"))
+            finish_all(sim)
+            await until(lambda: partial_files(out) != [], "the r2 download to have started")
+            await first.kill()
+        row = only_job(home)
+        assert json.loads(row["sources"])[0]["url"].endswith("/0.png")  # kept before touching the disk
+        assert row["status"] in ("queued", "processing")
+        finish_all(sim)
+        async with mcp_server(home, sim.base_url) as second:
+            record = await settled(second, submitted["job_id"])
+    assert record["status"] == "completed", record
+    assert record["error"] is None
+    assert sim.state.b64_deliveries == 1  # spent once, on the dropped answer
+    assert sim.state.requests["GET /_r2/images/{task_id}/{index}.png"] == 2
+    expected = sim.state.images[submitted["upstream_id"]].images
+    assert expected is not None
+    assert record["files"][0]["sha256"] == hashlib.sha256(expected[0]).hexdigest()
+    assert_files_intact(record, out)
