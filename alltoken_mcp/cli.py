@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -148,3 +149,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except BaseException as exc:
+        # Errors raised inside the server's (or the demo's) task groups arrive wrapped in groups.
+        if _find(exc, BrokenPipeError) is not None:
+            # `alltoken-mcp demo | head`: the reader left. Point stdout at devnull so the interpreter's
+            # final flush does not raise again, and exit quietly.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 1
+        from alltoken_mcp.store import StoreError
+
+        store_error = _find(exc, StoreError)
+        if store_error is None:
+            raise
+        print(f"alltoken-mcp: {store_error}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """`exc` itself or the first `kind` inside it, looking through (nested) exception groups."""
+    if isinstance(exc, kind):
+        return exc
+    for inner in getattr(exc, "exceptions", ()):  # an exception group (a builtin only from 3.11)
+        found = _find(inner, kind)
+        if found is not None:
+            return found
+    return None
