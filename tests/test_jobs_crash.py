@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, closing
+from contextlib import ExitStack, asynccontextmanager, closing
 from pathlib import Path
 from typing import Any
 
@@ -89,8 +89,9 @@ class ServerProcess:
     async def send(self, method: str, params: dict[str, Any] | None = None) -> int:
         """Send a request without waiting for its answer; returns its id."""
         self._next_id += 1
-        await self._write({"jsonrpc": "2.0", "id": self._next_id, "method": method, "params": params or {}})
-        return self._next_id
+        request_id = self._next_id  # (other tasks may send while this one awaits the write)
+        await self._write({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params or {}})
+        return request_id
 
     async def _write(self, message: dict[str, Any]) -> None:
         assert self.process.stdin is not None
@@ -152,27 +153,44 @@ def server_env(home: Path, base_url: str) -> dict[str, str]:
 
 
 @asynccontextmanager
-async def mcp_server(home: Path, base_url: str) -> AsyncIterator[ServerProcess]:
-    """A started and initialized server, killed on exit (the tests here are done with it by then; a clean
-    stop on stdin EOF is tested in test_server_stdio). Its stderr is shown if the test fails."""
-    with tempfile.TemporaryFile("w+b") as errlog:
-        process = await anyio.open_process([ENTRY_POINT], env=server_env(home, base_url), stderr=errlog)
-        server = ServerProcess(process)
+async def mcp_servers(home: Path, base_url: str, count: int) -> AsyncIterator[list[ServerProcess]]:
+    """`count` started and initialized servers sharing `home` (they start up in parallel). They are
+    killed on exit: the tests here are done with them by then, and a clean stop on stdin EOF is tested in
+    test_server_stdio. Their stderr is shown if the test fails."""
+    with ExitStack() as stack:
+        errlogs = [stack.enter_context(tempfile.TemporaryFile("w+b")) for _ in range(count)]
+        processes: list[Process] = []
         try:
+            for errlog in errlogs:
+                env = server_env(home, base_url)
+                processes.append(await anyio.open_process([ENTRY_POINT], env=env, stderr=errlog))
+            servers = [ServerProcess(process) for process in processes]
             async with anyio.create_task_group() as tg:
-                tg.start_soon(server.read_forever)
-                await server.initialize()
-                yield server
+                for server in servers:
+                    tg.start_soon(server.read_forever)
+                for server in servers:
+                    await server.initialize()
+                yield servers
                 tg.cancel_scope.cancel()
         except BaseException:
-            errlog.seek(0)
-            sys.stderr.write(f"server {process.pid} stderr:\n{errlog.read().decode(errors='replace')}\n")
+            for process, errlog in zip(processes, errlogs, strict=False):  # (a spawn may have failed)
+                errlog.seek(0)
+                text = errlog.read().decode(errors="replace")
+                sys.stderr.write(f"server {process.pid} stderr:\n{text}\n")
             raise
         finally:
-            if process.returncode is None:
-                process.kill()
+            for process in processes:
+                if process.returncode is None:
+                    process.kill()
             with anyio.CancelScope(shield=True):
-                await process.aclose()
+                for process in processes:
+                    await process.aclose()
+
+
+@asynccontextmanager
+async def mcp_server(home: Path, base_url: str) -> AsyncIterator[ServerProcess]:
+    async with mcp_servers(home, base_url, 1) as (server,):
+        yield server
 
 
 # ----------------------------------------------------------------------------------- state helpers
