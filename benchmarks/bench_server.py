@@ -9,7 +9,11 @@ Run: .venv/bin/python benchmarks/bench_server.py [--starts N] [--calls N]
    same simulator (another process, zero latency), interleaved call by call. Target: ≤ 5 ms added at the
    median.
 3. concurrency: 64 `alltoken_chat` calls at once on one stdio connection with 200 ms upstream latency
-   vs one call. Target: ≤ 2× the single-call time.
+   vs one call. Target: ≤ 2× the single-call time, judged on the first burst (63 new upstream
+   connections, as after an idle spell); later bursts on warm connections are shown too, with the
+   server's CPU time per call (from /proc), the bare client, and a floor: a minimal MCPServer whose tool
+   just sleeps 200 ms. `--attribute` re-runs the burst on servers with one suspect changed (see
+   ATTRIBUTION_SERVER) to show where the CPU goes.
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +43,50 @@ from alltoken_mcp.client import AllTokenClient, RetryPolicy
 from alltoken_mcp.simulator import SIM_API_KEY
 
 ENTRY_POINT = str(Path(sys.executable).parent / "alltoken-mcp")
+SLEEPY_SERVER = """\
+import anyio
+from mcp.server import MCPServer
+
+server = MCPServer("floor")
+
+
+@server.tool()
+async def alltoken_chat(prompt: str, model: str) -> dict[str, object]:
+    await anyio.sleep(0.2)
+    return {"text": "Echo: " + prompt, "model": model, "conversation_id": "conv_0000000000000000"}
+
+
+server.run()
+"""
+ATTRIBUTION_SERVER = """\
+# alltoken-mcp with one suspect changed, chosen by ALLTOKEN_BENCH_VARIANT (diagnosis only):
+#   httpx2: the client runs on httpx2/httpcore2 (installed with mcp), whose pool assigns requests in
+#           O(requests + connections) and imports sniffio once, instead of httpcore 1.0.9's quadratic
+#           pass with a failing `import sniffio` per lock;
+#   no-conversation-writes: alltoken_chat's two SQLite write transactions per call are skipped.
+import os
+import sys
+
+variant = os.environ.get("ALLTOKEN_BENCH_VARIANT", "")
+if "httpx2" in variant:
+    import httpx2
+
+    sys.modules["httpx"] = httpx2
+from alltoken_mcp import store
+from alltoken_mcp.cli import main
+
+if "no-conversation-writes" in variant:
+
+    async def create_conversation(self, *, system, model):
+        return "conv_0000000000000000"
+
+    async def append_messages(self, conversation_id, messages):
+        return None
+
+    store.Store.create_conversation = create_conversation
+    store.Store.append_messages = append_messages
+sys.exit(main([]))
+"""
 MINIMAL_SERVER = """\
 from mcp.server import MCPServer
 
@@ -252,11 +301,38 @@ async def bench_cold_start(runs: int) -> None:
 
 
 @asynccontextmanager
-async def stdio_server(base_url: str, home: str) -> AsyncIterator[Client]:
-    params = StdioServerParameters(command=ENTRY_POINT, env=server_env(home, base_url, SIM_API_KEY))
+async def stdio_server(
+    base_url: str, home: str, command: Sequence[str] = (ENTRY_POINT,), **extra_env: str
+) -> AsyncIterator[Client]:
+    env = {**server_env(home, base_url, SIM_API_KEY), **extra_env}
+    params = StdioServerParameters(command=command[0], args=list(command[1:]), env=env)
     with open(os.devnull, "w") as errlog:  # noqa: ASYNC230 - opening /dev/null does not block
-        async with Client(stdio_client(params, errlog=errlog), mode="legacy") as client:  # type: ignore[arg-type]
+        async with Client(stdio_client(params, errlog=errlog), mode="legacy") as client:
             yield client
+
+
+def server_pid(command: Sequence[str]) -> int:
+    """Our one child process started with `command` (its CPU time is read from /proc)."""
+    wanted = "\0".join(command).encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid() and wanted in cmdline:
+            found.append(int(entry))
+    assert len(found) == 1, f"expected one server process, found {found}"
+    return found[0]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def chat_over_stdio(client: Client) -> None:
@@ -283,7 +359,10 @@ async def bench_overhead(calls: int) -> None:
                 ours: list[float] = []
                 theirs: list[float] = []
                 for i in range(calls):
-                    pair = [(lambda: chat_over_stdio(client), ours), (bare_call, theirs)]
+                    pair: list[tuple[Callable[[], Awaitable[None]], list[float]]] = [
+                        (lambda: chat_over_stdio(client), ours),
+                        (bare_call, theirs),
+                    ]
                     for call, into in pair if i % 2 == 0 else reversed(pair):
                         start = time.perf_counter()
                         await call()
@@ -319,10 +398,28 @@ async def bare_burst(base_url: str, concurrent: int) -> tuple[float, float]:
         return statistics.median(singles), time.perf_counter() - start
 
 
-async def server_burst(base_url: str, concurrent: int) -> tuple[float, float]:
-    """(single, burst) seconds for alltoken_chat over one stdio connection."""
+@dataclass
+class Burst:
+    single: float
+    cold: float
+    """the first burst: the upstream pool holds one connection, so 63 are opened"""
+    warm: float
+    """median of the later bursts, on open connections"""
+    cpu_per_call_ms: float
+    """server CPU per call over the warm bursts"""
+
+    @property
+    def ratio(self) -> float:
+        return self.cold / self.single
+
+
+async def server_burst(
+    base_url: str, concurrent: int, command: Sequence[str] = (ENTRY_POINT,), warm_bursts: int = 3, **env: str
+) -> Burst:
+    """Timings for `alltoken_chat` (or the floor's tool) over one stdio connection."""
     with tempfile.TemporaryDirectory() as home:
-        async with stdio_server(base_url, home) as client:
+        async with stdio_server(base_url, home, command, **env) as client:
+            pid = server_pid(command)
             for _ in range(3):
                 await chat_over_stdio(client)
             singles: list[float] = []
@@ -330,38 +427,73 @@ async def server_burst(base_url: str, concurrent: int) -> tuple[float, float]:
                 start = time.perf_counter()
                 await chat_over_stdio(client)
                 singles.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            async with anyio.create_task_group() as tg:
-                for _ in range(concurrent):
-                    tg.start_soon(chat_over_stdio, client)
-            return statistics.median(singles), time.perf_counter() - start
+            bursts: list[float] = []
+            cpu = 0.0
+            for i in range(1 + warm_bursts):
+                cpu_before = cpu_seconds(pid)
+                start = time.perf_counter()
+                async with anyio.create_task_group() as tg:
+                    for _ in range(concurrent):
+                        tg.start_soon(chat_over_stdio, client)
+                bursts.append(time.perf_counter() - start)
+                if i > 0:
+                    cpu += cpu_seconds(pid) - cpu_before
+    return Burst(
+        single=statistics.median(singles),
+        cold=bursts[0],
+        warm=statistics.median(bursts[1:]),
+        cpu_per_call_ms=cpu / (warm_bursts * concurrent) * 1e3,
+    )
 
 
-async def bench_concurrency(concurrent: int, latency_s: float) -> None:
+def burst_line(label: str, burst: Burst, concurrent: int, judged: bool) -> str:
+    verdict = f" (target ≤ 2x): {'PASS' if burst.ratio <= 2 else 'FAIL'}" if judged else ""
+    return (
+        f"   {label:28} single {burst.single * 1e3:5.0f} ms; {concurrent} at once: first "
+        f"{burst.cold * 1e3:4.0f} ms = {burst.ratio:.2f}x{verdict}, warm {burst.warm * 1e3:4.0f} ms = "
+        f"{burst.warm / burst.single:.2f}x; server CPU {burst.cpu_per_call_ms:.1f} ms/call"
+    )
+
+
+async def bench_concurrency(concurrent: int, latency_s: float, attribute: bool) -> None:
     print(
         f"3. {concurrent} concurrent alltoken_chat calls, one stdio connection, "
         f"{latency_s * 1e3:.0f} ms upstream"
     )
-    upstreams = (("canned upstream", canned_upstream), ("simulator", simulator))
-    for label, upstream in upstreams:
-        async with upstream(latency_s) as base_url:
-            single, burst = await server_burst(base_url, concurrent)
-            bare_single, bare = await bare_burst(base_url, concurrent)
-        ratio = burst / single
-        print(
-            f"   {label:15} alltoken_chat: single {single * 1e3:6.1f} ms, {concurrent} at once "
-            f"{burst * 1e3:6.1f} ms, ratio {ratio:.2f}x (target ≤ 2x): {'PASS' if ratio <= 2 else 'FAIL'}"
-        )
-        print(
-            f"   {'':15} bare client:   single {bare_single * 1e3:6.1f} ms, {concurrent} at once "
-            f"{bare * 1e3:6.1f} ms, ratio {bare / bare_single:.2f}x"
-        )
+    with tempfile.TemporaryDirectory() as scripts:
+        floor_script = Path(scripts) / "sleepy_server.py"
+        floor_script.write_text(SLEEPY_SERVER)
+        variants_script = Path(scripts) / "attribution_server.py"
+        variants_script.write_text(ATTRIBUTION_SERVER)
+        floor = await server_burst("http://127.0.0.1:9/v1", concurrent, (sys.executable, str(floor_script)))
+        print(burst_line("floor (MCPServer, sleep tool)", floor, concurrent, judged=False))
+        upstreams = (("canned upstream", canned_upstream), ("simulator", simulator))
+        for label, upstream in upstreams:
+            async with upstream(latency_s) as base_url:
+                ours = await server_burst(base_url, concurrent)
+                print(burst_line(f"{label}: alltoken_chat", ours, concurrent, judged=True))
+                bare_single, bare = await bare_burst(base_url, concurrent)
+                print(
+                    f"   {label + ': bare client':28} single {bare_single * 1e3:5.0f} ms; {concurrent} at "
+                    f"once: first {bare * 1e3:4.0f} ms = {bare / bare_single:.2f}x"
+                )
+                if attribute and label == "canned upstream":
+                    command = (sys.executable, str(variants_script))
+                    for variant in ("", "httpx2", "no-conversation-writes", "httpx2,no-conversation-writes"):
+                        burst = await server_burst(
+                            base_url, concurrent, command, ALLTOKEN_BENCH_VARIANT=variant
+                        )
+                        name = f"  variant {variant or 'none (as shipped)'}"
+                        print(burst_line(name, burst, concurrent, judged=False))
 
 
-async def run(starts: int, calls: int) -> None:
-    await bench_cold_start(starts)
-    await bench_overhead(calls)
-    await bench_concurrency(64, 0.2)
+async def run(starts: int, calls: int, only: set[str], attribute: bool) -> None:
+    if "cold" in only:
+        await bench_cold_start(starts)
+    if "overhead" in only:
+        await bench_overhead(calls)
+    if "concurrency" in only:
+        await bench_concurrency(64, 0.2, attribute)
 
 
 def main() -> None:
@@ -370,8 +502,12 @@ def main() -> None:
     parser.add_argument(
         "--calls", type=int, default=200, help="calls per side for the overhead (default 200)"
     )
+    parser.add_argument("--only", default="cold,overhead,concurrency", help="comma-separated parts to run")
+    parser.add_argument(
+        "--attribute", action="store_true", help="concurrency: also run servers with one suspect changed"
+    )
     args = parser.parse_args()
-    anyio.run(run, args.starts, args.calls)
+    anyio.run(run, args.starts, args.calls, set(args.only.split(",")), args.attribute)
 
 
 if __name__ == "__main__":
