@@ -582,8 +582,9 @@ class JobManager:
             if kept is None:
                 return  # lost the lease: someone else is delivering
             job = kept
-        saved: list[dict[str, Any]] = []
         out = self._settings.output_dir
+        await self._remove_partials_for(job)  # a killed predecessor's half-written files
+        saved: list[dict[str, Any]] = []
         for index, source in enumerate(sources):
             datum = data[index] if index < len(data) else None
             if datum is not None and datum.b64_json:
@@ -656,6 +657,7 @@ class JobManager:
         if kept is None:
             return
         job = kept
+        await self._remove_partials_for(job)
         wanted = [(task.video_url, "video", "mp4", MAX_VIDEO_BYTES)]
         if task.last_frame_url:
             wanted.append((task.last_frame_url, "last_frame", "png", MAX_FRAME_BYTES))
@@ -669,6 +671,12 @@ class JobManager:
                 raise _Retry(_backoff(job.poll_failures), f"downloading the {role} failed: {exc}") from exc
             saved.append(_file_entry(job.job_id, index, result, role))
         await self._complete(job, saved, usage=task.usage)
+
+    async def _remove_partials_for(self, job: Job) -> None:
+        # Safe: only the lease holder (us) writes this job's files.
+        removed = await anyio.to_thread.run_sync(files.remove_partials, self._settings.output_dir, job.job_id)
+        if removed:
+            logger.info("job %s: removed %d unfinished file(s) left by a stopped server", job.job_id, removed)
 
     # -- state changes ---------------------------------------------------------------------------
 

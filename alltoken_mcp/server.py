@@ -9,8 +9,8 @@ reaches the lifespan state through `app_state(ctx)`.
 
 from __future__ import annotations
 
+import gc
 import logging
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -28,7 +28,7 @@ from alltoken_mcp import __version__
 from alltoken_mcp.client import AllTokenClient
 from alltoken_mcp.jobs import JobManager, JobRecord
 from alltoken_mcp.settings import Settings
-from alltoken_mcp.store import Store
+from alltoken_mcp.store import Store, process_owner
 
 logger = logging.getLogger(__name__)
 
@@ -107,8 +107,12 @@ def build_server(settings: Settings) -> MCPServer[AppState]:
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
-        owner = f"{uuid.uuid4().hex[:12]}"
+        owner = process_owner()  # host:pid:rand, so a restarted server can see this one died
         store = await Store.open(settings.database_path)
+        # Everything allocated so far lives for the whole process: take it out of the cyclic GC's
+        # view, so full collections stay short and do not stall the event loop (measured: 50–60 ms).
+        gc.collect()
+        gc.freeze()
         try:
             async with AllTokenClient(base_url=settings.base_url, api_key=settings.api_key) as client:
 

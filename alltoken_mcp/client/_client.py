@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 import anyio
 import httpx
+from pydantic import ValidationError
 
 from alltoken_mcp import __version__
 from alltoken_mcp.client._retry import RetryPolicy, is_retryable_exception, is_retryable_status
@@ -75,6 +76,10 @@ async def _read_capped(response: httpx.Response, limit: int = MAX_ERROR_BODY) ->
         if size >= limit:
             break
     return b"".join(parts)[:limit]
+
+
+LARGE_BODY_BYTES = 1 << 20
+"""Bodies above this are parsed in a worker thread so the event loop stays responsive."""
 
 
 class AllTokenClient:
@@ -263,6 +268,10 @@ class AllTokenClient:
         response = await self._send(
             method, url, auth=auth, replay_safe=replay_safe, json=json, params=params, headers=headers
         )
+        return self._parsed(response, method)
+
+    @staticmethod
+    def _parsed(response: httpx.Response, method: str) -> tuple[Any, httpx.Response]:
         try:
             return response.json(), response
         except ValueError:
@@ -409,8 +418,20 @@ class AllTokenClient:
 
     async def get_image(self, task_id: str) -> ImageTask:
         path = f"/images/generations/{_task_path('image', task_id)}"
-        payload, response = await self._json("GET", self._v1(path), replay_safe=True)
-        return self._task(ImageTask, payload, response, f"GET {path}")
+        response = await self._send("GET", self._v1(path), auth=True, replay_safe=True)
+        # A completed task carries every image as base64 (27 MB of JSON for a 20 MB image). Parsing the
+        # bytes straight into the model keeps one copy of each string — no decoded str of the whole body,
+        # no intermediate dict — and large bodies are parsed off the event loop.
+        body = response.content
+        try:
+            if len(body) > LARGE_BODY_BYTES:
+                task = await anyio.to_thread.run_sync(ImageTask.model_validate_json, body)
+            else:
+                task = ImageTask.model_validate_json(body)
+        except ValidationError:
+            payload, _ = self._parsed(response, "GET")
+            return self._task(ImageTask, payload, response, f"GET {path}")
+        return task.model_copy(update={"retry_after": self._retry.retry_after(response.headers)})
 
     # ------------------------------------------------------------------------------------ videos
 
