@@ -221,13 +221,18 @@ class Store:
     def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
         self._db = connection
         self._lock = threading.Lock()
+        self._limiter: anyio.CapacityLimiter | None = None
         self.path = path
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     @classmethod
     async def open(cls, path: Path) -> Store:
-        return await anyio.to_thread.run_sync(cls._open_sync, path)
+        store = await anyio.to_thread.run_sync(cls._open_sync, path)
+        # Store calls run one at a time anyway (one connection); a limiter of their own keeps queued
+        # calls from parking threads of anyio's shared pool, which the stdio transport also uses.
+        store._limiter = anyio.CapacityLimiter(1)
+        return store
 
     @classmethod
     def _open_sync(cls, path: Path) -> Store:
@@ -263,7 +268,7 @@ class Store:
             with self._lock:
                 return fn(*args)
 
-        return await anyio.to_thread.run_sync(locked)
+        return await anyio.to_thread.run_sync(locked, limiter=self._limiter)
 
     def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` inside BEGIN IMMEDIATE … COMMIT (rolled back on error). Caller holds the lock."""
@@ -483,20 +488,40 @@ class Store:
         return await self._run(read)
 
     async def append_messages(self, conversation_id: str, messages: Sequence[dict[str, str]]) -> None:
-        def append(db: sqlite3.Connection) -> None:
-            last = db.execute(
-                "SELECT coalesce(max(seq), 0) FROM messages WHERE conversation_id = ?", (conversation_id,)
-            ).fetchone()[0]
-            db.executemany(
-                "INSERT INTO messages (conversation_id, seq, role, content) VALUES (?, ?, ?, ?)",
-                [(conversation_id, last + i, m["role"], m["content"]) for i, m in enumerate(messages, 1)],
-            )
-            db.execute(
-                "UPDATE conversations SET updated_at = ? WHERE conversation_id = ?",
-                (time.time(), conversation_id),
-            )
+        await self._run(self._transaction, lambda db: _append(db, conversation_id, messages))
 
-        await self._run(self._transaction, append)
+    async def save_turn(
+        self,
+        conversation_id: str | None,
+        *,
+        system: str | None,
+        model: str | None,
+        messages: Sequence[dict[str, str]],
+    ) -> str:
+        """Record one chat turn in a single transaction: create the conversation when `conversation_id`
+        is None, else replace its system prompt when `system` is given; then append `messages`.
+        Returns the conversation id. (One fsync per turn instead of two or three.)"""
+
+        def save(db: sqlite3.Connection) -> str:
+            now = time.time()
+            if conversation_id is None:
+                new_id = f"conv_{secrets.token_hex(8)}"
+                db.execute(
+                    "INSERT INTO conversations (conversation_id, system, model, created_at, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (new_id, system, model, now, now),
+                )
+            else:
+                new_id = conversation_id
+                if system is not None:
+                    db.execute(
+                        "UPDATE conversations SET system = ? WHERE conversation_id = ?", (system, new_id)
+                    )
+            if messages:
+                _append(db, new_id, messages)
+            return new_id
+
+        return await self._run(self._transaction, save)
 
     async def set_system(self, conversation_id: str, system: str | None) -> None:
         await self._run(
@@ -519,6 +544,19 @@ class Store:
             lambda: self._db.execute("SELECT value FROM cache WHERE key = ?", (key,)).fetchone()
         )
         return None if row is None else json.loads(row[0])
+
+
+def _append(db: sqlite3.Connection, conversation_id: str, messages: Sequence[dict[str, str]]) -> None:
+    last = db.execute(
+        "SELECT coalesce(max(seq), 0) FROM messages WHERE conversation_id = ?", (conversation_id,)
+    ).fetchone()[0]
+    db.executemany(
+        "INSERT INTO messages (conversation_id, seq, role, content) VALUES (?, ?, ?, ?)",
+        [(conversation_id, last + i, m["role"], m["content"]) for i, m in enumerate(messages, 1)],
+    )
+    db.execute(
+        "UPDATE conversations SET updated_at = ? WHERE conversation_id = ?", (time.time(), conversation_id)
+    )
 
 
 def _lease_available(job: Job, owner: str, now: float, is_dead: Callable[[str], bool]) -> bool:

@@ -258,3 +258,28 @@ async def test_cache_put_get_replace(tmp_path: Path) -> None:
         assert await store.cache_get("k") == {"a": [3]}
     finally:
         await store.close()
+
+
+async def test_save_turn_creates_or_continues_a_conversation_in_one_step(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "db.sqlite3")
+    try:
+        first = await store.save_turn(
+            None,
+            system="be brief",
+            model="m",
+            messages=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
+        )
+        same = await store.save_turn(
+            first, system=None, model="m", messages=[{"role": "user", "content": "x"}]
+        )
+        assert same == first
+        await store.save_turn(first, system="be kind", model="m", messages=[])
+        conversation = await store.get_conversation(first)
+        assert conversation is not None
+        assert conversation.system == "be kind"
+        assert [m["content"] for m in conversation.messages] == ["hi", "hello", "x"]
+        empty = await store.save_turn(None, system=None, model=None, messages=[])
+        assert empty != first
+        assert (await store.get_conversation(empty)).messages == []  # type: ignore[union-attr]
+    finally:
+        await store.close()

@@ -344,12 +344,9 @@ def register(server: MCPServer[AppState]) -> None:
         turns = [m.model_dump() for m in new_turns]
         if result is not None:
             turns.append({"role": "assistant", "content": text})
-        if conversation_id is None:
-            conversation_id = await state.store.create_conversation(system=system, model=answered_by)
-        elif system is not None:
-            await state.store.set_system(conversation_id, system)
-        if result is not None:
-            await state.store.append_messages(conversation_id, turns)
+        conversation_id = await state.store.save_turn(
+            conversation_id, system=system, model=answered_by, messages=turns if result is not None else []
+        )
 
         usage = ChatUsage.model_validate(result.usage.model_dump()) if result and result.usage else None
         out = ChatOutput(
