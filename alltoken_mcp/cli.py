@@ -86,8 +86,8 @@ def _configure_logging(level: str) -> None:
     logging.basicConfig(
         stream=sys.stderr, level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    # httpx logs every request at INFO; that is noise for a long-running server.
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    # httpx2 logs every request at INFO; that is noise for a long-running server.
+    logging.getLogger("httpx2").setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
 def _settings_from(args: argparse.Namespace) -> Settings:

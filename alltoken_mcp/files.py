@@ -31,7 +31,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import anyio
-import httpx
+import httpx2
 
 from alltoken_mcp.client import AllTokenClient
 from alltoken_mcp.errors import APIStatusError, TransportError
@@ -39,7 +39,7 @@ from alltoken_mcp.errors import APIStatusError, TransportError
 OUTPUT_DIR_VAR = "ALLTOKEN_OUTPUT_DIR"
 INPUT_DIRS_VAR = "ALLTOKEN_INPUT_DIRS"
 
-# Small writes (httpx hands out ~64 KiB pieces) are batched up to this size per worker-thread hop.
+# Small writes (httpx2 hands out ~64 KiB pieces) are batched up to this size per worker-thread hop.
 WRITE_BATCH = 1024 * 1024
 # Base64 is decoded this many characters at a time (a multiple of 4, so every slice decodes alone).
 B64_CHUNK = 4 * 1024 * 1024
@@ -530,7 +530,7 @@ async def download(
     """
     where = _where(url)
     declared: int | None = None
-    streaming: httpx.Response | None = None
+    streaming: httpx2.Response | None = None
     try:
         async with client.download(url) as response:
             streaming = response
@@ -551,7 +551,7 @@ async def download(
                             "nothing was saved."
                         )
                     await writer.write(chunk)
-                # httpx normally raises on a short Content-Length body itself; this is the backstop.
+                # httpx2 normally raises on a short Content-Length body itself; this is the backstop.
                 received = response.num_bytes_downloaded
                 if declared is not None and received < declared:
                     raise DownloadError(
@@ -563,7 +563,7 @@ async def download(
         raise DownloadError(f"Downloading {where} failed with HTTP {exc.status_code}{hint}.") from exc
     except TransportError as exc:
         raise DownloadError(f"Downloading {where} failed: {exc}") from exc
-    except httpx.HTTPError as exc:
+    except httpx2.HTTPError as exc:
         # Mid-body failures after the status line: connection reset, truncated body, decoding errors.
         detail = str(exc) or type(exc).__name__
         received = streaming.num_bytes_downloaded if streaming is not None else 0
@@ -577,7 +577,7 @@ async def download(
     return writer.saved
 
 
-def _content_length(response: httpx.Response) -> int | None:
+def _content_length(response: httpx2.Response) -> int | None:
     value = response.headers.get("content-length")
     if value is None or response.headers.get("content-encoding", "identity") != "identity":
         return None  # a compressed body's length says nothing about what lands on disk

@@ -1,4 +1,4 @@
-"""Client overhead: non-streaming chat through `AllTokenClient` vs a bare `httpx.AsyncClient` POST.
+"""Client overhead: non-streaming chat through `AllTokenClient` vs a bare `httpx2.AsyncClient` POST.
 
 Run: .venv/bin/python benchmarks/bench_client.py [--calls N]
 The simulator runs in a separate process (so it does not share this event loop) with chat latency set
@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 import anyio
-import httpx
+import httpx2
 
 from alltoken_mcp.client import AllTokenClient, RetryPolicy
 from alltoken_mcp.simulator import SIM_API_KEY
@@ -53,12 +53,12 @@ def start_simulator(port: int) -> subprocess.Popen[bytes]:
 async def wait_ready(origin: str) -> None:
     """Poll until the simulator process answers (it needs a moment to import and bind)."""
     with anyio.fail_after(30):
-        async with httpx.AsyncClient() as probe:
+        async with httpx2.AsyncClient() as probe:
             while True:
                 try:
                     if (await probe.get(f"{origin}/_sim/counters")).status_code == 200:
                         return
-                except httpx.TransportError:
+                except httpx2.TransportError:
                     pass
                 await anyio.sleep(0.05)
 
@@ -73,7 +73,7 @@ async def run(calls: int, port: int) -> None:
     origin = f"http://127.0.0.1:{port}"
     base_url = f"{origin}/v1"
     await wait_ready(origin)
-    bare = httpx.AsyncClient(
+    bare = httpx2.AsyncClient(
         base_url=base_url,
         headers={"Authorization": f"Bearer {SIM_API_KEY}", "Accept": "application/json"},
         timeout=30,
@@ -111,7 +111,7 @@ async def run(calls: int, port: int) -> None:
 
     ratio = statistics.median(client_times) / statistics.median(bare_times)
     print(f"non-streaming chat, {calls} calls each, interleaved, simulator in a separate process")
-    print(f"bare httpx.AsyncClient POST: {describe(bare_times)}")
+    print(f"bare httpx2.AsyncClient POST: {describe(bare_times)}")
     print(f"AllTokenClient.chat():       {describe(client_times)}")
     print(f"ratio of medians: {ratio:.3f}x  (target <= 1.2x)")
 

@@ -49,7 +49,7 @@ from types import FrameType
 from typing import Any
 
 import anyio
-import httpx
+import httpx2
 import mcp_types as t
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
@@ -85,7 +85,7 @@ def free_port() -> int:
 @dataclass
 class Sim:
     origin: str
-    http: httpx.AsyncClient
+    http: httpx2.AsyncClient
 
     @property
     def base_url(self) -> str:
@@ -100,7 +100,7 @@ class Sim:
         payload: dict[str, Any] = (await self.http.get(f"{self.origin}/_sim/config")).json()
         return payload
 
-    async def video(self, task_id: str) -> httpx.Response:
+    async def video(self, task_id: str) -> httpx2.Response:
         return await self.http.get(
             f"{self.base_url}/videos/generations/{task_id}",
             headers={"Authorization": f"Bearer {SIM_API_KEY}"},
@@ -120,13 +120,13 @@ async def simulator(speed: float, **config: Any) -> AsyncIterator[Sim]:
     process = start_simulator(port, speed)
     origin = f"http://127.0.0.1:{port}"
     try:
-        async with httpx.AsyncClient(timeout=120) as http:
+        async with httpx2.AsyncClient(timeout=120) as http:
             with anyio.fail_after(30):
                 while True:
                     try:
                         if (await http.get(f"{origin}/_sim/counters")).status_code == 200:
                             break
-                    except httpx.TransportError:
+                    except httpx2.TransportError:
                         pass
                     await anyio.sleep(0.05)
             if config:

@@ -12,8 +12,10 @@ Run: .venv/bin/python benchmarks/bench_server.py [--starts N] [--calls N]
    vs one call. Target: ≤ 2× the single-call time, judged on the first burst (63 new upstream
    connections, as after an idle spell); later bursts on warm connections are shown too, with the
    server's CPU time per call (from /proc), the bare client, and a floor: a minimal MCPServer whose tool
-   just sleeps 200 ms. `--attribute` re-runs the burst on servers with one suspect changed (see
-   ATTRIBUTION_SERVER) to show where the CPU goes.
+   just sleeps 200 ms.
+   (The first diagnosis found two causes, both fixed since: httpcore 1.0.9's quadratic pool pass with a
+   failing `import sniffio` per request — the client now uses httpx2, which mcp already installs — and
+   two SQLite write transactions per chat turn, now one.)
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
-import httpx
+import httpx2
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
@@ -57,35 +59,6 @@ async def alltoken_chat(prompt: str, model: str) -> dict[str, object]:
 
 
 server.run()
-"""
-ATTRIBUTION_SERVER = """\
-# alltoken-mcp with one suspect changed, chosen by ALLTOKEN_BENCH_VARIANT (diagnosis only):
-#   httpx2: the client runs on httpx2/httpcore2 (installed with mcp), whose pool assigns requests in
-#           O(requests + connections) and imports sniffio once, instead of httpcore 1.0.9's quadratic
-#           pass with a failing `import sniffio` per lock;
-#   no-conversation-writes: alltoken_chat's two SQLite write transactions per call are skipped.
-import os
-import sys
-
-variant = os.environ.get("ALLTOKEN_BENCH_VARIANT", "")
-if "httpx2" in variant:
-    import httpx2
-
-    sys.modules["httpx"] = httpx2
-from alltoken_mcp import store
-from alltoken_mcp.cli import main
-
-if "no-conversation-writes" in variant:
-
-    async def create_conversation(self, *, system, model):
-        return "conv_0000000000000000"
-
-    async def append_messages(self, conversation_id, messages):
-        return None
-
-    store.Store.create_conversation = create_conversation
-    store.Store.append_messages = append_messages
-sys.exit(main([]))
 """
 MINIMAL_SERVER = """\
 from mcp.server import MCPServer
@@ -132,12 +105,12 @@ async def simulator(first_token_s: float) -> AsyncIterator[str]:
     origin = f"http://127.0.0.1:{port}"
     try:
         with anyio.fail_after(30):
-            async with httpx.AsyncClient() as probe:
+            async with httpx2.AsyncClient() as probe:
                 while True:
                     try:
                         if (await probe.get(f"{origin}/_sim/counters")).status_code == 200:
                             break
-                    except httpx.TransportError:
+                    except httpx2.TransportError:
                         pass
                     await anyio.sleep(0.05)
         yield f"{origin}/v1"
@@ -455,7 +428,7 @@ def burst_line(label: str, burst: Burst, concurrent: int, judged: bool) -> str:
     )
 
 
-async def bench_concurrency(concurrent: int, latency_s: float, attribute: bool) -> None:
+async def bench_concurrency(concurrent: int, latency_s: float) -> None:
     print(
         f"3. {concurrent} concurrent alltoken_chat calls, one stdio connection, "
         f"{latency_s * 1e3:.0f} ms upstream"
@@ -463,8 +436,6 @@ async def bench_concurrency(concurrent: int, latency_s: float, attribute: bool) 
     with tempfile.TemporaryDirectory() as scripts:
         floor_script = Path(scripts) / "sleepy_server.py"
         floor_script.write_text(SLEEPY_SERVER)
-        variants_script = Path(scripts) / "attribution_server.py"
-        variants_script.write_text(ATTRIBUTION_SERVER)
         floor = await server_burst("http://127.0.0.1:9/v1", concurrent, (sys.executable, str(floor_script)))
         print(burst_line("floor (MCPServer, sleep tool)", floor, concurrent, judged=False))
         upstreams = (("canned upstream", canned_upstream), ("simulator", simulator))
@@ -477,23 +448,15 @@ async def bench_concurrency(concurrent: int, latency_s: float, attribute: bool) 
                     f"   {label + ': bare client':28} single {bare_single * 1e3:5.0f} ms; {concurrent} at "
                     f"once: first {bare * 1e3:4.0f} ms = {bare / bare_single:.2f}x"
                 )
-                if attribute and label == "canned upstream":
-                    command = (sys.executable, str(variants_script))
-                    for variant in ("", "httpx2", "no-conversation-writes", "httpx2,no-conversation-writes"):
-                        burst = await server_burst(
-                            base_url, concurrent, command, ALLTOKEN_BENCH_VARIANT=variant
-                        )
-                        name = f"  variant {variant or 'none (as shipped)'}"
-                        print(burst_line(name, burst, concurrent, judged=False))
 
 
-async def run(starts: int, calls: int, only: set[str], attribute: bool) -> None:
+async def run(starts: int, calls: int, only: set[str]) -> None:
     if "cold" in only:
         await bench_cold_start(starts)
     if "overhead" in only:
         await bench_overhead(calls)
     if "concurrency" in only:
-        await bench_concurrency(64, 0.2, attribute)
+        await bench_concurrency(64, 0.2)
 
 
 def main() -> None:
@@ -503,11 +466,8 @@ def main() -> None:
         "--calls", type=int, default=200, help="calls per side for the overhead (default 200)"
     )
     parser.add_argument("--only", default="cold,overhead,concurrency", help="comma-separated parts to run")
-    parser.add_argument(
-        "--attribute", action="store_true", help="concurrency: also run servers with one suspect changed"
-    )
     args = parser.parse_args()
-    anyio.run(run, args.starts, args.calls, set(args.only.split(",")), args.attribute)
+    anyio.run(run, args.starts, args.calls, set(args.only.split(",")))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Shared fixtures: a fresh, fast simulator per test and an httpx client authenticated against it.
+"""Shared fixtures: a fresh, fast simulator per test and an httpx2 client authenticated against it.
 
 Override `sim_config` in a test module (or with `@pytest.mark.parametrize("sim_config", [...])`) to
 start the simulator with other settings; tests that need two simulators call `serve_simulator` directly.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import httpx
+import httpx2
 import pytest
 
 from alltoken_mcp.simulator import SIM_API_KEY, RunningSimulator, SimConfig, serve_simulator
@@ -31,8 +31,8 @@ async def sim(sim_config: SimConfig) -> AsyncIterator[RunningSimulator]:
 
 
 @pytest.fixture
-async def api(sim: RunningSimulator) -> AsyncIterator[httpx.AsyncClient]:
-    """A plain httpx client on the simulator's /v1 base URL with the simulator's API key."""
+async def api(sim: RunningSimulator) -> AsyncIterator[httpx2.AsyncClient]:
+    """A plain httpx2 client on the simulator's /v1 base URL with the simulator's API key."""
     headers = {"Authorization": f"Bearer {SIM_API_KEY}"}
-    async with httpx.AsyncClient(base_url=sim.base_url, headers=headers, timeout=10) as client:
+    async with httpx2.AsyncClient(base_url=sim.base_url, headers=headers, timeout=10) as client:
         yield client

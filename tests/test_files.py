@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
-import httpx
+import httpx2
 import pytest
 
 from alltoken_mcp import files
@@ -321,7 +321,7 @@ async def test_invalid_base64_is_refused_and_nothing_is_left(tmp_path: Path, tex
 # ---------------------------------------------------------------------------------------------- downloads
 
 
-async def completed_video(sim: RunningSimulator, api: httpx.AsyncClient) -> str:
+async def completed_video(sim: RunningSimulator, api: httpx2.AsyncClient) -> str:
     created = await api.post("/videos/generations", json={"model": "seedance-2.0", "prompt": "a fox"})
     assert created.status_code == 202, created.text
     task_id: str = created.json()["id"]
@@ -330,11 +330,11 @@ async def completed_video(sim: RunningSimulator, api: httpx.AsyncClient) -> str:
 
 
 async def test_download_streams_a_simulator_video_without_sending_the_api_key(
-    sim: RunningSimulator, api: httpx.AsyncClient, client: AllTokenClient, tmp_path: Path
+    sim: RunningSimulator, api: httpx2.AsyncClient, client: AllTokenClient, tmp_path: Path
 ) -> None:
     task = await client.get_video(await completed_video(sim, api))
     assert task.video_url is not None
-    async with httpx.AsyncClient() as anonymous:
+    async with httpx2.AsyncClient() as anonymous:
         expected = (await anonymous.get(task.video_url)).content
     assert expected[4:8] == b"ftyp"
     saved = await download(client, task.video_url, tmp_path / "media" / "a-fox.mp4", max_bytes=10**7)
@@ -346,7 +346,7 @@ async def test_download_streams_a_simulator_video_without_sending_the_api_key(
 
 
 async def test_download_of_an_expired_url_is_a_download_error_and_leaves_nothing(
-    sim: RunningSimulator, api: httpx.AsyncClient, client: AllTokenClient, tmp_path: Path
+    sim: RunningSimulator, api: httpx2.AsyncClient, client: AllTokenClient, tmp_path: Path
 ) -> None:
     task = await client.get_video(await completed_video(sim, api))
     assert task.video_url is not None
@@ -415,7 +415,7 @@ async def test_download_of_a_short_body_fails_and_leaves_nothing(
         with pytest.raises(DownloadError, match="broke off") as caught:
             await download(client, f"{server.origin}/a.png", tmp_path / "a.png", max_bytes=10**6)
     assert "nothing was saved" in str(caught.value)
-    assert isinstance(caught.value.__cause__, httpx.HTTPError)
+    assert isinstance(caught.value.__cause__, httpx2.HTTPError)
     assert listing(tmp_path) == []
 
 

@@ -12,7 +12,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
-import httpx
 import httpx2
 import pytest
 from anyio.abc import ByteReceiveStream
@@ -128,7 +127,7 @@ async def test_with_a_token_the_right_bearer_token_gets_in(tmp_path: Path, mode:
 async def test_with_a_token_a_missing_or_wrong_token_gets_401(tmp_path: Path) -> None:
     async with (
         http_server(server_env(tmp_path, ALLTOKEN_MCP_TOKEN=TOKEN)) as url,
-        httpx.AsyncClient(timeout=10) as http,
+        httpx2.AsyncClient(timeout=10) as http,
     ):
         missing = await http.post(url, json=INITIALIZE, headers=MCP_HEADERS)
         wrong = await http.post(
@@ -159,7 +158,7 @@ async def test_the_sdk_client_without_the_token_cannot_connect(tmp_path: Path) -
 
 
 async def test_without_a_token_no_authorization_is_needed(tmp_path: Path) -> None:
-    async with http_server(server_env(tmp_path)) as url, httpx.AsyncClient(timeout=10) as http:
+    async with http_server(server_env(tmp_path)) as url, httpx2.AsyncClient(timeout=10) as http:
         answer = await http.post(url, json=INITIALIZE, headers=MCP_HEADERS)
     assert answer.status_code == 200
 
@@ -168,7 +167,7 @@ async def test_a_foreign_host_header_is_refused(tmp_path: Path) -> None:
     """DNS rebinding: a page on evil.example resolves its name to 127.0.0.1 and posts to the server."""
     async with http_server(server_env(tmp_path)) as url:
         port = url.split(":")[2].split("/")[0]
-        async with httpx.AsyncClient(timeout=10) as http:
+        async with httpx2.AsyncClient(timeout=10) as http:
             foreign = await http.post(
                 url, json=INITIALIZE, headers={**MCP_HEADERS, "Host": f"evil.example:{port}"}
             )
@@ -205,7 +204,7 @@ async def test_a_network_bind_with_a_token_serves_and_still_checks_it(tmp_path: 
         with anyio.fail_after(30):
             async with connect(url, "auto", token=TOKEN) as client:
                 tools = {tool.name for tool in (await client.list_tools()).tools}
-        async with httpx.AsyncClient(timeout=10) as http:
+        async with httpx2.AsyncClient(timeout=10) as http:
             refused = await http.post(url, json=INITIALIZE, headers=MCP_HEADERS)
     assert "alltoken_chat" in tools
     assert refused.status_code == 401

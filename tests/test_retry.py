@@ -6,7 +6,7 @@ import math
 from datetime import datetime, timezone
 from email.utils import format_datetime
 
-import httpx
+import httpx2
 import pytest
 
 from alltoken_mcp.client._retry import (
@@ -68,7 +68,7 @@ def test_an_infinite_retry_after_is_reported_as_infinite_so_callers_cap_it() -> 
 def test_header_wait_prefers_milliseconds_and_is_capped(
     headers: dict[str, str], expected: float | None
 ) -> None:
-    assert retry_after_from_headers(httpx.Headers(headers), cap=60.0, now=NOW) == expected
+    assert retry_after_from_headers(httpx2.Headers(headers), cap=60.0, now=NOW) == expected
 
 
 def test_backoff_is_full_jitter_under_a_doubling_capped_ceiling() -> None:
@@ -120,15 +120,15 @@ def test_statuses_retried_depend_on_replay_safety(status: int, replay_safe: bool
 @pytest.mark.parametrize(
     ("exc", "replay_safe", "expected"),
     [
-        (httpx.ConnectError("refused"), False, True),
-        (httpx.ConnectTimeout("slow"), False, True),
-        (httpx.PoolTimeout("busy"), False, True),
-        (httpx.ReadError("reset"), True, True),
-        (httpx.ReadError("reset"), False, False),
-        (httpx.RemoteProtocolError("dropped"), True, True),
-        (httpx.RemoteProtocolError("dropped"), False, False),
-        (httpx.ReadTimeout("slow"), False, False),
-        (httpx.UnsupportedProtocol("ftp"), True, False),
+        (httpx2.ConnectError("refused"), False, True),
+        (httpx2.ConnectTimeout("slow"), False, True),
+        (httpx2.PoolTimeout("busy"), False, True),
+        (httpx2.ReadError("reset"), True, True),
+        (httpx2.ReadError("reset"), False, False),
+        (httpx2.RemoteProtocolError("dropped"), True, True),
+        (httpx2.RemoteProtocolError("dropped"), False, False),
+        (httpx2.ReadTimeout("slow"), False, False),
+        (httpx2.UnsupportedProtocol("ftp"), True, False),
     ],
 )
 def test_transport_failures_after_sending_are_retried_only_when_replay_safe(

@@ -7,7 +7,7 @@ import re
 from decimal import Decimal
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from alltoken_mcp.simulator import RunningSimulator
@@ -19,7 +19,7 @@ def _user(text: str) -> list[dict[str, Any]]:
     return [{"role": "user", "content": text}]
 
 
-async def _stream(api: httpx.AsyncClient, body: dict[str, Any]) -> tuple[list[Any], list[str]]:
+async def _stream(api: httpx2.AsyncClient, body: dict[str, Any]) -> tuple[list[Any], list[str]]:
     """The `data:` payloads (JSON or "[DONE]") and the comment lines of one SSE response, in order."""
     async with api.stream("POST", "/chat/completions", json={**body, "stream": True}) as response:
         assert response.status_code == 200
@@ -41,7 +41,7 @@ async def _stream(api: httpx.AsyncClient, body: dict[str, Any]) -> tuple[list[An
 
 
 async def test_v1_without_a_valid_bearer_key_is_401_invalid_api_key(sim: RunningSimulator) -> None:
-    async with httpx.AsyncClient(base_url=sim.base_url) as client:
+    async with httpx2.AsyncClient(base_url=sim.base_url) as client:
         missing = await client.get("/models")
         wrong = await client.get("/models", headers={"Authorization": "Bearer sk-wrong"})
     for response in (missing, wrong):
@@ -56,7 +56,7 @@ async def test_v1_without_a_valid_bearer_key_is_401_invalid_api_key(sim: Running
 
 
 async def test_accept_language_localizes_only_the_message(sim: RunningSimulator) -> None:
-    async with httpx.AsyncClient(base_url=sim.base_url) as client:
+    async with httpx2.AsyncClient(base_url=sim.base_url) as client:
         english = (await client.get("/models")).json()["error"]
         chinese = (await client.get("/models", headers={"Accept-Language": "zh-CN,zh;q=0.9"})).json()["error"]
     assert chinese["code"] == english["code"] == "invalid_api_key"
@@ -66,9 +66,9 @@ async def test_accept_language_localizes_only_the_message(sim: RunningSimulator)
 
 
 async def test_public_account_endpoints_need_no_auth_but_user_endpoints_refuse_api_keys(
-    sim: RunningSimulator, api: httpx.AsyncClient
+    sim: RunningSimulator, api: httpx2.AsyncClient
 ) -> None:
-    async with httpx.AsyncClient(base_url=sim.origin) as anonymous:
+    async with httpx2.AsyncClient(base_url=sim.origin) as anonymous:
         for path in (
             "/api-account/models",
             "/api-account/health/summary",
@@ -86,7 +86,7 @@ async def test_public_account_endpoints_need_no_auth_but_user_endpoints_refuse_a
 
 
 async def test_unknown_chat_model_is_404_model_not_found_with_request_id_at_top_level(
-    api: httpx.AsyncClient,
+    api: httpx2.AsyncClient,
 ) -> None:
     response = await api.post("/chat/completions", json={"model": "gpt-9", "messages": _user("hi")})
     assert response.status_code == 404
@@ -99,7 +99,7 @@ async def test_unknown_chat_model_is_404_model_not_found_with_request_id_at_top_
 
 
 async def test_balance_toggle_makes_billable_calls_402_insufficient_balance(
-    sim: RunningSimulator, api: httpx.AsyncClient
+    sim: RunningSimulator, api: httpx2.AsyncClient
 ) -> None:
     changed = await api.post(f"{sim.origin}/_sim/config", json={"balance_ok": False})
     assert changed.json()["balance_ok"] is False
@@ -114,7 +114,7 @@ async def test_balance_toggle_makes_billable_calls_402_insufficient_balance(
 
 
 async def test_non_stream_chat_echoes_the_prompt_with_usage_and_gateway_request_id(
-    api: httpx.AsyncClient,
+    api: httpx2.AsyncClient,
 ) -> None:
     response = await api.post(
         "/chat/completions", json={"model": "gpt-5.4-nano", "messages": _user("hello there")}
@@ -137,7 +137,7 @@ async def test_non_stream_chat_echoes_the_prompt_with_usage_and_gateway_request_
 
 
 async def test_stream_sends_role_then_content_then_finish_usage_done_and_a_cost_comment(
-    api: httpx.AsyncClient,
+    api: httpx2.AsyncClient,
 ) -> None:
     body = {
         "model": "gpt-5.4-nano",
@@ -174,14 +174,14 @@ async def test_stream_sends_role_then_content_then_finish_usage_done_and_a_cost_
     assert re.fullmatch(r"\d+\.\d{10}", cost["cost"])
 
 
-async def test_stream_without_include_usage_has_null_usage_on_every_chunk(api: httpx.AsyncClient) -> None:
+async def test_stream_without_include_usage_has_null_usage_on_every_chunk(api: httpx2.AsyncClient) -> None:
     events, comments = await _stream(api, {"model": "glm-5.1", "messages": _user("hi")})
     chunks = [e for e in events if e != "[DONE]"]
     assert all(c["usage"] is None and c["choices"] for c in chunks)
     assert len(comments) == 1
 
 
-async def test_thinking_streams_reasoning_content_before_the_answer(api: httpx.AsyncClient) -> None:
+async def test_thinking_streams_reasoning_content_before_the_answer(api: httpx2.AsyncClient) -> None:
     body = {
         "model": "deepseek-v4-pro",
         "messages": _user("why"),
@@ -224,7 +224,7 @@ WEATHER_TOOL = {
 
 
 async def test_tool_call_streams_a_header_fragment_then_arguments_and_ends_with_tool_calls(
-    api: httpx.AsyncClient,
+    api: httpx2.AsyncClient,
 ) -> None:
     events, _ = await _stream(
         api, {"model": "kimi-k2.6", "messages": _user("[tool] Paris"), "tools": [WEATHER_TOOL]}
@@ -244,7 +244,7 @@ async def test_tool_call_streams_a_header_fragment_then_arguments_and_ends_with_
 
 
 async def test_non_stream_tool_call_has_null_content_and_a_tool_result_turn_is_answered(
-    api: httpx.AsyncClient,
+    api: httpx2.AsyncClient,
 ) -> None:
     first = await api.post(
         "/chat/completions",
@@ -267,7 +267,7 @@ async def test_non_stream_tool_call_has_null_content_and_a_tool_result_turn_is_a
 
 
 async def test_json_schema_response_format_yields_an_object_satisfying_the_schema(
-    api: httpx.AsyncClient,
+    api: httpx2.AsyncClient,
 ) -> None:
     schema = {
         "type": "object",
@@ -297,7 +297,7 @@ async def test_json_schema_response_format_yields_an_object_satisfying_the_schem
     ("model", "status"), [("gpt-5.4", 503), ("deepseek-v3.2", 200), ("claude-opus-4-7", 200)]
 )
 async def test_enable_search_is_rejected_for_openai_models_only(
-    api: httpx.AsyncClient, model: str, status: int
+    api: httpx2.AsyncClient, model: str, status: int
 ) -> None:
     response = await api.post(
         "/chat/completions", json={"model": model, "messages": _user("news"), "enable_search": True}
@@ -307,7 +307,7 @@ async def test_enable_search_is_rejected_for_openai_models_only(
         assert response.json()["error"]["code"] == "all_providers_failed"
 
 
-async def test_max_tokens_truncates_the_answer_with_finish_reason_length(api: httpx.AsyncClient) -> None:
+async def test_max_tokens_truncates_the_answer_with_finish_reason_length(api: httpx2.AsyncClient) -> None:
     response = await api.post(
         "/chat/completions", json={"model": "minimax-m2.7", "max_tokens": 2, "messages": _user("a b c d e")}
     )
@@ -317,7 +317,7 @@ async def test_max_tokens_truncates_the_answer_with_finish_reason_length(api: ht
     assert response.json()["usage"]["completion_tokens"] == 2
 
 
-async def test_malformed_chat_requests_get_a_400_that_names_the_field(api: httpx.AsyncClient) -> None:
+async def test_malformed_chat_requests_get_a_400_that_names_the_field(api: httpx2.AsyncClient) -> None:
     no_messages = await api.post("/chat/completions", json={"model": "glm-5.1", "messages": []})
     assert no_messages.status_code == 400
     assert no_messages.json()["error"]["param"] == "messages"

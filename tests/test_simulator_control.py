@@ -9,7 +9,7 @@ import sys
 import time
 
 import anyio
-import httpx
+import httpx2
 import pytest
 
 from alltoken_mcp.simulator import RunningSimulator, SimConfig, serve_simulator
@@ -21,7 +21,7 @@ CHAT = {"model": "gpt-5.4-nano", "messages": [{"role": "user", "content": "a b c
 
 
 async def test_a_status_fault_answers_n_requests_then_lets_them_through(
-    sim: RunningSimulator, api: httpx.AsyncClient
+    sim: RunningSimulator, api: httpx2.AsyncClient
 ) -> None:
     origin = sim.origin
     added = await api.post(
@@ -40,7 +40,7 @@ async def test_a_status_fault_answers_n_requests_then_lets_them_through(
 
 
 async def test_faults_match_route_templates_and_methods_and_carry_retry_after(
-    sim: RunningSimulator, api: httpx.AsyncClient
+    sim: RunningSimulator, api: httpx2.AsyncClient
 ) -> None:
     state = sim.state
     state.add_fault(path="/v1/images/generations/{task_id}", method="GET", status=429)
@@ -58,11 +58,11 @@ async def test_faults_match_route_templates_and_methods_and_carry_retry_after(
 
 
 async def test_a_before_body_drop_processes_the_request_but_the_client_gets_no_complete_answer(
-    sim: RunningSimulator, api: httpx.AsyncClient
+    sim: RunningSimulator, api: httpx2.AsyncClient
 ) -> None:
     state = sim.state
     state.add_fault(path="/v1/images/generations/async", drop="before_body")
-    with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+    with pytest.raises((httpx2.RemoteProtocolError, httpx2.ReadError)):
         await api.post("/images/generations/async", json=CAT, headers={"Idempotency-Key": "lost-answer"})
     assert state.tasks_created["images"] == 1  # the task exists even though the 202 never arrived
     retry = await api.post("/images/generations/async", json=CAT, headers={"Idempotency-Key": "lost-answer"})
@@ -71,7 +71,7 @@ async def test_a_before_body_drop_processes_the_request_but_the_client_gets_no_c
 
 
 async def test_a_mid_stream_drop_cuts_an_sse_stream_after_n_chunks(
-    sim: RunningSimulator, api: httpx.AsyncClient
+    sim: RunningSimulator, api: httpx2.AsyncClient
 ) -> None:
     state = sim.state
     state.add_fault(path="/v1/chat/completions", drop="mid_stream", after_chunks=3)
@@ -84,7 +84,7 @@ async def test_a_mid_stream_drop_cuts_an_sse_stream_after_n_chunks(
                 if line.startswith("data: "):
                     received.append(line)
 
-    with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+    with pytest.raises((httpx2.RemoteProtocolError, httpx2.ReadError)):
         await read()
     assert len(received) == 3
     assert all(json.loads(line[6:])["object"] == "chat.completion.chunk" for line in received)
@@ -92,7 +92,7 @@ async def test_a_mid_stream_drop_cuts_an_sse_stream_after_n_chunks(
     assert ok.status_code == 200
 
 
-async def test_a_latency_fault_delays_the_answer(sim: RunningSimulator, api: httpx.AsyncClient) -> None:
+async def test_a_latency_fault_delays_the_answer(sim: RunningSimulator, api: httpx2.AsyncClient) -> None:
     state = sim.state
     state.add_fault(path="/v1/models", latency_ms=300)
     started = time.monotonic()
@@ -101,17 +101,17 @@ async def test_a_latency_fault_delays_the_answer(sim: RunningSimulator, api: htt
     assert response.status_code == 200
     assert time.monotonic() - started >= 0.3
     state.add_fault(path="/v1/models", latency_ms=5000)
-    with pytest.raises(httpx.ReadTimeout):
+    with pytest.raises(httpx2.ReadTimeout):
         await api.get("/models", timeout=0.2)
 
 
 async def test_a_hold_processes_the_request_and_keeps_the_answer_back(
-    sim: RunningSimulator, api: httpx.AsyncClient
+    sim: RunningSimulator, api: httpx2.AsyncClient
 ) -> None:
     state = sim.state
     headers = {"Idempotency-Key": "held-answer"}
     state.add_fault(path="/v1/images/generations/async", hold_ms=5000)
-    with pytest.raises(httpx.ReadTimeout):
+    with pytest.raises(httpx2.ReadTimeout):
         await api.post("/images/generations/async", json=CAT, headers=headers, timeout=0.3)
     assert state.tasks_created["images"] == 1  # created before the client gave up waiting
     retry = await api.post("/images/generations/async", json=CAT, headers=headers)
@@ -127,7 +127,7 @@ async def test_a_hold_processes_the_request_and_keeps_the_answer_back(
 
 
 async def test_a_mid_body_hold_sends_headers_and_half_the_body_then_pauses(
-    sim: RunningSimulator, api: httpx.AsyncClient
+    sim: RunningSimulator, api: httpx2.AsyncClient
 ) -> None:
     sim.state.add_fault(path="/v1/models", hold_ms=1500, hold_at="mid_body")
     parts: list[tuple[float, bytes]] = []
@@ -146,7 +146,7 @@ async def test_a_mid_body_hold_sends_headers_and_half_the_body_then_pauses(
     assert parts[-1][0] >= 1.5  # ...the rest only after the hold
 
 
-async def test_control_api_validates_hold_faults(sim: RunningSimulator, api: httpx.AsyncClient) -> None:
+async def test_control_api_validates_hold_faults(sim: RunningSimulator, api: httpx2.AsyncClient) -> None:
     faults = f"{sim.origin}/_sim/faults"
     with_status = await api.post(faults, json={"path": "/v1/models", "hold_ms": 10, "status": 500})
     assert with_status.status_code == 400
@@ -159,7 +159,7 @@ async def test_control_api_validates_hold_faults(sim: RunningSimulator, api: htt
 
 
 async def test_control_api_validates_faults_config_and_clock_input(
-    sim: RunningSimulator, api: httpx.AsyncClient
+    sim: RunningSimulator, api: httpx2.AsyncClient
 ) -> None:
     origin = sim.origin
     no_effect = await api.post(f"{origin}/_sim/faults", json={"path": "/v1/models"})
@@ -178,7 +178,7 @@ async def test_control_api_validates_faults_config_and_clock_input(
 
 
 async def test_reset_clears_tasks_faults_counters_and_config(
-    sim: RunningSimulator, api: httpx.AsyncClient
+    sim: RunningSimulator, api: httpx2.AsyncClient
 ) -> None:
     origin = sim.origin
     state = sim.state
@@ -194,7 +194,7 @@ async def test_reset_clears_tasks_faults_counters_and_config(
     assert (await api.get("/models")).status_code == 200
 
 
-async def test_model_lists_carry_modalities_objects_and_video_capabilities(api: httpx.AsyncClient) -> None:
+async def test_model_lists_carry_modalities_objects_and_video_capabilities(api: httpx2.AsyncClient) -> None:
     models = (await api.get("/models")).json()
     assert models["object"] == "list"
     modality = {m["id"]: m["modality"] for m in models["data"]}
@@ -228,10 +228,10 @@ async def test_model_lists_carry_modalities_objects_and_video_capabilities(api: 
 
 
 async def test_public_catalog_prices_and_health_summary_agree_with_routes(
-    sim: RunningSimulator, api: httpx.AsyncClient
+    sim: RunningSimulator, api: httpx2.AsyncClient
 ) -> None:
     origin = sim.origin
-    async with httpx.AsyncClient(base_url=origin) as anonymous:
+    async with httpx2.AsyncClient(base_url=origin) as anonymous:
         catalog = {m["id"]: m for m in (await anonymous.get("/api-account/models")).json()["data"]}
         nano = (await anonymous.get("/api-account/models/gpt-5.4-nano")).json()["data"]
         missing = await anonymous.get("/api-account/models/nope")
@@ -256,11 +256,11 @@ async def test_serve_simulator_starts_fast_on_a_free_port_and_releases_it() -> N
     async with serve_simulator(SimConfig(speed=0.01)) as sim:
         assert time.monotonic() - started < 1.0
         assert sim.base_url == f"{sim.origin}/v1"
-        async with httpx.AsyncClient() as client:
+        async with httpx2.AsyncClient() as client:
             assert (await client.get(f"{sim.origin}/_sim/counters")).status_code == 200
         origin = sim.origin
-    async with httpx.AsyncClient() as client:
-        with pytest.raises(httpx.ConnectError):
+    async with httpx2.AsyncClient() as client:
+        with pytest.raises(httpx2.ConnectError):
             await client.get(f"{origin}/_sim/counters")
 
 
@@ -268,7 +268,7 @@ async def test_two_simulators_run_side_by_side_with_separate_state() -> None:
     async with serve_simulator(SimConfig(speed=0.01)) as a, serve_simulator(SimConfig(speed=0.01)) as b:
         assert a.origin != b.origin
         a.state.add_fault(path="/v1/models", status=500)
-        async with httpx.AsyncClient(
+        async with httpx2.AsyncClient(
             headers={"Authorization": "Bearer sk-sim-local-0000000000000000"}
         ) as client:
             assert (await client.get(f"{a.base_url}/models")).status_code == 500
@@ -296,7 +296,7 @@ async def test_run_simulator_prints_its_url_on_stderr_only_and_stops_on_sigint()
                 announced += await process.stderr.receive()
             match = re.search(rb"listening on (http://127\.0\.0\.1:\d+)", announced)
             assert match is not None
-            async with httpx.AsyncClient() as client:
+            async with httpx2.AsyncClient() as client:
                 health = await client.get(f"{match[1].decode()}/api-account/health/summary")
             assert health.status_code == 200
             process.send_signal(signal.SIGINT)

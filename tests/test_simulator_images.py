@@ -8,7 +8,7 @@ import struct
 import zlib
 
 import anyio
-import httpx
+import httpx2
 import pytest
 
 from alltoken_mcp.simulator import SIM_API_KEY, RunningSimulator, SimConfig, serve_simulator
@@ -25,7 +25,7 @@ def _png_size(data: bytes) -> tuple[int, int]:
     return width, height
 
 
-async def _create(api: httpx.AsyncClient, body: dict[str, object] = CAT, key: str | None = None) -> str:
+async def _create(api: httpx2.AsyncClient, body: dict[str, object] = CAT, key: str | None = None) -> str:
     headers = {"Idempotency-Key": key} if key else {}
     response = await api.post("/images/generations/async", json=body, headers=headers)
     assert response.status_code == 202, response.text
@@ -38,7 +38,7 @@ def _finish(sim: RunningSimulator, task_id: str) -> None:
     sim.state.advance_to(sim.state.images[task_id].timeline.finished + 0.001)
 
 
-async def test_create_returns_202_queued_with_an_igen_id(api: httpx.AsyncClient) -> None:
+async def test_create_returns_202_queued_with_an_igen_id(api: httpx2.AsyncClient) -> None:
     response = await api.post("/images/generations/async", json=CAT)
     assert response.status_code == 202
     body = response.json()
@@ -66,7 +66,7 @@ async def test_create_returns_202_queued_with_an_igen_id(api: httpx.AsyncClient)
     ],
 )
 async def test_invalid_image_parameters_are_400_naming_the_field(
-    sim: RunningSimulator, api: httpx.AsyncClient, change: dict[str, object], param: str
+    sim: RunningSimulator, api: httpx2.AsyncClient, change: dict[str, object], param: str
 ) -> None:
     response = await api.post("/images/generations/async", json={**CAT, **change})
     assert response.status_code == 400
@@ -77,7 +77,7 @@ async def test_invalid_image_parameters_are_400_naming_the_field(
 
 @pytest.mark.parametrize("sim_config", [SimConfig(speed=1.0)])  # real timings: "queued" lasts seconds
 async def test_polling_goes_queued_processing_completed_with_poll_hints(
-    sim: RunningSimulator, api: httpx.AsyncClient
+    sim: RunningSimulator, api: httpx2.AsyncClient
 ) -> None:
     task_id = await _create(api)
     queued = await api.get(f"/images/generations/{task_id}")
@@ -93,7 +93,7 @@ async def test_polling_goes_queued_processing_completed_with_poll_hints(
 
 
 async def test_b64_is_delivered_once_then_r2_url_until_it_expires(
-    sim: RunningSimulator, api: httpx.AsyncClient
+    sim: RunningSimulator, api: httpx2.AsyncClient
 ) -> None:
     task_id = await _create(api, {**CAT, "size": "1536x1024", "n": 2})
     _finish(sim, task_id)
@@ -108,7 +108,7 @@ async def test_b64_is_delivered_once_then_r2_url_until_it_expires(
     r2_url = second["data"][1]["r2_url"]
     assert r2_url == first["data"][1]["r2_url"]
     assert r2_url.startswith(sim.origin)
-    async with httpx.AsyncClient() as anonymous:  # R2 is public: no Authorization header
+    async with httpx2.AsyncClient() as anonymous:  # R2 is public: no Authorization header
         copy = await anonymous.get(r2_url)
         assert copy.status_code == 200
         assert copy.content == base64.b64decode(first["data"][1]["b64_json"])
@@ -122,7 +122,7 @@ async def test_b64_is_delivered_once_then_r2_url_until_it_expires(
 
 @pytest.mark.parametrize("sim_config", [SimConfig(speed=0.01, r2_mode=False)])
 async def test_legacy_mode_answers_410_image_already_retrieved_after_the_one_delivery(
-    sim: RunningSimulator, api: httpx.AsyncClient
+    sim: RunningSimulator, api: httpx2.AsyncClient
 ) -> None:
     task_id = await _create(api)
     _finish(sim, task_id)
@@ -138,7 +138,7 @@ async def test_legacy_mode_answers_410_image_already_retrieved_after_the_one_del
 
 @pytest.mark.parametrize("sim_config", [SimConfig(speed=0.01, r2_mode=False, image_result_ttl_s=10)])
 async def test_an_unclaimed_result_expires_with_410_image_expired(
-    sim: RunningSimulator, api: httpx.AsyncClient
+    sim: RunningSimulator, api: httpx2.AsyncClient
 ) -> None:
     task_id = await _create(api)
     _finish(sim, task_id)
@@ -150,11 +150,11 @@ async def test_an_unclaimed_result_expires_with_410_image_expired(
 
 @pytest.mark.parametrize("sim_config", [SimConfig(speed=0.01, image_claim_s=30)])
 async def test_concurrent_claims_give_exactly_one_b64_delivery_and_a_409(
-    sim: RunningSimulator, api: httpx.AsyncClient
+    sim: RunningSimulator, api: httpx2.AsyncClient
 ) -> None:
     task_id = await _create(api)
     _finish(sim, task_id)
-    responses: list[httpx.Response] = []
+    responses: list[httpx2.Response] = []
 
     async def claim() -> None:
         responses.append(await api.get(f"/images/generations/{task_id}"))
@@ -169,7 +169,7 @@ async def test_concurrent_claims_give_exactly_one_b64_delivery_and_a_409(
 
 
 async def test_a_reused_idempotency_key_is_409_duplicate_request_with_the_original_task_id(
-    sim: RunningSimulator, api: httpx.AsyncClient
+    sim: RunningSimulator, api: httpx2.AsyncClient
 ) -> None:
     original = await _create(api, key="key-1")
     again = await api.post("/images/generations/async", json=CAT, headers={"Idempotency-Key": "key-1"})
@@ -183,7 +183,7 @@ async def test_a_reused_idempotency_key_is_409_duplicate_request_with_the_origin
 
 async def test_the_idempotency_window_is_real_time_and_scoped_to_the_api_key() -> None:
     config = SimConfig(speed=0.01, api_keys=(SIM_API_KEY, "sk-other"), idempotency_window_s=60)
-    async with serve_simulator(config) as sim, httpx.AsyncClient(base_url=sim.base_url) as client:
+    async with serve_simulator(config) as sim, httpx2.AsyncClient(base_url=sim.base_url) as client:
         mine = {"Authorization": f"Bearer {SIM_API_KEY}", "Idempotency-Key": "k"}
         theirs = {"Authorization": "Bearer sk-other", "Idempotency-Key": "k"}
         assert (await client.post("/images/generations/async", json=CAT, headers=mine)).status_code == 202
@@ -196,7 +196,7 @@ async def test_the_idempotency_window_is_real_time_and_scoped_to_the_api_key() -
 
 @pytest.mark.parametrize("sim_config", [SimConfig(speed=0.01, duplicate_mode="replay")])
 async def test_replay_mode_answers_a_duplicate_with_the_original_task(
-    sim: RunningSimulator, api: httpx.AsyncClient
+    sim: RunningSimulator, api: httpx2.AsyncClient
 ) -> None:
     original = await _create(api, key="key-2")
     again = await api.post("/images/generations/async", json=CAT, headers={"Idempotency-Key": "key-2"})
@@ -207,7 +207,7 @@ async def test_replay_mode_answers_a_duplicate_with_the_original_task(
 
 async def test_another_keys_task_and_unknown_ids_are_404() -> None:
     config = SimConfig(speed=0.01, api_keys=(SIM_API_KEY, "sk-other"))
-    async with serve_simulator(config) as sim, httpx.AsyncClient(base_url=sim.base_url) as client:
+    async with serve_simulator(config) as sim, httpx2.AsyncClient(base_url=sim.base_url) as client:
         created = await client.post(
             "/images/generations/async", json=CAT, headers={"Authorization": f"Bearer {SIM_API_KEY}"}
         )
@@ -219,7 +219,7 @@ async def test_another_keys_task_and_unknown_ids_are_404() -> None:
 
 
 async def test_a_fail_prompt_ends_failed_with_an_error_as_200(
-    sim: RunningSimulator, api: httpx.AsyncClient
+    sim: RunningSimulator, api: httpx2.AsyncClient
 ) -> None:
     task_id = await _create(api, {**CAT, "prompt": "[fail] forbidden"})
     _finish(sim, task_id)
@@ -231,7 +231,7 @@ async def test_a_fail_prompt_ends_failed_with_an_error_as_200(
 
 @pytest.mark.parametrize("sim_config", [SimConfig(speed=0.01, image_payload_bytes=3_000_000)])
 async def test_image_payload_bytes_pads_the_png_to_benchmark_large_deliveries(
-    sim: RunningSimulator, api: httpx.AsyncClient
+    sim: RunningSimulator, api: httpx2.AsyncClient
 ) -> None:
     task_id = await _create(api)
     _finish(sim, task_id)

@@ -6,7 +6,7 @@ import base64
 import hashlib
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from alltoken_mcp.simulator import RunningSimulator, SimConfig
@@ -57,7 +57,7 @@ def _video(model: str = "seedance-2.0", **extra: Any) -> dict[str, Any]:
     ],
 )
 async def test_video_create_fails_fast_with_400_invalid_request_saying_what_is_accepted(
-    sim: RunningSimulator, api: httpx.AsyncClient, body: dict[str, Any], param: str, says: str
+    sim: RunningSimulator, api: httpx2.AsyncClient, body: dict[str, Any], param: str, says: str
 ) -> None:
     response = await api.post("/videos/generations", json=body)
     assert response.status_code == 400, response.text
@@ -82,7 +82,7 @@ async def test_video_create_fails_fast_with_400_invalid_request_saying_what_is_a
     ],
 )
 async def test_valid_video_requests_are_accepted_with_the_effective_duration(
-    api: httpx.AsyncClient, body: dict[str, Any], duration: int | None, frames: int | None
+    api: httpx2.AsyncClient, body: dict[str, Any], duration: int | None, frames: int | None
 ) -> None:
     response = await api.post("/videos/generations", json=body)
     assert response.status_code == 202, response.text
@@ -97,7 +97,7 @@ async def test_valid_video_requests_are_accepted_with_the_effective_duration(
 
 @pytest.mark.parametrize("sim_config", [SimConfig(speed=1.0)])
 async def test_video_lifecycle_runs_queued_processing_completed_expired(
-    sim: RunningSimulator, api: httpx.AsyncClient
+    sim: RunningSimulator, api: httpx2.AsyncClient
 ) -> None:
     created = await api.post("/videos/generations", json=_video(resolution="480p", return_last_frame=True))
     task_id = created.json()["id"]
@@ -111,7 +111,7 @@ async def test_video_lifecycle_runs_queued_processing_completed_expired(
     assert (done["resolution"], done["ratio"], done["fps"], done["duration"]) == ("480p", "16:9", 24, 5)
     assert done["usage"]["completion_tokens"] > 0
     assert 86390 <= done["video_url_ttl"] <= 86400
-    async with httpx.AsyncClient() as anonymous:
+    async with httpx2.AsyncClient() as anonymous:
         video = await anonymous.get(done["video_url"])
         assert video.status_code == 200
         assert video.content[4:8] == b"ftyp"
@@ -130,7 +130,7 @@ async def test_video_lifecycle_runs_queued_processing_completed_expired(
 
 
 @pytest.mark.parametrize("sim_config", [SimConfig(speed=1.0)])
-async def test_cancel_works_only_while_queued(sim: RunningSimulator, api: httpx.AsyncClient) -> None:
+async def test_cancel_works_only_while_queued(sim: RunningSimulator, api: httpx2.AsyncClient) -> None:
     first = (await api.post("/videos/generations", json=_video())).json()["id"]
     cancelled = await api.post(f"/videos/generations/{first}/cancel")
     assert cancelled.status_code == 200
@@ -149,7 +149,7 @@ async def test_cancel_works_only_while_queued(sim: RunningSimulator, api: httpx.
 
 @pytest.mark.parametrize("sim_config", [SimConfig(speed=1.0)])
 async def test_list_is_newest_first_filtered_by_status_and_limited(
-    sim: RunningSimulator, api: httpx.AsyncClient
+    sim: RunningSimulator, api: httpx2.AsyncClient
 ) -> None:
     ids = [
         (await api.post("/videos/generations", json=_video(prompt=f"p{i}"))).json()["id"] for i in range(3)
@@ -167,7 +167,7 @@ async def test_list_is_newest_first_filtered_by_status_and_limited(
 
 
 async def test_a_fail_prompt_ends_the_video_failed_with_an_error(
-    sim: RunningSimulator, api: httpx.AsyncClient
+    sim: RunningSimulator, api: httpx2.AsyncClient
 ) -> None:
     task_id = (await api.post("/videos/generations", json=_video(prompt="[fail] x"))).json()["id"]
     sim.state.advance_to(sim.state.videos[task_id].timeline.finished + 0.01)
@@ -178,7 +178,7 @@ async def test_a_fail_prompt_ends_the_video_failed_with_an_error(
 
 @pytest.mark.parametrize(("honour", "second_status"), [(True, 409), (False, 202)])
 async def test_video_idempotency_can_be_honoured_or_ignored(
-    sim: RunningSimulator, api: httpx.AsyncClient, honour: bool, second_status: int
+    sim: RunningSimulator, api: httpx2.AsyncClient, honour: bool, second_status: int
 ) -> None:
     sim.state.update_config(honour_video_idempotency=honour)
     headers = {"Idempotency-Key": "v-1"}
@@ -215,7 +215,7 @@ def _presign_body(data: bytes, **change: Any) -> dict[str, Any]:
     ],
 )
 async def test_presign_validates_each_field_with_its_own_code(
-    api: httpx.AsyncClient, change: dict[str, Any], status: int, code: str
+    api: httpx2.AsyncClient, change: dict[str, Any], status: int, code: str
 ) -> None:
     response = await api.post("/uploads/presign", json=_presign_body(PNG, **change))
     assert response.status_code == status
@@ -223,7 +223,7 @@ async def test_presign_validates_each_field_with_its_own_code(
 
 
 async def test_presign_put_and_a_one_time_claim_in_video_content(
-    sim: RunningSimulator, api: httpx.AsyncClient
+    sim: RunningSimulator, api: httpx2.AsyncClient
 ) -> None:
     presigned = (await api.post("/uploads/presign", json=_presign_body(PNG))).json()
     assert presigned["method"] == "PUT"
@@ -234,7 +234,7 @@ async def test_presign_put_and_a_one_time_claim_in_video_content(
     not_yet = await api.post("/videos/generations", json=_video(content=[item]))
     assert not_yet.status_code == 400
     assert "PUT" in not_yet.json()["error"]["message"]
-    async with httpx.AsyncClient() as storage:
+    async with httpx2.AsyncClient() as storage:
         leaked = await storage.put(
             presigned["upload_url"],
             content=PNG,
@@ -266,12 +266,12 @@ async def test_presign_put_and_a_one_time_claim_in_video_content(
 
 
 async def test_an_upload_binds_only_for_its_purpose_and_not_after_its_claim_window(
-    sim: RunningSimulator, api: httpx.AsyncClient
+    sim: RunningSimulator, api: httpx2.AsyncClient
 ) -> None:
     presigned = (
         await api.post("/uploads/presign", json=_presign_body(PNG, purpose="image_edit_source"))
     ).json()
-    async with httpx.AsyncClient() as storage:
+    async with httpx2.AsyncClient() as storage:
         await storage.put(presigned["upload_url"], content=PNG, headers=presigned["required_headers"])
     item = {"type": "image", "upload_id": presigned["upload_id"]}
     wrong_purpose = await api.post("/videos/generations", json=_video(content=[item]))
@@ -286,11 +286,11 @@ async def test_an_upload_binds_only_for_its_purpose_and_not_after_its_claim_wind
     assert "expired" in edit.json()["error"]["message"]
 
 
-async def test_image_edit_claims_its_source_upload_and_gets_an_iedit_id(api: httpx.AsyncClient) -> None:
+async def test_image_edit_claims_its_source_upload_and_gets_an_iedit_id(api: httpx2.AsyncClient) -> None:
     presigned = (
         await api.post("/uploads/presign", json=_presign_body(PNG, purpose="image_edit_source"))
     ).json()
-    async with httpx.AsyncClient() as storage:
+    async with httpx2.AsyncClient() as storage:
         await storage.put(presigned["upload_url"], content=PNG, headers=presigned["required_headers"])
     body = {"model": "gpt-image-2", "prompt": "add a hat", "image_upload_id": presigned["upload_id"]}
     edit = await api.post("/images/edits", json=body)

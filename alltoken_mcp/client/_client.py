@@ -1,4 +1,4 @@
-"""`AllTokenClient`: every AllToken call the server makes, over one `httpx.AsyncClient`.
+"""`AllTokenClient`: every AllToken call the server makes, over one `httpx2.AsyncClient`.
 
 Authentication is per request, never a client default: `/v1` calls carry the Bearer key; the public
 `/api-account` endpoints and foreign URLs (R2 downloads, presigned uploads) carry none, so the key
@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import anyio
-import httpx
+import httpx2
 from pydantic import ValidationError
 
 from alltoken_mcp import __version__
@@ -45,18 +45,18 @@ TaskT = TypeVar("TaskT", ImageTask, VideoTask)
 
 USER_AGENT = f"alltoken-mcp/{__version__}"
 # ~64 concurrent chat streams plus polls and downloads; idle connections beyond that are closed.
-DEFAULT_LIMITS = httpx.Limits(max_connections=128, max_keepalive_connections=64, keepalive_expiry=30.0)
+DEFAULT_LIMITS = httpx2.Limits(max_connections=128, max_keepalive_connections=64, keepalive_expiry=30.0)
 # Error bodies are small envelopes; a proxy's HTML page is cut here before it is read into memory.
 MAX_ERROR_BODY = 64 * 1024
 UPLOAD_CHUNK = 256 * 1024
 
 
-def _where(url: httpx.URL) -> str:
+def _where(url: httpx2.URL) -> str:
     """Host + path for messages and logs: no query (presigned signatures), no userinfo."""
     return f"{url.host}{':' + str(url.port) if url.port else ''}{url.raw_path.split(b'?')[0].decode('ascii')}"
 
 
-def _request_id(response: httpx.Response) -> str | None:
+def _request_id(response: httpx2.Response) -> str | None:
     value: str | None = response.headers.get("x-gateway-request-id") or response.headers.get("x-request-id")
     return value
 
@@ -67,7 +67,7 @@ def _task_path(kind: str, task_id: str) -> str:
     return quote(task_id.strip(), safe="")
 
 
-async def _read_capped(response: httpx.Response, limit: int = MAX_ERROR_BODY) -> bytes:
+async def _read_capped(response: httpx2.Response, limit: int = MAX_ERROR_BODY) -> bytes:
     parts: list[bytes] = []
     size = 0
     async for chunk in response.aiter_bytes():
@@ -93,9 +93,9 @@ class AllTokenClient:
         retry: RetryPolicy | None = None,
         timeout: float = 60.0,
         origin: str | None = None,
-        limits: httpx.Limits = DEFAULT_LIMITS,
+        limits: httpx2.Limits = DEFAULT_LIMITS,
     ) -> None:
-        url = httpx.URL(base_url.rstrip("/"))
+        url = httpx2.URL(base_url.rstrip("/"))
         if url.scheme not in ("http", "https") or not url.host:
             raise ValueError(
                 f"base_url must be an http(s) URL such as https://api.alltoken.ai/v1, got {base_url!r}"
@@ -104,8 +104,8 @@ class AllTokenClient:
         self._origin = (origin or f"{url.scheme}://{url.netloc.decode('ascii')}").rstrip("/")
         self._api_key = api_key or None
         self._retry = retry or RetryPolicy()
-        self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0)),
+        self._http = httpx2.AsyncClient(
+            timeout=httpx2.Timeout(timeout, connect=min(timeout, 15.0)),
             limits=limits,
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
             follow_redirects=False,
@@ -167,7 +167,7 @@ class AllTokenClient:
         stream: bool = False,
         content_factory: Callable[[], AsyncIterator[bytes]] | None = None,
         follow_redirects: bool = False,
-    ) -> httpx.Response:
+    ) -> httpx2.Response:
         """One logical request with retries. Returns a 2xx response (streamed if `stream`) or raises.
 
         With `stream=True` the caller owns the returned response and must close it; error responses are
@@ -204,7 +204,7 @@ class AllTokenClient:
                         await response.aread()
                     finally:
                         await response.aclose()
-            except httpx.TransportError as exc:
+            except httpx2.TransportError as exc:
                 retryable = is_retryable_exception(exc, replay_safe=replay_safe)
                 will_retry = retryable and attempt < policy.max_attempts
                 logger.debug(
@@ -247,10 +247,10 @@ class AllTokenClient:
             f"after {attempts} attempt{'s' if attempts != 1 else ''}."
         )
         if not replay_safe and not isinstance(
-            exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+            exc, (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)
         ):
             text += " Not retried: the request may have reached AllToken and repeating it could duplicate it."
-        elif isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+        elif isinstance(exc, (httpx2.ConnectError, httpx2.ConnectTimeout)):
             text += " Check the network and ALLTOKEN_BASE_URL."
         return text
 
@@ -264,14 +264,14 @@ class AllTokenClient:
         json: Any = None,
         params: Mapping[str, str | int] | None = None,
         headers: Mapping[str, str] | None = None,
-    ) -> tuple[Any, httpx.Response]:
+    ) -> tuple[Any, httpx2.Response]:
         response = await self._send(
             method, url, auth=auth, replay_safe=replay_safe, json=json, params=params, headers=headers
         )
         return self._parsed(response, method)
 
     @staticmethod
-    def _parsed(response: httpx.Response, method: str) -> tuple[Any, httpx.Response]:
+    def _parsed(response: httpx2.Response, method: str) -> tuple[Any, httpx2.Response]:
         try:
             return response.json(), response
         except ValueError:
@@ -346,7 +346,7 @@ class AllTokenClient:
                     await stream.aclose()
                 await response.aclose()
 
-    async def _open_stream(self, response: httpx.Response) -> ChatStream:
+    async def _open_stream(self, response: httpx2.Response) -> ChatStream:
         content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
         request_id = _request_id(response)
         if content_type == "text/event-stream":
@@ -356,7 +356,7 @@ class AllTokenClient:
         where = _where(response.request.url)
         if content_type.endswith("json") or body.lstrip()[:1] == b"{":
             try:
-                payload = httpx.Response(200, content=body).json()
+                payload = httpx2.Response(200, content=body).json()
             except ValueError:
                 payload = None
             if isinstance(payload, dict) and payload.get("error"):
@@ -512,9 +512,9 @@ class AllTokenClient:
     # ------------------------------------------------------------------------------------ downloads
 
     @asynccontextmanager
-    async def download(self, url: str) -> AsyncIterator[httpx.Response]:
+    async def download(self, url: str) -> AsyncIterator[httpx2.Response]:
         """Stream a result file (r2_url, video_url): no Authorization, redirects followed."""
-        parsed = httpx.URL(url)
+        parsed = httpx2.URL(url)
         if parsed.scheme not in ("http", "https") or not parsed.host:
             raise ValueError(f"download URL must be http(s), got {snippet(url, 80)!r}")
         response = await self._send(
@@ -540,7 +540,7 @@ class AllTokenClient:
             raise ValueError("idempotency_key must be a non-empty string of at most 255 characters")
         return {"Idempotency-Key": key}
 
-    def _task(self, cls: type[TaskT], payload: Any, response: httpx.Response, what: str) -> TaskT:
+    def _task(self, cls: type[TaskT], payload: Any, response: httpx2.Response, what: str) -> TaskT:
         data = dict(self._expect_dict(payload, what))
         data["retry_after"] = self._retry.retry_after(response.headers)
         return cls.model_validate(data)

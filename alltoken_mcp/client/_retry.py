@@ -22,7 +22,7 @@ from datetime import timezone
 from email.utils import parsedate_to_datetime
 
 import anyio
-import httpx
+import httpx2
 
 # Statuses that say "not processed, try again later" whatever the method.
 ALWAYS_RETRYABLE_STATUSES = frozenset({408, 429})
@@ -59,7 +59,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 
 
 def retry_after_from_headers(
-    headers: Mapping[str, str] | httpx.Headers, *, cap: float, now: float | None = None
+    headers: Mapping[str, str] | httpx2.Headers, *, cap: float, now: float | None = None
 ) -> float | None:
     """The server's requested wait in seconds, capped at `cap`; `retry-after-ms` wins over `Retry-After`."""
     millis = headers.get("retry-after-ms")
@@ -89,11 +89,11 @@ def is_retryable_status(status_code: int, *, replay_safe: bool) -> bool:
 
 def is_retryable_exception(exc: BaseException, *, replay_safe: bool) -> bool:
     """Whether a transport failure may be retried. Connect errors prove the request never arrived."""
-    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)):
+    if isinstance(exc, (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)):
         return True
-    if isinstance(exc, (httpx.ReadError, httpx.ReadTimeout, httpx.WriteError, httpx.WriteTimeout)):
+    if isinstance(exc, (httpx2.ReadError, httpx2.ReadTimeout, httpx2.WriteError, httpx2.WriteTimeout)):
         return replay_safe
-    if isinstance(exc, httpx.RemoteProtocolError):
+    if isinstance(exc, httpx2.RemoteProtocolError):
         return replay_safe
     return False
 
@@ -125,5 +125,5 @@ class RetryPolicy:
             attempt, base_delay=self.base_delay, max_delay=self.max_delay, random=self.random
         )
 
-    def retry_after(self, headers: Mapping[str, str] | httpx.Headers) -> float | None:
+    def retry_after(self, headers: Mapping[str, str] | httpx2.Headers) -> float | None:
         return retry_after_from_headers(headers, cap=self.max_retry_after)

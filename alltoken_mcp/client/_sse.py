@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, NamedTuple
 
 import anyio
-import httpx
+import httpx2
 from pydantic_core import from_json
 
 from alltoken_mcp.client.models import ChatEvent, ChatResult, Cost, ToolCall, Usage
@@ -481,7 +481,7 @@ class ChatStream:
                     raise StreamError(self._describe("ended before [DONE]")) from None
                 self._finish()
                 continue
-            except httpx.TransportError as exc:
+            except httpx2.TransportError as exc:
                 raise StreamError(self._describe(f"broke off ({type(exc).__name__}: {exc})")) from exc
             self._consume(self._decoder.feed(chunk))
 
@@ -522,7 +522,7 @@ class ChatStream:
             try:
                 async for chunk in self._chunks:
                     self._consume(self._decoder.feed(chunk))
-            except httpx.TransportError:
+            except httpx2.TransportError:
                 return
             self._consume(self._decoder.close())
 
