@@ -9,6 +9,7 @@ stdout here before the MCP transport owns it.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sys
@@ -100,6 +101,10 @@ def _settings_from(args: argparse.Namespace) -> Settings:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    # Start-up allocates hundreds of thousands of long-lived objects (the MCP and pydantic models);
+    # cyclic GC passes over them are wasted work before `initialize`. The server's lifespan freezes
+    # what exists by then and turns the collector back on.
+    gc.disable()
     from alltoken_mcp.serve import serve
 
     settings = _settings_from(args)
