@@ -452,3 +452,48 @@ async def test_listeners_are_told_when_a_job_changes(sim: RunningSimulator, tmp_
                     state = data(await client.call_tool("job_status", {"job_id": job["job_id"]}))
                     if state["status"] == "completed":
                         break
+
+
+@pytest.mark.parametrize("sim_config", [SimConfig(speed=1.0, r2_mode=False)])
+async def test_an_image_delivered_elsewhere_fails_saying_it_cannot_be_recovered(
+    sim: RunningSimulator, api: Any, tmp_path: Path
+) -> None:
+    async with connect(settings_for(tmp_path, sim.base_url)) as client:
+        job = data(await client.call_tool("alltoken_image", {"prompt": "x", "wait_seconds": 0}))
+        task = sim.state.images[job["upstream_id"]]
+        sim.state.advance_to(task.timeline.finished + 0.01)
+        # Someone else (another tool, a curl) claims the one-time delivery first; no r2_url exists.
+        taken = await api.get(f"/images/generations/{job['upstream_id']}")
+        assert taken.json()["data"][0]["b64_json"]
+        failed = data(await client.call_tool("job_status", {"job_id": job["job_id"], "wait_seconds": 10}))
+    assert failed["status"] == "failed"
+    assert failed["error"]["code"] == "image_already_retrieved"
+    assert "Nothing can recover it" in failed["error"]["message"]
+    assert failed["files"] == []
+
+
+@pytest.mark.parametrize("sim_config", [SLOW])
+async def test_a_cancel_during_the_submit_is_sent_once_the_task_exists(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
+    sim.state.add_fault(path="/v1/videos/generations", method="POST", latency_ms=400)
+    async with connect(settings_for(tmp_path, sim.base_url)) as client:
+        started: dict[str, Any] = {}
+
+        async def start() -> None:
+            started.update(data(await client.call_tool("alltoken_video", {"prompt": "x"})))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(start)
+            with anyio.fail_after(5):
+                # The job row appears in another task of the server; polling its listing is the only view.
+                while not (jobs := data(await client.call_tool("list_jobs", {}))["jobs"]):  # noqa: ASYNC110
+                    await anyio.sleep(0.01)
+            assert jobs[0]["upstream_id"] is None  # the create is still on its way
+            requested = data(await client.call_tool("job_cancel", {"job_id": jobs[0]["job_id"]}))
+            assert requested["cancel_requested"] is True
+            assert "as soon as AllToken confirms" in requested["note"]
+        assert started["status"] == "cancelled"
+        final = data(await client.call_tool("job_status", {"job_id": started["job_id"]}))
+    assert final["status"] == "cancelled"
+    assert sim.state.videos[final["upstream_id"]].cancelled_at is not None
