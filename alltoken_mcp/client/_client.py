@@ -10,6 +10,7 @@ one envelope mapping; transport failures become `TransportError` naming the meth
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -23,6 +24,7 @@ import httpx2
 from pydantic import ValidationError
 
 from alltoken_mcp import __version__
+from alltoken_mcp.client._b64scan import B64JsonScanner, B64Piece, B64ScanError, ImageSink, decode_piece
 from alltoken_mcp.client._retry import RetryPolicy, is_retryable_exception, is_retryable_status
 from alltoken_mcp.client._sse import ChatStream, chat_result_from_completion, snippet
 from alltoken_mcp.client.models import (
@@ -80,6 +82,15 @@ async def _read_capped(response: httpx2.Response, limit: int = MAX_ERROR_BODY) -
 
 LARGE_BODY_BYTES = 1 << 20
 """Bodies above this are parsed in a worker thread so the event loop stays responsive."""
+SNIPPET_BYTES = 200
+THREAD_DECODE_CHARS = 256 * 1024
+"""Base64 pieces at least this long are decoded in a worker thread (~0.5 ms and up)."""
+
+
+async def _decoded(piece: B64Piece) -> bytes:
+    if len(piece.text) >= THREAD_DECODE_CHARS:
+        return await anyio.to_thread.run_sync(decode_piece, piece)
+    return decode_piece(piece)
 
 
 class AllTokenClient:
@@ -416,8 +427,17 @@ class AllTokenClient:
         )
         return self._task(ImageTask, payload, response, "POST /images/generations/async")
 
-    async def get_image(self, task_id: str) -> ImageTask:
+    async def get_image(self, task_id: str, *, b64_sink: ImageSink | None = None) -> ImageTask:
+        """Poll an image task. A completed one carries every image as base64, delivered only once.
+
+        With `b64_sink`, the body is streamed: each `data[i].b64_json` is decoded piece by piece into
+        `await b64_sink.write(i, bytes)` as it arrives, and the returned task has `b64_json=None` (the
+        other fields — r2_url, mime_type, usage — are there). Memory stays at about one piece per
+        image instead of the whole body several times over. If the sink raises, so does this call.
+        """
         path = f"/images/generations/{_task_path('image', task_id)}"
+        if b64_sink is not None:
+            return await self._get_image_streamed(path, b64_sink)
         response = await self._send("GET", self._v1(path), auth=True, replay_safe=True)
         # A completed task carries every image as base64 (27 MB of JSON for a 20 MB image). Parsing the
         # bytes straight into the model keeps one copy of each string — no decoded str of the whole body,
@@ -432,6 +452,50 @@ class AllTokenClient:
             payload, _ = self._parsed(response, "GET")
             return self._task(ImageTask, payload, response, f"GET {path}")
         return task.model_copy(update={"retry_after": self._retry.retry_after(response.headers)})
+
+    async def _get_image_streamed(self, path: str, sink: ImageSink) -> ImageTask:
+        response = await self._send("GET", self._v1(path), auth=True, replay_safe=True, stream=True)
+        where = _where(response.request.url)
+        scanner = B64JsonScanner()
+        head = b""  # the body's first bytes, quoted when it turns out not to be an image task
+        received = 0
+        try:
+            async for chunk in response.aiter_bytes():
+                if len(head) < SNIPPET_BYTES:
+                    head += chunk[: SNIPPET_BYTES - len(head)]
+                received += len(chunk)
+                for piece in scanner.feed(chunk):
+                    await sink.write(piece.index, await _decoded(piece))
+            remainder = scanner.finish()
+        except httpx2.TransportError as exc:
+            # Not retried: the one-time delivery may already be spent and part of it in the sink.
+            raise TransportError(
+                f"The answer to GET {where} broke off after {received} bytes: "
+                f"{type(exc).__name__} ({exc or 'no detail'})."
+            ) from exc
+        except B64ScanError as exc:
+            content_type = response.headers.get("content-type", "no content type")
+            raise TransportError(
+                f"AllToken GET {where} answered {response.status_code} ({content_type}) with a body that is "
+                f"not a readable image task: {exc}. It began: {snippet(head)!r}"
+            ) from None
+        finally:
+            # Shielded: a cancelled or failed delivery must still release the connection.
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
+        retry_after = self._retry.retry_after(response.headers)
+        try:
+            task = ImageTask.model_validate_json(remainder)
+        except ValidationError:
+            try:
+                payload = json.loads(remainder)
+            except ValueError:
+                raise TransportError(
+                    f"AllToken GET {where} answered {response.status_code} with a body that is not JSON: "
+                    f"{snippet(remainder)!r}"
+                ) from None
+            return self._task(ImageTask, payload, response, f"GET {path}")
+        return task.model_copy(update={"retry_after": retry_after})
 
     # ------------------------------------------------------------------------------------ videos
 
