@@ -11,9 +11,10 @@ Run: .venv/bin/python benchmarks/bench_jobs.py [--only polling,memory,burst] [--
    c. 10 concurrent `job_status(wait_seconds=…)` calls on one job: still one poll per interval (the
       same bound as one waiter).
 2. memory (real stdio subprocess): delivering a 20 MB image (base64 in the poll answer) keeps the
-   server's peak RSS (VmHWM from /proc) under 150 MB. Then, in this process with tracemalloc, where the
-   copies are: `AllTokenClient.get_image` and `files.save_base64`, against a streaming prototype that
-   decodes `b64_json` from the response body straight to disk.
+   server's peak RSS (VmHWM from /proc) under 150 MB. Then, in this process with tracemalloc, both
+   client paths: the whole body (`AllTokenClient.get_image` + `files.save_base64`) against
+   `get_image(b64_sink=...)`, which decodes `b64_json` from the response body straight into
+   `files.atomic_file`s (with the longest event-loop stall while it runs).
 3. burst (server in this process, `Client(build_server(settings))`, so the loop can be watched): 50
    image + 50 video jobs all finish with every file saved, and the event loop is never blocked for more
    than 50 ms. A 10 ms sleeper records the loop lag; a watchdog thread captures the loop thread's stack
@@ -24,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import binascii
 import collections
 import functools
 import gc
@@ -41,7 +40,7 @@ import time
 import traceback
 import tracemalloc
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -319,12 +318,13 @@ async def bench_memory() -> None:
             await memory_breakdown(sim)
 
 
-async def completed_image(sim: Sim, client: AllTokenClient, prompt: str) -> str:
+async def completed_image(sim: Sim, client: AllTokenClient, prompt: str, attempt: str) -> str:
     """A rendered image task whose one-time base64 delivery is still unclaimed. Any status read after
-    the render would claim it, so wait out the longest render the simulator's config allows."""
+    the render would claim it, so wait out the longest render the simulator's config allows. The
+    simulator draws the PNG from the prompt, so two attempts at one prompt deliver the same bytes."""
     task = await client.create_image(
         {"model": "gpt-image-2", "prompt": prompt, "size": "1024x1024", "quality": "low"},
-        idempotency_key=f"bench-{hashlib.sha256(prompt.encode()).hexdigest()[:16]}",
+        idempotency_key=f"bench-{attempt}-{hashlib.sha256(prompt.encode()).hexdigest()[:16]}",
     )
     config = await sim.config()
     await anyio.sleep(max(config["image_render_s"]["low"]) * config["speed"] + 0.2)
@@ -342,93 +342,80 @@ async def traced_peak(step: Callable[[], Any]) -> tuple[float, Any]:
     return (peak - base) / MIB, value
 
 
+class AtomicFilesSink:
+    """An `ImageSink` that writes each image through `files.atomic_file`, opened on its first piece —
+    the shape the jobs layer uses. The files are committed when the exit stack closes cleanly."""
+
+    def __init__(self, stack: AsyncExitStack, directory: Path) -> None:
+        self._stack = stack
+        self._directory = directory
+        self.writers: dict[int, files.AtomicWriter] = {}
+
+    async def write(self, index: int, data: bytes) -> None:
+        writer = self.writers.get(index)
+        if writer is None:
+            # The extension is a guess: atomic_file corrects it from the bytes when it commits.
+            path = self._directory / files.media_filename("streamed", "bench", index, "png")
+            writer = self.writers[index] = await self._stack.enter_async_context(files.atomic_file(path))
+        await writer.write(data)
+
+
+async def streamed_to_disk(client: AllTokenClient, task_id: str, directory: Path) -> list[files.SavedFile]:
+    async with AsyncExitStack() as stack:
+        sink = AtomicFilesSink(stack, directory)
+        await client.get_image(task_id, b64_sink=sink)
+    return [writer.saved for _, writer in sorted(sink.writers.items())]
+
+
+async def with_loop_lag(step: Callable[[], Any]) -> tuple[float, Any]:
+    """The longest the event loop was unavailable (ms) to a 5 ms ticker while `step()` ran."""
+    worst = 0.0
+    done = anyio.Event()
+
+    async def ticker() -> None:
+        nonlocal worst
+        while not done.is_set():
+            started = time.perf_counter()
+            await anyio.sleep(0.005)
+            worst = max(worst, time.perf_counter() - started - 0.005)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ticker)
+        try:
+            value = await step()
+        finally:
+            done.set()
+    return worst * 1e3, value
+
+
+PROMPT = "where do the copies go"
+
+
 async def memory_breakdown(sim: Sim) -> None:
-    """Where the copies are, measured in this process on two fresh 20 MB images."""
+    """Both client paths, measured in this process on fresh 20 MB images: the whole-body read followed
+    by `files.save_base64`, and `get_image(b64_sink=...)` streaming the base64 straight into the file."""
     with tempfile.TemporaryDirectory() as out:
         async with AllTokenClient(base_url=sim.base_url, api_key=SIM_API_KEY) as client:
-            task_id = await completed_image(sim, client, "where do the copies go")
+            task_id = await completed_image(sim, client, PROMPT, "whole")
             get_peak, task = await traced_peak(lambda: client.get_image(task_id))
             b64 = task.data[0].b64_json
-            save_peak, _ = await traced_peak(functools.partial(files.save_base64, Path(out) / "a.png", b64))
+            path = Path(out) / "whole.png"
+            save_peak, whole = await traced_peak(functools.partial(files.save_base64, path, b64))
             del task, b64
-            task_id = await completed_image(sim, client, "streamed straight to disk")
-            stream_peak, saved = await traced_peak(
-                lambda: stream_image_to_disk(sim, task_id, Path(out) / "b.png")
+            task_id = await completed_image(sim, client, PROMPT, "streamed")
+            stream_peak, (lag_ms, saved) = await traced_peak(
+                lambda: with_loop_lag(lambda: streamed_to_disk(client, task_id, Path(out)))
             )
+    same = [s.sha256 for s in saved] == [whole.sha256] and saved[0].bytes == whole.bytes
     print(
-        f"   in-process heap peaks (tracemalloc): client.get_image {get_peak:.0f} MB, then "
+        f"   in-process heap peaks (tracemalloc): whole body: client.get_image {get_peak:.0f} MB, then "
         f"files.save_base64 {save_peak:.0f} MB more, while the task object holds the base64 string"
     )
     print(
-        f"   streaming prototype (body chunks → base64 decoder → file): {stream_peak:.1f} MB peak, "
-        f"{saved / MIB:.1f} MB saved"
+        f"   streamed: client.get_image(b64_sink=atomic files) {stream_peak:.1f} MB peak for "
+        f"{saved[0].bytes / MIB:.1f} MB saved ({saved[0].mime_type}), longest event-loop stall "
+        f"{lag_ms:.1f} ms; file identical to the whole-body path (same PNG): {verdict(same)}"
     )
-
-
-class B64ValueDecoder:
-    """Feeds the characters of a JSON string value (known to be base64, so no escapes but `\\/`) to a
-    file, 4 characters at a time, without holding more than one network chunk."""
-
-    KEY = b'"b64_json"'
-
-    def __init__(self, write: Callable[[bytes], object]) -> None:
-        self._write = write
-        self._state = "seek"  # seek → colon → value → done
-        self._tail = b""
-        self._carry = b""
-        self.written = 0
-
-    def feed(self, chunk: bytes) -> None:
-        data = self._tail + chunk
-        self._tail = b""
-        if self._state == "seek":
-            at = data.find(self.KEY)
-            if at < 0:
-                self._tail = data[-len(self.KEY) :]
-                return
-            data = data[at + len(self.KEY) :]
-            self._state = "colon"
-        if self._state == "colon":
-            quote = data.find(b'"')
-            if quote < 0:
-                self._tail = data
-                return
-            data = data[quote + 1 :]
-            self._state = "value"
-        if self._state == "value":
-            end = data.find(b'"')
-            piece = data if end < 0 else data[:end]
-            self._decode(piece.replace(b"\\/", b"/"), final=end >= 0)
-            if end >= 0:
-                self._state = "done"
-
-    def _decode(self, piece: bytes, final: bool) -> None:
-        piece = self._carry + piece
-        usable = len(piece) if final else len(piece) - len(piece) % 4
-        if final:
-            piece += b"=" * (-len(piece) % 4)
-            usable = len(piece)
-        self._carry = piece[usable:]
-        try:
-            decoded = base64.b64decode(piece[:usable], validate=True)
-        except binascii.Error as exc:
-            raise ValueError(f"bad base64 in b64_json: {exc}") from None
-        self._write(decoded)
-        self.written += len(decoded)
-
-
-async def stream_image_to_disk(sim: Sim, task_id: str, path: Path) -> int:
-    """The proposed client path: stream the poll answer, decode b64_json into the file as it arrives."""
-    with path.open("wb") as sink:  # a prototype; production would use files.atomic_file
-        decoder = B64ValueDecoder(sink.write)
-        async with sim.http.stream(
-            "GET",
-            f"{sim.base_url}/images/generations/{task_id}",
-            headers={"Authorization": f"Bearer {SIM_API_KEY}"},
-        ) as answer:
-            async for chunk in answer.aiter_raw(256 * 1024):
-                decoder.feed(chunk)
-    return decoder.written
 
 
 # ------------------------------------------------------------------------------------ 3. burst
