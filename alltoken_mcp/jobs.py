@@ -20,11 +20,10 @@ import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 import anyio
-from pydantic import BaseModel, Field
 
 from alltoken_mcp import files
 from alltoken_mcp.client import AllTokenClient
@@ -44,9 +43,9 @@ from alltoken_mcp.errors import (
     ServerError,
     TransportError,
 )
+from alltoken_mcp.job_records import JobRecord, MediaFile, media_uri
 from alltoken_mcp.settings import Settings
 from alltoken_mcp.store import (
-    TERMINAL_STATUSES,
     Job,
     JobKind,
     JobStatus,
@@ -93,76 +92,6 @@ class SubmitRejected(Exception):
         super().__init__(str(cause))
         self.record = record
         self.cause = cause
-
-
-# --------------------------------------------------------------------------------- public records
-
-
-class MediaFile(BaseModel):
-    path: str = Field(description="absolute path of the saved file")
-    uri: str = Field(description="alltoken://media/{job_id}/{index}: the file as an MCP resource")
-    mime_type: str
-    bytes: int
-    sha256: str
-    role: str = Field(description="image, video or last_frame")
-
-
-class JobErrorInfo(BaseModel):
-    code: str
-    message: str
-
-
-class JobRecord(BaseModel):
-    """What tools and resources show about a job."""
-
-    job_id: str
-    kind: JobKind
-    status: JobStatus
-    model: str
-    prompt: str
-    created_at: str
-    updated_at: str
-    upstream_id: str | None = Field(default=None, description="AllToken's task id")
-    upstream_status: str | None = None
-    files: list[MediaFile] = Field(default_factory=list)
-    error: JobErrorInfo | None = None
-    video_url: str | None = Field(default=None, description="remote video URL (expires); the file is saved")
-    video_url_expires_at: str | None = None
-    usage: dict[str, Any] | None = None
-    note: str | None = Field(default=None, description="the latest notable event, e.g. a cancel outcome")
-    cancel_requested: bool = False
-
-    @classmethod
-    def from_job(cls, job: Job) -> JobRecord:
-        error = None
-        if job.error_code or job.error_message:
-            error = JobErrorInfo(code=job.error_code or "error", message=job.error_message or "")
-        return cls(
-            job_id=job.job_id,
-            kind=job.kind,
-            status=job.status,
-            model=job.model,
-            prompt=job.prompt,
-            created_at=_iso(job.created_at),
-            updated_at=_iso(job.updated_at),
-            upstream_id=job.upstream_id,
-            upstream_status=job.upstream_status,
-            files=[MediaFile.model_validate(f) for f in job.files],
-            error=error,
-            video_url=job.video_url,
-            video_url_expires_at=job.video_url_expires_at,
-            usage=job.usage,
-            note=job.note,
-            cancel_requested=job.cancel_requested,
-        )
-
-
-def media_uri(job_id: str, index: int) -> str:
-    return f"alltoken://media/{job_id}/{index}"
-
-
-def _iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 Progress = Callable[[float, float, str], Awaitable[None]]
@@ -802,15 +731,3 @@ def _to_epoch(value: str | int | None) -> float | None:
         return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
     except ValueError:
         return None
-
-
-__all__ = [
-    "TERMINAL_STATUSES",
-    "JobErrorInfo",
-    "JobManager",
-    "JobRecord",
-    "MediaFile",
-    "SubmitRejected",
-    "UnknownJobError",
-    "media_uri",
-]

@@ -26,7 +26,8 @@ from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
 
 from alltoken_mcp import __version__
 from alltoken_mcp.client import AllTokenClient
-from alltoken_mcp.jobs import JobManager, JobRecord
+from alltoken_mcp.job_records import JobRecord
+from alltoken_mcp.jobs import JobManager
 from alltoken_mcp.settings import Settings
 from alltoken_mcp.store import Store, process_owner
 

@@ -26,7 +26,8 @@ from pydantic import BaseModel, Field
 from alltoken_mcp import files
 from alltoken_mcp.client import AllTokenClient, ModelInfo
 from alltoken_mcp.errors import AllTokenError, MissingAPIKeyError
-from alltoken_mcp.jobs import JobRecord, SubmitRejected, UnknownJobError
+from alltoken_mcp.job_records import JobRecord
+from alltoken_mcp.jobs import SubmitRejected, UnknownJobError
 from alltoken_mcp.server import AppState, app_state
 from alltoken_mcp.store import Job, JobKind, JobStatus
 from alltoken_mcp.tools.common import JSON_MIME, add_state_resource, to_json
