@@ -52,6 +52,7 @@ import httpx2
 import mcp_types as t
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
+from procs import child_pids, memory_mb
 
 from alltoken_mcp import files
 from alltoken_mcp.client import AllTokenClient
@@ -152,31 +153,9 @@ def server_env(home: str, base_url: str) -> dict[str, str]:
     return env
 
 
-def child_pids(marker: str, unless: str = "simulate") -> list[int]:
+def server_children(marker: str, unless: str = "simulate") -> list[int]:
     """Our child processes whose command line contains `marker` but not `unless`."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            command = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except OSError:
-            continue
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
-        if parent == os.getpid() and marker.encode() in command and unless.encode() not in command:
-            found.append(int(entry))
-    return found
-
-
-def memory_mb(pid: int) -> dict[str, float]:
-    """VmRSS (now) and VmHWM (peak resident set since start) in MB."""
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        name, _, value = line.partition(":")
-        if name in ("VmRSS", "VmHWM"):
-            fields[name] = int(value.split()[0]) / 1024
-    return fields
+    return child_pids(lambda cmdline: marker.encode() in cmdline and unless.encode() not in cmdline)
 
 
 @asynccontextmanager
@@ -185,7 +164,7 @@ async def stdio_server(base_url: str, home: str) -> AsyncIterator[tuple[Client, 
     params = StdioServerParameters(command=ENTRY_POINT, env=server_env(home, base_url))
     with open(os.devnull, "w") as errlog:  # noqa: ASYNC230 - opening /dev/null does not block
         async with Client(stdio_client(params, errlog=errlog), mode="legacy") as client:
-            pids = child_pids(ENTRY_POINT)
+            pids = server_children(ENTRY_POINT)
             assert len(pids) == 1, f"expected one alltoken-mcp child, found {pids}"
             yield client, pids[0]
 

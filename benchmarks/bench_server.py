@@ -40,6 +40,7 @@ import anyio.abc
 import httpx2
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
+from procs import child_pids, cpu_seconds
 
 from alltoken_mcp.client import AllTokenClient, RetryPolicy
 from alltoken_mcp.simulator import SIM_API_KEY
@@ -287,25 +288,9 @@ async def stdio_server(
 def server_pid(command: Sequence[str]) -> int:
     """Our one child process started with `command` (its CPU time is read from /proc)."""
     wanted = "\0".join(command).encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid() and wanted in cmdline:
-            found.append(int(entry))
+    found = child_pids(lambda cmdline: wanted in cmdline)
     assert len(found) == 1, f"expected one server process, found {found}"
     return found[0]
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far, all its threads."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def chat_over_stdio(client: Client) -> None:
