@@ -153,8 +153,8 @@ class B64JsonScanner:
         self._offset += len(chunk)
         if len(self._remainder) > self._max_remainder:
             raise B64ScanError(
-                f"more than {self._max_remainder // (1024 * 1024)} MiB of JSON outside the b64_json "
-                "values: not an image task answer"
+                f"more than {self._max_remainder} bytes of JSON outside the b64_json values: "
+                "not an image task answer"
             )
         pieces, self._pieces = self._pieces, []
         return pieces
