@@ -20,6 +20,7 @@ import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
 from datetime import datetime
 from typing import Any
 
@@ -464,7 +465,19 @@ class JobManager:
             await self._deliver_image(job, [])
             return
         try:
-            task = await self._client.get_image(job.upstream_id)
+            # Each image's base64 is decoded straight into its file as the answer arrives; the files
+            # are committed when the stack closes cleanly, after the recovery URLs are stored.
+            async with AsyncExitStack() as stack:
+                sink = _StreamedImages(self, job, stack)
+                task = await self._client.get_image(job.upstream_id, b64_sink=sink)
+                if task.status == "completed" and sink.writers:
+                    kept = await self._keep_sources(job, task)
+                    if kept is None:
+                        raise _LeaseLost  # someone else is delivering: discard our files
+                    job = kept
+            streamed = {i: w.saved for i, w in sink.writers.items()}
+        except _LeaseLost:
+            return
         except GoneError as exc:
             await self._finish(
                 job,
@@ -484,14 +497,33 @@ class JobManager:
             )
             return
         if task.status == "completed":
-            await self._deliver_image(job, task.data, usage=task.usage)
+            await self._deliver_image(job, task.data, usage=task.usage, streamed=streamed)
         elif task.status in ("failed", "cancelled"):
             await self._finish_upstream_terminal(job, task)
         else:
             await self._progressed(job, task)
 
+    async def _keep_sources(self, job: Job, task: ImageTask) -> Job | None:
+        sources = [
+            {"index": i, "url": d.r2_url, "mime_type": d.mime_type, "role": "image"}
+            for i, d in enumerate(task.data)
+        ]
+        return await self._store.update_job(
+            job.job_id,
+            owner=self.owner,
+            only_if_active=True,
+            sources=sources,
+            usage=task.usage,
+            status="processing",
+            upstream_status="completed",
+        )
+
     async def _deliver_image(
-        self, job: Job, data: Sequence[Any], usage: dict[str, Any] | None = None
+        self,
+        job: Job,
+        data: Sequence[Any],
+        usage: dict[str, Any] | None = None,
+        streamed: dict[int, files.SavedFile] | None = None,
     ) -> None:
         sources = job.sources or [
             {"index": i, "url": d.r2_url, "mime_type": d.mime_type, "role": "image"}
@@ -516,7 +548,9 @@ class JobManager:
         saved: list[dict[str, Any]] = []
         for index, source in enumerate(sources):
             datum = data[index] if index < len(data) else None
-            if datum is not None and datum.b64_json:
+            if streamed and index in streamed:
+                result = streamed[index]
+            elif datum is not None and datum.b64_json:
                 ext = files.extension_for(datum.mime_type, "png")
                 path = out / files.media_filename(job.prompt, job.job_id, index, ext)
                 result = await files.save_base64(path, datum.b64_json, mime_type=datum.mime_type)
@@ -731,3 +765,29 @@ def _to_epoch(value: str | int | None) -> float | None:
         return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
     except ValueError:
         return None
+
+
+class _LeaseLost(Exception):
+    """Another server took the job while our delivery was in flight."""
+
+
+class _StreamedImages:
+    """`ImageSink` for one poll: each image's file is opened (atomic_file, entered on `stack`) when its
+    first piece arrives, so polls of an unfinished task open nothing."""
+
+    def __init__(self, manager: JobManager, job: Job, stack: AsyncExitStack) -> None:
+        self._manager, self._job, self._stack = manager, job, stack
+        self.writers: dict[int, files.AtomicWriter] = {}
+
+    async def write(self, index: int, data: bytes) -> None:
+        writer = self.writers.get(index)
+        if writer is None:
+            if not self.writers:
+                await self._manager._remove_partials_for(self._job)  # a killed predecessor's
+            # The extension is a guess; atomic_file corrects it from the bytes when it commits.
+            path = self._manager._settings.output_dir / files.media_filename(
+                self._job.prompt, self._job.job_id, index, "png"
+            )
+            writer = await self._stack.enter_async_context(files.atomic_file(path, max_bytes=MAX_IMAGE_BYTES))
+            self.writers[index] = writer
+        await writer.write(data)
