@@ -1,5 +1,6 @@
 """AllToken over HTTP: the client, its retry policy, the SSE chat stream and the wire models."""
 
+from alltoken_mcp.client._b64scan import ImageSink
 from alltoken_mcp.client._client import AllTokenClient
 from alltoken_mcp.client._retry import RetryPolicy
 from alltoken_mcp.client._sse import ChatStream, SSEComment, SSEDecoder, SSEEvent, iter_sse
@@ -39,6 +40,7 @@ __all__ = [
     "FramesSpec",
     "HealthSummary",
     "ImageDatum",
+    "ImageSink",
     "ImageTask",
     "ModelInfo",
     "PresignedUpload",
