@@ -14,7 +14,6 @@ threads so a 20 MB image never stalls the event loop.
 from __future__ import annotations
 
 import base64
-import binascii
 import builtins
 import errno
 import hashlib
@@ -41,8 +40,6 @@ INPUT_DIRS_VAR = "ALLTOKEN_INPUT_DIRS"
 
 # Small writes (httpx2 hands out ~64 KiB pieces) are batched up to this size per worker-thread hop.
 WRITE_BATCH = 1024 * 1024
-# Base64 is decoded this many characters at a time (a multiple of 4, so every slice decodes alone).
-B64_CHUNK = 4 * 1024 * 1024
 READ_CHUNK = 1024 * 1024
 MAX_COLLISION_SUFFIX = 9999
 SLUG_MAX = 40
@@ -467,56 +464,6 @@ async def write_bytes(path: Path, data: bytes, *, mime_type: str | None = None) 
     """Save `data` atomically (see `atomic_file`)."""
     async with atomic_file(path, mime_type=mime_type) as writer:
         await writer.write(data)
-    return writer.saved
-
-
-_DATA_URL = re.compile(r"data:([^;,]*)(?:;[^,]*)?,", re.ASCII)
-_WHITESPACE = re.compile(r"\s")
-
-
-def _strict_b64decode(piece: str) -> bytes:
-    return base64.b64decode(piece, validate=True)
-
-
-async def save_base64(path: Path, b64: str, *, mime_type: str | None = None) -> SavedFile:
-    """Decode base64 (or a `data:` URL) straight to disk, a few MiB at a time.
-
-    The media type comes from `mime_type`, else the data URL, else the decoded bytes.
-    """
-    start = 0
-    if b64.startswith("data:"):
-        match = _DATA_URL.match(b64)
-        if match is None or ";base64," not in b64[: match.end()]:
-            raise FileProblem("The media data is a data: URL but not a base64 one; nothing was saved.")
-        mime_type = mime_type or match.group(1) or None
-        start = match.end()
-    # Scanning and decoding 27 MB of text takes tens of milliseconds: done in worker threads so the
-    # event loop (other tool calls, progress notifications) keeps running.
-    if await anyio.to_thread.run_sync(_WHITESPACE.search, b64, start) is not None:
-        b64 = "".join(b64[start:].split())  # wrapped base64 (MIME style); one extra copy, rare
-        start = 0
-    total = len(b64) - start
-    if total == 0:
-        raise FileProblem("The media data is empty (no base64 characters); nothing was saved.")
-    if total % 4 == 1:
-        raise FileProblem(
-            f"The media data is not valid base64: {total} characters cannot be a complete encoding "
-            "(truncated?); nothing was saved."
-        )
-    async with atomic_file(path, mime_type=mime_type) as writer:
-        for offset in range(start, len(b64), B64_CHUNK):
-            piece = b64[offset : offset + B64_CHUNK]
-            if offset + B64_CHUNK >= len(b64):
-                piece += "=" * (-len(piece) % 4)  # tolerate stripped padding on the last slice
-            try:
-                decoded = await anyio.to_thread.run_sync(_strict_b64decode, piece)
-            except (binascii.Error, ValueError) as exc:
-                bad = re.search(r"[^A-Za-z0-9+/=]", piece)
-                where = f" (character {offset - start + bad.start()}: {bad.group()!r})" if bad else ""
-                raise FileProblem(
-                    f"The media data is not valid base64{where}: {exc}; nothing was saved."
-                ) from None
-            await writer.write(decoded)
     return writer.saved
 
 

@@ -28,7 +28,7 @@ import anyio
 
 from alltoken_mcp import files
 from alltoken_mcp.client import AllTokenClient
-from alltoken_mcp.client.models import ImageTask, VideoTask
+from alltoken_mcp.client.models import ImageDatum, ImageTask, VideoTask
 from alltoken_mcp.errors import (
     AllTokenError,
     APIStatusError,
@@ -462,7 +462,7 @@ class JobManager:
         assert job.upstream_id is not None
         if job.sources:
             # A previous attempt got the result but could not save it: fetch from the kept URLs.
-            await self._deliver_image(job, [])
+            await self._deliver_image(job, job.sources, streamed={})
             return
         try:
             # Each image's base64 is decoded straight into its file as the answer arrives; the files
@@ -470,8 +470,17 @@ class JobManager:
             async with AsyncExitStack() as stack:
                 sink = _StreamedImages(self, job, stack)
                 task = await self._client.get_image(job.upstream_id, b64_sink=sink)
-                if task.status == "completed" and sink.writers:
-                    kept = await self._keep_sources(job, task)
+                sources = _image_sources(task.data)
+                if task.status == "completed" and any(source["url"] for source in sources):
+                    kept = await self._store.update_job(
+                        job.job_id,
+                        owner=self.owner,
+                        only_if_active=True,
+                        sources=sources,
+                        usage=task.usage,
+                        status="processing",
+                        upstream_status="completed",
+                    )
                     if kept is None:
                         raise _LeaseLost  # someone else is delivering: discard our files
                     job = kept
@@ -492,71 +501,38 @@ class JobManager:
         except ConflictError as exc:  # another request is claiming the result right now
             raise _Retry(1.0, f"AllToken is handing the result to another request: {exc}") from exc
         except NotFoundError as exc:
-            await self._finish(
-                job, "failed", error=(exc.code or "not_found", f"AllToken no longer knows this task: {exc}")
-            )
+            await self._forgotten_upstream(job, exc)
             return
         if task.status == "completed":
-            await self._deliver_image(job, task.data, usage=task.usage, streamed=streamed)
+            await self._deliver_image(job, sources, streamed, usage=task.usage)
         elif task.status in ("failed", "cancelled"):
             await self._finish_upstream_terminal(job, task)
         else:
             await self._progressed(job, task)
 
-    async def _keep_sources(self, job: Job, task: ImageTask) -> Job | None:
-        sources = [
-            {"index": i, "url": d.r2_url, "mime_type": d.mime_type, "role": "image"}
-            for i, d in enumerate(task.data)
-        ]
-        return await self._store.update_job(
-            job.job_id,
-            owner=self.owner,
-            only_if_active=True,
-            sources=sources,
-            usage=task.usage,
-            status="processing",
-            upstream_status="completed",
-        )
-
     async def _deliver_image(
         self,
         job: Job,
-        data: Sequence[Any],
+        sources: Sequence[dict[str, Any]],
+        streamed: dict[int, files.SavedFile],
         usage: dict[str, Any] | None = None,
-        streamed: dict[int, files.SavedFile] | None = None,
     ) -> None:
-        sources = job.sources or [
-            {"index": i, "url": d.r2_url, "mime_type": d.mime_type, "role": "image"}
-            for i, d in enumerate(data)
-        ]
-        if not job.sources and any(s["url"] for s in sources):
-            # Keep the fallbacks before touching the disk: if saving fails or we crash, they recover it.
-            kept = await self._store.update_job(
-                job.job_id,
-                owner=self.owner,
-                only_if_active=True,
-                sources=sources,
-                usage=usage,
-                status="processing",
-                upstream_status="completed",
+        """Complete the job with every image: streamed ones are already saved, the rest are fetched
+        from their kept URLs."""
+        if not sources:
+            await self._finish(
+                job, "failed", error=("image_missing", "AllToken reported completion without any image.")
             )
-            if kept is None:
-                return  # lost the lease: someone else is delivering
-            job = kept
-        out = self._settings.output_dir
-        await self._remove_partials_for(job)  # a killed predecessor's half-written files
+            return
+        if len(streamed) < len(sources):
+            await self._remove_partials_for(job)  # a killed predecessor's half-written files
         saved: list[dict[str, Any]] = []
         for index, source in enumerate(sources):
-            datum = data[index] if index < len(data) else None
-            if streamed and index in streamed:
+            if index in streamed:
                 result = streamed[index]
-            elif datum is not None and datum.b64_json:
-                ext = files.extension_for(datum.mime_type, "png")
-                path = out / files.media_filename(job.prompt, job.job_id, index, ext)
-                result = await files.save_base64(path, datum.b64_json, mime_type=datum.mime_type)
             elif source.get("url"):
                 ext = files.extension_for(source.get("mime_type"), "png")
-                path = out / files.media_filename(job.prompt, job.job_id, index, ext)
+                path = self._settings.output_dir / files.media_filename(job.prompt, job.job_id, index, ext)
                 try:
                     result = await files.download(
                         self._client,
@@ -589,9 +565,7 @@ class JobManager:
         try:
             task = await self._client.get_video(job.upstream_id)
         except NotFoundError as exc:
-            await self._finish(
-                job, "failed", error=(exc.code or "not_found", f"AllToken no longer knows this task: {exc}")
-            )
+            await self._forgotten_upstream(job, exc)
             return
         if job.cancel_requested and task.status == "queued":
             await self._cancel_upstream(job)
@@ -677,6 +651,11 @@ class JobManager:
             return
         await self._changed_to(job, done)
 
+    async def _forgotten_upstream(self, job: Job, exc: NotFoundError) -> None:
+        await self._finish(
+            job, "failed", error=(exc.code or "not_found", f"AllToken no longer knows this task: {exc}")
+        )
+
     async def _finish_upstream_terminal(self, job: Job, task: ImageTask | VideoTask) -> None:
         error = None
         if task.status != "cancelled" or task.error is not None:
@@ -733,6 +712,13 @@ def _file_entry(job_id: str, index: int, saved: files.SavedFile, role: str) -> d
         "sha256": saved.sha256,
         "role": role,
     }
+
+
+def _image_sources(data: Sequence[ImageDatum]) -> list[dict[str, Any]]:
+    """Where each image of a completed task can still be fetched from (None: nowhere but the b64)."""
+    return [
+        {"index": i, "url": d.r2_url, "mime_type": d.mime_type, "role": "image"} for i, d in enumerate(data)
+    ]
 
 
 def _poll_interval(task: ImageTask | VideoTask) -> float:

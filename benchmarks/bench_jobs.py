@@ -12,7 +12,7 @@ Run: .venv/bin/python benchmarks/bench_jobs.py [--only polling,memory,burst] [--
       same bound as one waiter).
 2. memory (real stdio subprocess): delivering a 20 MB image (base64 in the poll answer) keeps the
    server's peak RSS (VmHWM from /proc) under 150 MB. Then, in this process with tracemalloc, both
-   client paths: the whole body (`AllTokenClient.get_image` + `files.save_base64`) against
+   client paths: the whole body (`AllTokenClient.get_image`, decode, `files.write_bytes`) against
    `get_image(b64_sink=...)`, which decodes `b64_json` from the response body straight into
    `files.atomic_file`s (with the longest event-loop stall while it runs).
 3. burst (server in this process, `Client(build_server(settings))`, so the loop can be watched): 50
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import collections
 import functools
 import gc
@@ -370,16 +371,21 @@ async def with_loop_lag(step: Callable[[], Any]) -> tuple[float, Any]:
 PROMPT = "where do the copies go"
 
 
+async def decode_and_write(path: Path, b64: str) -> files.SavedFile:
+    return await files.write_bytes(path, base64.b64decode(b64))
+
+
 async def memory_breakdown(sim: Sim) -> None:
     """Both client paths, measured in this process on fresh 20 MB images: the whole-body read followed
-    by `files.save_base64`, and `get_image(b64_sink=...)` streaming the base64 straight into the file."""
+    and a plain decode + `files.write_bytes`, and the shipped `get_image(b64_sink=...)` streaming the base64
+    straight into the file."""
     with tempfile.TemporaryDirectory() as out:
         async with AllTokenClient(base_url=sim.base_url, api_key=SIM_API_KEY) as client:
             task_id = await completed_image(sim, client, PROMPT, "whole")
             get_peak, task = await traced_peak(lambda: client.get_image(task_id))
             b64 = task.data[0].b64_json
             path = Path(out) / "whole.png"
-            save_peak, whole = await traced_peak(functools.partial(files.save_base64, path, b64))
+            save_peak, whole = await traced_peak(functools.partial(decode_and_write, path, b64 or ""))
             del task, b64
             task_id = await completed_image(sim, client, PROMPT, "streamed")
             stream_peak, (lag_ms, saved) = await traced_peak(
@@ -388,7 +394,7 @@ async def memory_breakdown(sim: Sim) -> None:
     same = [s.sha256 for s in saved] == [whole.sha256] and saved[0].bytes == whole.bytes
     print(
         f"   in-process heap peaks (tracemalloc): whole body: client.get_image {get_peak:.0f} MB, then "
-        f"files.save_base64 {save_peak:.0f} MB more, while the task object holds the base64 string"
+        f"decode + files.write_bytes {save_peak:.0f} MB more, while the task object holds the base64 string"
     )
     print(
         f"   streamed: client.get_image(b64_sink=atomic files) {stream_peak:.1f} MB peak for "

@@ -13,7 +13,6 @@ import hashlib
 import json
 import random
 import sys
-import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -24,7 +23,6 @@ import pytest
 from alltoken_mcp import files
 from alltoken_mcp.client import AllTokenClient, RetryPolicy
 from alltoken_mcp.files import (
-    B64_CHUNK,
     WRITE_BATCH,
     DownloadError,
     FileProblem,
@@ -37,7 +35,6 @@ from alltoken_mcp.files import (
     media_filename,
     output_dir_problem,
     resolve_input_file,
-    save_base64,
     sniff_mime,
     write_bytes,
 )
@@ -267,54 +264,6 @@ async def test_max_bytes_stops_the_writer_and_nothing_is_left(tmp_path: Path) ->
 
     with pytest.raises(FileProblem, match="size limit"):
         await one_byte_too_many()
-    assert listing(tmp_path) == []
-
-
-# ---------------------------------------------------------------------------------------------- base64
-
-
-@pytest.mark.parametrize(
-    "size",
-    [
-        B64_CHUNK // 4 * 3 * 2,  # base64 exactly two slices long
-        B64_CHUNK // 4 * 3 * 2 + 1,  # a 4-character tail slice ending in "=="
-        B64_CHUNK // 4 * 3 + 2,  # a tail ending in "="
-        1,
-    ],
-)
-async def test_save_base64_roundtrips_across_chunk_boundaries(tmp_path: Path, size: int) -> None:
-    data = PNG + payload(size)[len(PNG) :] if size > len(PNG) else payload(size)
-    saved = await save_base64(tmp_path / "img.png", base64.b64encode(data).decode())
-    assert saved.path.read_bytes() == data
-    assert (saved.bytes, saved.sha256) == (len(data), sha(data))
-    assert listing(tmp_path) == ["img.png"]
-
-
-async def test_save_base64_accepts_data_urls_wrapped_lines_and_missing_padding(tmp_path: Path) -> None:
-    data = JPEG + b"!"
-    encoded = base64.b64encode(data).decode()
-    from_url = await save_base64(tmp_path / "a.jpg", f"data:image/jpeg;base64,{encoded}")
-    assert (from_url.path.read_bytes(), from_url.mime_type) == (data, "image/jpeg")
-    wrapped = await save_base64(tmp_path / "b.jpg", "\n".join(textwrap.wrap(encoded, 76)) + "\n")
-    assert wrapped.path.read_bytes() == data
-    unpadded = await save_base64(tmp_path / "c.jpg", encoded.rstrip("="))
-    assert encoded.endswith("=")
-    assert unpadded.path.read_bytes() == data
-
-
-@pytest.mark.parametrize(
-    ("text", "says"),
-    [
-        ("A" * B64_CHUNK + "AAA$AAAA", "character 4194307: '$'"),
-        ("QUJD" * 10 + "Q", "truncated"),
-        ("", "empty"),
-        ("data:image/png,rawbytes", "not a base64"),
-    ],
-)
-async def test_invalid_base64_is_refused_and_nothing_is_left(tmp_path: Path, text: str, says: str) -> None:
-    with pytest.raises(FileProblem, match=r"base64|empty") as caught:
-        await save_base64(tmp_path / "img.png", text)
-    assert says in str(caught.value)
     assert listing(tmp_path) == []
 
 
@@ -591,7 +540,6 @@ anyio.run(main)
     ("call", "arg"),
     [
         ("write_bytes", "b'\\\\x89PNG\\\\r\\\\n\\\\x1a\\\\n' + os.urandom(3 * 1024 * 1024)"),
-        ("save_base64", "'A' * (12 * 1024 * 1024)"),
     ],
 )
 async def test_hitting_the_file_size_limit_is_an_output_error_and_leaves_nothing(

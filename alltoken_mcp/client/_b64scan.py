@@ -308,8 +308,8 @@ class B64JsonScanner:
         self._padded = False
 
     def _b64_start(self, chunk: bytes, position: int) -> int:
-        """Collect the value's first bytes: `data:<type>;base64,` is skipped (as files.save_base64
-        does); anything else is base64 from the first character."""
+        """Collect the value's first bytes: a `data:<type>;base64,` prefix (some encoders send a data:
+        URL) is skipped; anything else is base64 from the first character."""
         quote = chunk.find(b'"', position)
         end = len(chunk) if quote < 0 else quote
         self._start += chunk[position:end]
