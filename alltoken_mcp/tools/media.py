@@ -14,6 +14,7 @@ import time
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Literal
 
 import anyio
@@ -27,7 +28,7 @@ from alltoken_mcp import files
 from alltoken_mcp.client import AllTokenClient, ModelInfo
 from alltoken_mcp.errors import AllTokenError, MissingAPIKeyError
 from alltoken_mcp.job_records import JobRecord
-from alltoken_mcp.jobs import SubmitRejected, UnknownJobError
+from alltoken_mcp.jobs import Progress, SubmitRejected, UnknownJobError
 from alltoken_mcp.server import AppState, app_state
 from alltoken_mcp.store import Job, JobKind, JobStatus
 from alltoken_mcp.tools.common import JSON_MIME, add_state_resource, to_json
@@ -37,6 +38,12 @@ from alltoken_mcp.tools.media_args import ArgumentProblem, FrameRef, image_body,
 MODEL_LIST_TTL_SECONDS = 600.0
 MAX_FRAME_UPLOAD_BYTES = 30 * 1024 * 1024
 FRAME_MIME_TYPES = ("image/png", "image/jpeg", "image/webp")
+
+
+class JobResult(JobRecord):
+    """A job record plus the warnings about the arguments of the call that started it."""
+
+    warnings: list[str] = Field(default_factory=list)
 
 
 class JobList(BaseModel):
@@ -92,19 +99,14 @@ def job_result(job: Job, warnings: Sequence[str] = ()) -> t.CallToolResult:
             t.ResourceLink(
                 type="resource_link",
                 uri=saved.uri,
-                name=saved.path.rsplit("/", 1)[-1],
+                name=Path(saved.path).name,
                 description=f"{saved.role} saved at {saved.path}",
                 mime_type=saved.mime_type,
                 size=saved.bytes,
             )
         )
-    structured = record.model_dump(mode="json")
-    structured["warnings"] = list(warnings)
-    return t.CallToolResult(content=content, structured_content=structured)
-
-
-class JobResult(JobRecord):
-    warnings: list[str] = Field(default_factory=list)
+    structured = JobResult(**record.model_dump(), warnings=list(warnings))
+    return t.CallToolResult(content=content, structured_content=structured.model_dump(mode="json"))
 
 
 def _job_text(record: JobRecord, warnings: Sequence[str]) -> str:
@@ -128,14 +130,14 @@ def _job_text(record: JobRecord, warnings: Sequence[str]) -> str:
 
 
 def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB"):
-        if n < 1024 or unit == "MB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return f"{n} B"  # pragma: no cover
+    if n < 1024:
+        return f"{n} B"
+    if n < 1024 * 1024:
+        return f"{n / 1024:.1f} KB"
+    return f"{n / (1024 * 1024):.1f} MB"
 
 
-def _progress(ctx: Context[AppState]):  # type: ignore[no-untyped-def]
+def _progress(ctx: Context[AppState]) -> Progress:
     async def report(elapsed: float, total: float, message: str) -> None:
         await ctx.report_progress(round(elapsed, 1), total, message)
 
@@ -167,9 +169,14 @@ async def _submit_and_wait(
     return job_result(job, warnings)
 
 
+def _is_remote(frame: str) -> bool:
+    """A URL (media_args decides which schemes are acceptable) rather than a local path."""
+    return "://" in frame or frame.startswith("data:")
+
+
 async def _upload_frame(state: AppState, raw: str, role: Literal["first_frame", "last_frame"]) -> FrameRef:
     """An https URL is passed through (media_args checks it); a local path is uploaded for its upload_id."""
-    if "://" in raw or raw.startswith("data:"):
+    if _is_remote(raw):
         return FrameRef(role=role, url=raw)
     allowed = [*state.settings.input_dirs, state.settings.output_dir]
     try:
@@ -374,9 +381,7 @@ def register(server: MCPServer[AppState]) -> None:
         # Check everything (with stand-ins for local files) before uploading or paying for anything.
         build(
             [
-                FrameRef(role=role, url=raw)
-                if "://" in raw or raw.startswith("data:")
-                else FrameRef(role=role, upload_id="-")
+                FrameRef(role=role, url=raw) if _is_remote(raw) else FrameRef(role=role, upload_id="-")
                 for role, raw in wanted
             ]
         )
