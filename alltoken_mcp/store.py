@@ -345,7 +345,8 @@ class Store:
     async def list_jobs(
         self, *, kind: str | None = None, status: str | None = None, limit: int = 20
     ) -> list[Job]:
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         if kind is not None:
             where.append("kind = ?")
             params.append(kind)
@@ -356,7 +357,7 @@ class Store:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at DESC, job_id LIMIT ?"
-        params.append(str(limit))
+        params.append(limit)
         rows = await self._run(lambda: self._db.execute(sql, params).fetchall())
         return [_job_from_row(row) for row in rows]
 
