@@ -36,6 +36,13 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--http", action="store_true", help="serve Streamable HTTP instead of stdio")
     parser.add_argument("--host", help="HTTP bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="HTTP port (default 8000)")
+    parser.add_argument(
+        "--allowed-host",
+        action="append",
+        metavar="NAME",
+        help="with --http: also accept requests for this host name (e.g. a reverse proxy's public "
+        "name); repeatable. The bind address and this machine's names are always accepted.",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="WARNING",
         help="stderr log level (default WARNING)",
     )
-    parser.set_defaults(simulate=False, http=False, host="127.0.0.1", port=8000)
+    parser.set_defaults(simulate=False, http=False, host="127.0.0.1", port=8000, allowed_host=None)
     _add_serve_options(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -117,6 +124,7 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         log_level=args.log_level,
+        allowed_hosts=args.allowed_host or [],
     )
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
+import re
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import anyio
@@ -104,14 +105,17 @@ def _allowed(names: list[str], prefix: str = "") -> list[str]:
     return [f"{prefix}{n}{suffix}" for n in names for suffix in ("", ":*")]
 
 
-def http_app(settings: Settings, host: str) -> ASGIApp:
-    """The Streamable HTTP ASGI app: DNS-rebinding protection always on, bearer token when configured."""
+def http_app(settings: Settings, host: str, allowed_hosts: Sequence[str] = ()) -> ASGIApp:
+    """The Streamable HTTP ASGI app: DNS-rebinding protection always on, bearer token when configured.
+
+    `allowed_hosts` adds names the guard accepts besides the bind address and this machine's own names
+    (a reverse proxy that passes its public Host through)."""
     from mcp.server.transport_security import TransportSecuritySettings
 
     from alltoken_mcp.server import build_server
 
     check_http_bind(settings, host)
-    names = _host_names(host)
+    names = list(dict.fromkeys([*_host_names(host), *(check_host_name(n) for n in allowed_hosts)]))
     security = TransportSecuritySettings(
         enable_dns_rebinding_protection=True,
         allowed_hosts=_allowed(names),
@@ -122,6 +126,19 @@ def http_app(settings: Settings, host: str) -> ASGIApp:
     if settings.mcp_token:
         app = BearerTokenMiddleware(app, settings.mcp_token)
     return app
+
+
+_HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]")
+
+
+def check_host_name(name: str) -> str:
+    """A bare host name or address for --allowed-host (no scheme, port or path), lowercased."""
+    if not _HOST_NAME.fullmatch(name):
+        raise SettingsError(
+            f"--allowed-host {name!r} is not a host name: give the bare name a client puts in the Host "
+            "header, e.g. mcp.example.com (no scheme, port or path)"
+        )
+    return name.lower()
 
 
 @asynccontextmanager
@@ -143,20 +160,33 @@ async def _serve_stdio(settings: Settings, simulate: bool) -> None:
         await build_server(effective).run_stdio_async()
 
 
-async def _serve_http(settings: Settings, simulate: bool, host: str, port: int, log_level: str) -> None:
+async def _serve_http(
+    settings: Settings, simulate: bool, host: str, port: int, log_level: str, allowed_hosts: Sequence[str]
+) -> None:
     import uvicorn
 
     async with _maybe_simulated(settings, simulate) as effective:
-        app = http_app(effective, host)
+        app = http_app(effective, host, allowed_hosts)
         config = uvicorn.Config(app, host=host, port=port, log_level=log_level.lower(), access_log=False)
         await uvicorn.Server(config).serve()
 
 
-def serve(settings: Settings, *, simulate: bool, http: bool, host: str, port: int, log_level: str) -> int:
+def serve(
+    settings: Settings,
+    *,
+    simulate: bool,
+    http: bool,
+    host: str,
+    port: int,
+    log_level: str,
+    allowed_hosts: Sequence[str] = (),
+) -> int:
     if http:
-        # Checked before anything starts so the refusal is the only thing the user sees.
+        # Checked before anything starts so a refusal is the only thing the user sees.
         check_http_bind(settings, host)
-        anyio.run(_serve_http, settings, simulate, host, port, log_level)
+        for name in allowed_hosts:
+            check_host_name(name)
+        anyio.run(_serve_http, settings, simulate, host, port, log_level, allowed_hosts)
     else:
         anyio.run(_serve_stdio, settings, simulate)
     return 0

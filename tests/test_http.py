@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -68,10 +68,13 @@ async def _collect(stream: ByteReceiveStream, into: list[str], ready: anyio.Even
 
 
 @asynccontextmanager
-async def http_server(env: dict[str, str], host: str = "127.0.0.1") -> AsyncIterator[str]:
+async def http_server(
+    env: dict[str, str], host: str = "127.0.0.1", extra_args: Sequence[str] = ()
+) -> AsyncIterator[str]:
     """Start `alltoken-mcp serve --http` and yield its /mcp URL once it accepts connections."""
     port = free_port()
     command = [ENTRY_POINT, "serve", "--http", "--host", host, "--port", str(port), "--log-level", "INFO"]
+    command += extra_args
     stderr: list[str] = []
     ready = anyio.Event()
     async with await anyio.open_process(command, env=env) as process, anyio.create_task_group() as tg:
@@ -180,6 +183,34 @@ async def test_a_foreign_host_header_is_refused(tmp_path: Path) -> None:
     assert foreign.status_code == 421
     assert foreign_origin.status_code == 403
     assert local.status_code == 200
+
+
+async def test_an_allowed_host_name_is_accepted_and_others_still_refused(tmp_path: Path) -> None:
+    """Behind a reverse proxy that passes its public Host through, --allowed-host names it."""
+    allow = ["--allowed-host", "MCP.Example.com"]
+    async with (
+        http_server(server_env(tmp_path), extra_args=allow) as url,
+        httpx2.AsyncClient(timeout=10) as http,
+    ):
+        proxied = await http.post(url, json=INITIALIZE, headers={**MCP_HEADERS, "Host": "mcp.example.com"})
+        from_page = await http.post(
+            url, json=INITIALIZE, headers={**MCP_HEADERS, "Origin": "https://mcp.example.com"}
+        )
+        foreign = await http.post(url, json=INITIALIZE, headers={**MCP_HEADERS, "Host": "evil.example"})
+    assert proxied.status_code == 200
+    assert from_page.status_code == 200
+    assert foreign.status_code == 421
+
+
+@pytest.mark.parametrize("name", ["https://mcp.example.com", "mcp.example.com:443", "a/b", "", "-x"])
+async def test_an_allowed_host_that_is_not_a_bare_name_is_refused(tmp_path: Path, name: str) -> None:
+    result = await anyio.run_process(
+        [ENTRY_POINT, "serve", "--http", f"--allowed-host={name}"], env=server_env(tmp_path), check=False
+    )
+    assert result.returncode == 2
+    assert b"--allowed-host" in result.stderr
+    assert b"not a host name" in result.stderr
+    assert b"Traceback" not in result.stderr
 
 
 async def test_a_network_bind_without_a_token_is_refused_before_listening(tmp_path: Path) -> None:
