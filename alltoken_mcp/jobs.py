@@ -376,14 +376,18 @@ class JobManager:
     # -- the poller ------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Advance the active jobs this process can lease, forever (cancelled on shutdown)."""
-        limiter = anyio.CapacityLimiter(MAX_PARALLEL_POLLS)
+        """Advance the active jobs this process can lease, forever (cancelled on shutdown).
+
+        Each round reads when the next job is due (a read-only query); only when one is due does it
+        take the write lock to lease jobs, so idle processes sharing the store never contend for it.
+        """
         try:
             async with anyio.create_task_group() as tg:
                 while True:
                     now = time.time()
+                    due = await self._store.next_due_at(self.owner, now=now, exclude=self._in_flight)
                     free = MAX_PARALLEL_POLLS - len(self._in_flight)
-                    if free > 0:
+                    if due is not None and due <= now and free > 0:
                         claimed = await self._store.claim_due_jobs(
                             self.owner,
                             now=now,
@@ -393,24 +397,24 @@ class JobManager:
                         )
                         for job in claimed:
                             self._in_flight.add(job.job_id)
-                            tg.start_soon(self._advance_guarded, job, limiter)
-                    due = await self._store.next_due_at(self.owner, now=time.time(), exclude=self._in_flight)
-                    delay = IDLE_RECHECK_SECONDS
-                    if due is not None and len(self._in_flight) < MAX_PARALLEL_POLLS:
-                        # (with every slot busy, a finishing job's wake-up is what we wait for)
-                        delay = min(max(due - time.time(), 0.0), IDLE_RECHECK_SECONDS)
-                    if delay > 0:
-                        with anyio.move_on_after(delay):
-                            await self._wake.wait()
+                            tg.start_soon(self._advance_guarded, job)
+                        if claimed:
+                            continue
+                    if due is None or free <= 0:
+                        # Nothing due anywhere, or every slot busy (a finishing job wakes us).
+                        delay = IDLE_RECHECK_SECONDS
+                    else:
+                        delay = min(max(due - now, MIN_POLL_SECONDS), IDLE_RECHECK_SECONDS)
+                    with anyio.move_on_after(delay):
+                        await self._wake.wait()
                     self._wake = anyio.Event()
         finally:
             with anyio.CancelScope(shield=True):
                 await self._store.release_all_leases(self.owner)
 
-    async def _advance_guarded(self, job: Job, limiter: anyio.CapacityLimiter) -> None:
+    async def _advance_guarded(self, job: Job) -> None:
         try:
-            async with limiter:
-                await self._advance(job)
+            await self._advance(job)
         except _Retry as retry:
             await self._reschedule(job, retry)
         except Exception:  # a poller must survive anything one job throws
