@@ -661,14 +661,24 @@ class JobManager:
         )
 
     async def _finish_upstream_terminal(self, job: Job, task: ImageTask | VideoTask) -> None:
+        status: JobStatus = "failed"
+        if task.status in ("cancelled", "expired"):
+            status = task.status  # type: ignore[assignment]
         error = None
-        if task.status != "cancelled" or task.error is not None:
+        if task.status == "expired" and task.error is None:
+            error = (
+                "video_expired",
+                "The render finished, but its download link expired before this server could fetch it "
+                "(no alltoken-mcp process was running in time). The file cannot be recovered; start a new "
+                "render.",
+            )
+        elif task.status != "cancelled" or task.error is not None:
             code = (task.error.code if task.error else None) or task.status
             message = (
                 task.error.message if task.error else None
             ) or f"AllToken reports the task {task.status}."
             error = (code, message)
-        await self._finish(job, task.status, error=error, upstream_status=task.status, usage=task.usage)  # type: ignore[arg-type]
+        await self._finish(job, status, error=error, upstream_status=task.status, usage=task.usage)
 
     async def _finish(
         self,

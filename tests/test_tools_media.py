@@ -497,3 +497,21 @@ async def test_a_cancel_during_the_submit_is_sent_once_the_task_exists(
         final = data(await client.call_tool("job_status", {"job_id": started["job_id"]}))
     assert final["status"] == "cancelled"
     assert sim.state.videos[final["upstream_id"]].cancelled_at is not None
+
+
+@pytest.mark.parametrize("sim_config", [SLOW])
+async def test_a_video_whose_link_expired_while_no_server_ran_says_so(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
+    settings = settings_for(tmp_path, sim.base_url)
+    async with connect(settings) as client:
+        job = data(await client.call_tool("alltoken_video", {"prompt": "x", "resolution": "480p"}))
+    # The host is closed for longer than AllToken keeps the finished video's link.
+    task = sim.state.videos[job["upstream_id"]]
+    sim.state.advance_to(task.timeline.finished + sim.state.config.video_url_ttl_s + 1)
+    async with connect(settings) as client:
+        expired = data(await client.call_tool("job_status", {"job_id": job["job_id"], "wait_seconds": 10}))
+    assert expired["status"] == "expired"
+    assert expired["error"]["code"] == "video_expired"
+    assert "start a new render" in expired["error"]["message"]
+    assert expired["files"] == []
