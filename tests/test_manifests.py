@@ -21,13 +21,17 @@ from typing import Any
 
 import anyio
 import pytest
-import tomllib  # the suite runs on 3.11+ (CI too); the package itself supports 3.10
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 from alltoken_mcp import __version__
 from alltoken_mcp.settings import DEFAULT_MAX_WAIT_SECONDS, load_settings
 from alltoken_mcp.simulator import SIM_API_KEY
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the `test` extra installs tomli, the same parser, on 3.10
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFESTS = ROOT / "manifests"
