@@ -26,7 +26,7 @@ from alltoken_mcp.settings import API_KEY_VAR, Settings, SettingsError, default_
 
 MIN_PYTHON = (3, 10)
 # The lower bounds pyproject.toml declares; an older copy on the path is the usual cause of odd failures.
-REQUIRED_PACKAGES = {"mcp": (2, 3), "httpx2": (2, 16), "pydantic": (2, 7)}
+REQUIRED_PACKAGES = {"mcp": (2, 3), "httpx2": (2, 10), "pydantic": (2, 7)}
 NETWORK_TIMEOUT_SECONDS = 10.0
 DATABASE_NAME = "state.sqlite3"
 """Only used when the settings cannot be loaded; otherwise `Settings.database_path` decides."""
