@@ -68,6 +68,13 @@ def decode_piece(piece: B64Piece) -> bytes:
     try:
         return base64.b64decode(piece.text, validate=True)
     except (binascii.Error, ValueError) as exc:
+        # Name the problem ourselves where we can: binascii's wording differs between Python versions.
+        inner_padding = piece.text.rstrip(b"=").find(b"=")
+        if inner_padding >= 0:
+            raise B64ScanError(
+                f"data[{piece.index}].b64_json has characters after its '=' padding "
+                f"(character {piece.offset + inner_padding})"
+            ) from None
         bad = _NOT_BASE64.search(piece.text)
         where = (
             f" at character {piece.offset + bad.start()} ({chr(piece.text[bad.start()])!r})"
