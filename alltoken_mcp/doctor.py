@@ -252,7 +252,7 @@ def safe_printer(stream: TextIO) -> Callable[[str], None]:
             text = text.encode(encoding, errors="replace").decode(encoding)
         except LookupError:
             pass
-        print(text, file=stream, flush=True)
+        print(text, file=stream, flush=True)  # stdout-ok: doctor and demo are CLI commands, not the server
 
     return write
 
