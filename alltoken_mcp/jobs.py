@@ -22,6 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -57,8 +58,10 @@ from alltoken_mcp.store import (
 logger = logging.getLogger(__name__)
 
 LEASE_SECONDS = 60.0
-"""How long a poll lease lasts; renewed at every step. A dead process's lease is taken over at once
-when its pid can be checked (same host), otherwise when it expires."""
+"""How long a poll lease lasts; it is taken for one step (a poll and any delivery) and released after.
+A dead process's lease is taken over at once when its pid can be checked (same host), otherwise when
+it expires. A step that outlives it (a very slow download) may be repeated by another process; the
+owner-guarded final update keeps exactly one result."""
 IDLE_RECHECK_SECONDS = 2.0
 """With no job due, the poller re-reads the store this often (no upstream request) to notice jobs
 created by other processes or leases freed by dead ones."""
@@ -183,8 +186,6 @@ class JobManager:
         self._in_flight.add(job.job_id)
         try:
             job = await self._send_create(job)
-        except SubmitRejected:
-            raise
         except _Retry as retry:
             job = await self._reschedule(job, retry)
         finally:
@@ -226,7 +227,7 @@ class JobManager:
             submit_state="accepted",
             upstream_id=upstream_id,
             upstream_status=upstream_status,
-            status=status if job.status in ("queued", "processing") else job.status,
+            status=status if job.active else job.status,
             next_poll_at=time.time() + DEFAULT_POLL_SECONDS / 4,
             poll_failures=0,
             note=note,
@@ -472,7 +473,9 @@ class JobManager:
             # Each image's base64 is decoded straight into its file as the answer arrives; the files
             # are committed when the stack closes cleanly, after the recovery URLs are stored.
             async with AsyncExitStack() as stack:
-                sink = _StreamedImages(self, job, stack)
+                sink = _StreamedImages(
+                    job, stack, self._settings.output_dir, lambda: self._remove_partials_for(job)
+                )
                 task = await self._client.get_image(job.upstream_id, b64_sink=sink)
                 sources = _image_sources(task.data)
                 if task.status == "completed" and any(source["url"] for source in sources):
@@ -718,14 +721,15 @@ class JobManager:
 
 
 def _file_entry(job_id: str, index: int, saved: files.SavedFile, role: str) -> dict[str, Any]:
-    return {
-        "path": str(saved.path),
-        "uri": media_uri(job_id, index),
-        "mime_type": saved.mime_type,
-        "bytes": saved.bytes,
-        "sha256": saved.sha256,
-        "role": role,
-    }
+    """The stored form of a saved file: the public `MediaFile` record, as JSON."""
+    return MediaFile(
+        path=str(saved.path),
+        uri=media_uri(job_id, index),
+        mime_type=saved.mime_type,
+        bytes=saved.bytes,
+        sha256=saved.sha256,
+        role=role,
+    ).model_dump()
 
 
 def _image_sources(data: Sequence[ImageDatum]) -> list[dict[str, Any]]:
@@ -773,21 +777,27 @@ class _LeaseLost(Exception):
 
 class _StreamedImages:
     """`ImageSink` for one poll: each image's file is opened (atomic_file, entered on `stack`) when its
-    first piece arrives, so polls of an unfinished task open nothing."""
+    first piece arrives, so polls of an unfinished task open nothing. `before_first_file` runs once,
+    before the first file is opened (the manager clears a killed predecessor's leftovers there)."""
 
-    def __init__(self, manager: JobManager, job: Job, stack: AsyncExitStack) -> None:
-        self._manager, self._job, self._stack = manager, job, stack
+    def __init__(
+        self,
+        job: Job,
+        stack: AsyncExitStack,
+        output_dir: Path,
+        before_first_file: Callable[[], Awaitable[None]],
+    ) -> None:
+        self._job, self._stack, self._output_dir = job, stack, output_dir
+        self._before_first_file = before_first_file
         self.writers: dict[int, files.AtomicWriter] = {}
 
     async def write(self, index: int, data: bytes) -> None:
         writer = self.writers.get(index)
         if writer is None:
             if not self.writers:
-                await self._manager._remove_partials_for(self._job)  # a killed predecessor's
+                await self._before_first_file()
             # The extension is a guess; atomic_file corrects it from the bytes when it commits.
-            path = self._manager._settings.output_dir / files.media_filename(
-                self._job.prompt, self._job.job_id, index, "png"
-            )
+            path = self._output_dir / files.media_filename(self._job.prompt, self._job.job_id, index, "png")
             writer = await self._stack.enter_async_context(files.atomic_file(path, max_bytes=MAX_IMAGE_BYTES))
             self.writers[index] = writer
         await writer.write(data)

@@ -207,13 +207,6 @@ def _wait_default(state: AppState, wait_seconds: float | None) -> float:
     return limit if wait_seconds is None else min(wait_seconds, limit)
 
 
-async def _job(state: AppState, job_id: str) -> Job:
-    try:
-        return await state.jobs.get(job_id)
-    except UnknownJobError as exc:
-        raise ToolError(str(exc)) from exc
-
-
 # ------------------------------------------------------------------------------- descriptions
 
 IMAGE_DESCRIPTION = """\
@@ -406,10 +399,11 @@ def register(server: MCPServer[AppState]) -> None:
         ],
         wait_seconds: Annotated[float, WAIT_FIELD] = 0,
     ) -> Annotated[t.CallToolResult, JobResult]:
-        state = app_state(ctx)
-        job = await _job(state, job_id)
-        if wait_seconds > 0 and job.active:
-            job = await state.jobs.wait(job.job_id, wait_seconds, _progress(ctx))
+        try:
+            # wait() returns the job as it is when there is nothing to wait for.
+            job = await app_state(ctx).jobs.wait(job_id, wait_seconds, _progress(ctx))
+        except UnknownJobError as exc:
+            raise ToolError(str(exc)) from exc
         return job_result(job)
 
     @server.tool(
@@ -430,10 +424,10 @@ def register(server: MCPServer[AppState]) -> None:
         ctx: Context[AppState],
         job_id: Annotated[str, Field(max_length=100, description="the job to cancel")],
     ) -> Annotated[t.CallToolResult, JobResult]:
-        state = app_state(ctx)
-        job = await _job(state, job_id)
         try:
-            job = await state.jobs.cancel(job.job_id)
+            job = await app_state(ctx).jobs.cancel(job_id)
+        except UnknownJobError as exc:
+            raise ToolError(str(exc)) from exc
         except AllTokenError as exc:
             raise tool_error(exc) from exc
         return job_result(job)
