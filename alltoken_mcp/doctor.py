@@ -185,7 +185,7 @@ def _read_only(path: Path) -> Iterator[sqlite3.Connection]:
 
 def check_database(path: Path) -> list[Check]:
     """Integrity and schema version, then how many jobs are still in flight."""
-    from alltoken_mcp.store import ACTIVE_STATUSES, SCHEMA_VERSION
+    from alltoken_mcp.store import ACTIVE_CONDITION, ACTIVE_STATUSES, SCHEMA_VERSION
 
     if not path.exists():
         return [
@@ -202,8 +202,7 @@ def check_database(path: Path) -> list[Check]:
             ).fetchone()
             pending = 0
             if has_jobs:
-                marks = ", ".join("?" for _ in ACTIVE_STATUSES)
-                query = f"SELECT count(*) FROM jobs WHERE status IN ({marks})"
+                query = f"SELECT count(*) FROM jobs WHERE {ACTIVE_CONDITION}"
                 pending = db.execute(query, ACTIVE_STATUSES).fetchone()[0]
     except sqlite3.Error as exc:
         return [Check(False, "database", f"{path} cannot be read: {exc}", move_aside)]

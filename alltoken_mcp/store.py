@@ -37,6 +37,8 @@ stored; accepted: `upstream_id` is known; rejected: AllToken refused it (nothing
 
 ACTIVE_STATUSES: tuple[JobStatus, ...] = ("queued", "processing")
 TERMINAL_STATUSES: tuple[JobStatus, ...] = ("completed", "failed", "cancelled", "expired")
+ACTIVE_CONDITION = f"status IN ({', '.join('?' for _ in ACTIVE_STATUSES)})"
+"""SQL condition for an active job; bind ACTIVE_STATUSES to it (also used by `doctor`)."""
 
 JOB_ID_RE = re.compile(r"job_[0-9a-f]{16}")
 CONVERSATION_ID_RE = re.compile(r"conv_[0-9a-f]{16}")
@@ -281,12 +283,6 @@ class Store:
         self._db.execute("COMMIT")
         return result
 
-    async def schema_version(self) -> int:
-        return await self._run(lambda: int(self._db.execute("PRAGMA user_version").fetchone()[0]))
-
-    async def integrity_check(self) -> str:
-        return await self._run(lambda: str(self._db.execute("PRAGMA integrity_check").fetchone()[0]))
-
     # -- jobs ------------------------------------------------------------------------------------
 
     async def insert_job(self, job: Job) -> None:
@@ -333,7 +329,7 @@ class Store:
                 where += " AND lease_owner = ?"
                 params.append(owner)
             if only_if_active:
-                where += f" AND status IN ({', '.join('?' for _ in ACTIVE_STATUSES)})"
+                where += f" AND {ACTIVE_CONDITION}"
                 params.extend(ACTIVE_STATUSES)
             cursor = db.execute(f"UPDATE jobs SET {assignments} WHERE {where}", params)
             if cursor.rowcount == 0:
@@ -361,11 +357,6 @@ class Store:
         rows = await self._run(lambda: self._db.execute(sql, params).fetchall())
         return [_job_from_row(row) for row in rows]
 
-    async def count_active_jobs(self) -> int:
-        marks = ", ".join("?" for _ in ACTIVE_STATUSES)
-        sql = f"SELECT count(*) FROM jobs WHERE status IN ({marks})"
-        return await self._run(lambda: int(self._db.execute(sql, ACTIVE_STATUSES).fetchone()[0]))
-
     async def claim_due_jobs(
         self,
         owner: str,
@@ -383,8 +374,7 @@ class Store:
 
         def claim(db: sqlite3.Connection) -> list[Job]:
             rows = db.execute(
-                f"SELECT * FROM jobs WHERE status IN ({', '.join('?' for _ in ACTIVE_STATUSES)}) "
-                "AND next_poll_at <= ? ORDER BY next_poll_at",
+                f"SELECT * FROM jobs WHERE {ACTIVE_CONDITION} AND next_poll_at <= ? ORDER BY next_poll_at",
                 (*ACTIVE_STATUSES, now),
             ).fetchall()
             claimed: list[Job] = []
@@ -413,11 +403,10 @@ class Store:
     ) -> float | None:
         """When the earliest job this process could poll is due (a lease held elsewhere counts from
         its expiry); None when no job is active anywhere. `exclude` as in `claim_due_jobs`."""
-        marks = ", ".join("?" for _ in ACTIVE_STATUSES)
         rows = await self._run(
             lambda: self._db.execute(
                 "SELECT job_id, next_poll_at, lease_owner, lease_expires_at FROM jobs "
-                f"WHERE status IN ({marks})",
+                f"WHERE {ACTIVE_CONDITION}",
                 ACTIVE_STATUSES,
             ).fetchall()
         )
@@ -452,17 +441,6 @@ class Store:
 
     # -- conversations ---------------------------------------------------------------------------
 
-    async def create_conversation(self, *, system: str | None, model: str | None) -> str:
-        conversation_id = f"conv_{secrets.token_hex(8)}"
-        now = time.time()
-        await self._run(
-            self._db.execute,
-            "INSERT INTO conversations (conversation_id, system, model, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (conversation_id, system, model, now, now),
-        )
-        return conversation_id
-
     async def get_conversation(self, conversation_id: str) -> Conversation | None:
         if not is_conversation_id(conversation_id):
             return None
@@ -487,9 +465,6 @@ class Store:
             )
 
         return await self._run(read)
-
-    async def append_messages(self, conversation_id: str, messages: Sequence[dict[str, str]]) -> None:
-        await self._run(self._transaction, lambda db: _append(db, conversation_id, messages))
 
     async def save_turn(
         self,
@@ -523,13 +498,6 @@ class Store:
             return new_id
 
         return await self._run(self._transaction, save)
-
-    async def set_system(self, conversation_id: str, system: str | None) -> None:
-        await self._run(
-            self._db.execute,
-            "UPDATE conversations SET system = ?, updated_at = ? WHERE conversation_id = ?",
-            (system, time.time(), conversation_id),
-        )
 
     # -- cache -----------------------------------------------------------------------------------
 
