@@ -3,6 +3,8 @@
     AllTokenError
     ├── MissingAPIKeyError          no key configured (names ALLTOKEN_API_KEY)
     ├── TransportError              connection failed / timed out after the retries
+    │   └── ResponseTooLargeError       a 2xx body far larger than its kind allows (not read further)
+    ├── IdempotencyWindowClosedError    a create was not resent: AllToken forgot its key
     ├── StreamError                 an SSE stream ended early or carried malformed data
     └── APIStatusError              a non-2xx answer; carries status, code, type, param,
         │                           message, request_id, task_id, retry_after
@@ -34,7 +36,13 @@ from alltoken_mcp.settings import API_KEY_VAR
 
 
 class AllTokenError(Exception):
-    """Base of every error this package raises about AllToken."""
+    """Base of every error this package raises about AllToken.
+
+    `request_reached` says whether the failed request may have reached AllToken: False only when every
+    attempt provably did not (a refused connection, a 408 or 429). Job creation relies on it.
+    """
+
+    request_reached: bool = True
 
 
 class MissingAPIKeyError(AllTokenError):
@@ -49,6 +57,14 @@ class MissingAPIKeyError(AllTokenError):
 
 class TransportError(AllTokenError):
     """The request never got an HTTP answer (connection refused, reset, timed out)."""
+
+
+class ResponseTooLargeError(TransportError):
+    """A success body far larger than its kind allows; reading stopped at the cap."""
+
+
+class IdempotencyWindowClosedError(AllTokenError):
+    """A create was not (re)sent because AllToken no longer remembers its Idempotency-Key."""
 
 
 class StreamError(AllTokenError):

@@ -27,8 +27,8 @@ from typing import Any
 
 import anyio
 
-from alltoken_mcp import files
-from alltoken_mcp.client import AllTokenClient
+from alltoken_mcp import budget, files
+from alltoken_mcp.client import DEFAULT_TIMEOUT, AllTokenClient
 from alltoken_mcp.client.models import ImageDatum, ImageTask, VideoTask
 from alltoken_mcp.errors import (
     AllTokenError,
@@ -37,6 +37,7 @@ from alltoken_mcp.errors import (
     ConflictError,
     DuplicateRequestError,
     GoneError,
+    IdempotencyWindowClosedError,
     InsufficientBalanceError,
     MissingAPIKeyError,
     NotFoundError,
@@ -76,8 +77,8 @@ PROGRESS_EVERY_SECONDS = 1.0
 MAX_IMAGE_BYTES = 200 * 1024 * 1024
 MAX_VIDEO_BYTES = 2 * 1024 * 1024 * 1024
 MAX_FRAME_BYTES = 50 * 1024 * 1024
-RECONCILE_WINDOW_SECONDS = (-10.0, 180.0)
-"""A listed video created within this window around our first submit attempt may be ours."""
+CLOCK_SKEW_SECONDS = 10.0
+"""How far this machine's clock may be from AllToken's when matching a listed task's creation time."""
 
 
 class UnknownJobError(LookupError):
@@ -185,7 +186,7 @@ class JobManager:
         await self._store.insert_job(job)  # on disk (fsync) before a paid request can leave
         self._in_flight.add(job.job_id)
         try:
-            job = await self._send_create(job)
+            job = await self._send_create(job, first_send=True)
         except _Retry as retry:
             job = await self._reschedule(job, retry)
         finally:
@@ -194,25 +195,43 @@ class JobManager:
             self._wake.set()
         return job
 
-    async def _send_create(self, job: Job) -> Job:
+    async def _send_create(self, job: Job, *, first_send: bool) -> Job:
+        """Send (or resend) the create request with the job's key, never after the key is forgotten.
+
+        `first_send`: no earlier attempt of this job may have reached AllToken, so `submitted_at` was set
+        for this one; if it provably did not reach AllToken either, the window has not started and the
+        job may be sent again at any time.
+        """
+        assert job.submitted_at is not None
+        send_before = job.submitted_at + IDEMPOTENCY_TRUST_SECONDS
         try:
             if job.kind == "image":
                 task: ImageTask | VideoTask = await self._client.create_image(
-                    job.request, idempotency_key=job.idempotency_key
+                    job.request, idempotency_key=job.idempotency_key, send_before=send_before
                 )
             else:
-                task = await self._client.create_video(job.request, idempotency_key=job.idempotency_key)
+                task = await self._client.create_video(
+                    job.request, idempotency_key=job.idempotency_key, send_before=send_before
+                )
         except DuplicateRequestError as exc:
             if not exc.task_id:
                 raise _Retry(
                     DEFAULT_POLL_SECONDS, "AllToken reported a duplicate without its task id"
                 ) from exc
             return await self._accept(job, exc.task_id, "queued", note="adopted the original task (same key)")
+        except IdempotencyWindowClosedError:
+            return await self._past_window(job)
         except (TransportError, ServerError, RateLimitError) as exc:
             # Unknown outcome: the request may have reached AllToken. Resend with the same key soon.
-            raise _Retry(
-                _backoff(job.poll_failures, exc), f"submit outcome unknown, will retry: {exc}"
-            ) from exc
+            if first_send and not exc.request_reached:
+                # Nothing reached AllToken: no key is remembered, no window is running.
+                await self._store.update_job(job.job_id, submitted_at=None)
+            delay = _backoff(job.poll_failures, exc)
+            if isinstance(exc, RateLimitError):
+                note = f"AllToken is rate-limiting this key; the submit is retried in {delay:.0f} s: {exc}"
+            else:
+                note = f"submit outcome unknown, will retry: {exc}"
+            raise _Retry(delay, note) from exc
         except (MissingAPIKeyError, APIStatusError) as exc:
             failed = await self._finish(
                 job, "failed", error=(_error_code(exc), str(exc)), submit_state="rejected"
@@ -240,57 +259,70 @@ class JobManager:
 
     async def _resubmit(self, job: Job) -> Job:
         """A create whose outcome is unknown (crash, lost connection): resend or reconcile."""
-        age = time.time() - (job.submitted_at or 0.0)
-        if job.submitted_at is None or age < IDEMPOTENCY_TRUST_SECONDS:
-            try:
-                return await self._send_create(job)
-            except SubmitRejected as rejected:
-                return await self.get(rejected.record.job_id)
-        if job.kind == "video":
-            adopted = await self._reconcile_video(job)
-            if adopted is not None:
-                return adopted
+        if job.submitted_at is not None and time.time() - job.submitted_at >= IDEMPOTENCY_TRUST_SECONDS:
+            return await self._past_window(job)
+        first_send = job.submitted_at is None
+        if first_send:
+            stamped = await self._store.update_job(job.job_id, submitted_at=time.time())
+            assert stamped is not None
+            job = stamped
+        try:
+            return await self._send_create(job, first_send=first_send)
+        except SubmitRejected as rejected:
+            return await self.get(rejected.record.job_id)
+
+    async def _past_window(self, job: Job) -> Job:
+        """The create may have reached AllToken and its key is forgotten: adopt the one task that can
+        only be ours, or say the truth. Never send it again."""
+        candidates = await self._reconcile_candidates(job) if job.kind == "video" else None
+        if candidates is not None and len(candidates) == 1:
+            task = candidates[0]
+            return await self._accept(job, task.id, task.status, note="recovered from AllToken's video list")
+        if candidates is None:
+            found = "AllToken offers no way to look up an image task without its id. "
+        elif candidates:
+            found = (
+                f"{len(candidates)} videos in AllToken's task list match it equally well "
+                f"({', '.join(t.id for t in candidates[:5])}), so none was adopted. "
+            )
+        else:
+            found = "No matching video was found in AllToken's task list. "
         return await self._finish(
             job,
             "failed",
             error=(
                 "submit_unconfirmed",
-                "The create request may have reached AllToken, but no answer was received and the "
-                "idempotency window (about 60 s) has passed, so it was not sent again to avoid paying twice. "
-                + (
-                    "No matching video was found in AllToken's task list. "
-                    if job.kind == "video"
-                    else "AllToken offers no way to look up an image task without its id. "
-                )
+                "The create request may have reached AllToken and may have been charged, but no answer was "
+                "received and AllToken's idempotency window (about 60 s) has passed, so it was not sent "
+                "again: no second task was created. "
+                + found
                 + "Check your AllToken usage page; submit a new job if nothing was charged.",
             ),
         )
 
-    async def _reconcile_video(self, job: Job) -> Job | None:
+    async def _reconcile_candidates(self, job: Job) -> list[VideoTask]:
+        """The listed videos that could be this job's: same model and parameters, created inside the
+        time our attempts could have been processed, and not already another job's."""
         listing = await self._client.list_videos(limit=100)
-        low, high = RECONCILE_WINDOW_SECONDS
-        submitted = job.submitted_at or job.created_at
+        assert job.submitted_at is not None
+        low = job.submitted_at - CLOCK_SKEW_SECONDS
+        high = job.submitted_at + IDEMPOTENCY_TRUST_SECONDS + DEFAULT_TIMEOUT + CLOCK_SKEW_SECONDS
         candidates = []
         for task in listing.items:
             created = _to_epoch(task.created_at)
-            if task.model != job.model or created is None:
-                continue
-            if not low <= created - submitted <= high:
+            if created is None or not low <= created <= high or not _same_request(job.request, task):
                 continue
             if await self._store.find_job_by_upstream(task.id) is not None:
                 continue  # another job already owns it
-            candidates.append((abs(created - submitted), task))
-        if not candidates:
-            return None
-        _, task = min(candidates, key=lambda pair: pair[0])
-        return await self._accept(job, task.id, task.status, note="recovered from AllToken's video list")
+            candidates.append(task)
+        return candidates
 
     # -- waiting ---------------------------------------------------------------------------------
 
     async def wait(self, job_id: str, seconds: float, progress: Progress | None = None) -> Job:
         """Wait up to `seconds` (capped by ALLTOKEN_MAX_WAIT_SECONDS) for the job to finish."""
         job = await self.get(job_id)
-        total = max(0.0, min(seconds, self._settings.max_wait_seconds))
+        total = max(0.0, min(seconds, self._settings.max_wait_seconds, budget.remaining()))
         if total <= 0 or not job.active:
             return job
         self._wake.set()  # make sure the poller looks at it now
@@ -758,6 +790,46 @@ def _error_code(exc: AllTokenError) -> str:
     if isinstance(exc, MissingAPIKeyError):
         return "missing_api_key"
     return "error"
+
+
+_ECHOED_PARAMETERS = (
+    "prompt",
+    "duration",
+    "resolution",
+    "ratio",
+    "frames",
+    "seed",
+    "generate_audio",
+    "input_has_video",
+    "draft",
+    "service_tier",
+    "execution_expires_after",
+    "safety_identifier",
+)
+"""Request fields a listed video task echoes back; `prompt` only if AllToken ever lists it."""
+
+
+def _input_type(request: dict[str, Any]) -> str:
+    roles = {item.get("role") for item in request.get("content") or () if isinstance(item, dict)}
+    if "first_frame" in roles:
+        return "image_first_last_frame" if "last_frame" in roles else "image_first_frame"
+    return "text" if not roles else "multimodal"
+
+
+def _same_request(request: dict[str, Any], task: VideoTask) -> bool:
+    """Whether a listed task carries everything our create request asked for (where it says)."""
+    if task.model != request.get("model"):
+        return False
+    listed = task.model_dump()
+    for name in _ECHOED_PARAMETERS:
+        wanted, echoed = request.get(name), listed.get(name)
+        if wanted is None or echoed is None:
+            continue
+        if name == "duration" and isinstance(wanted, int) and wanted <= 0:
+            continue  # "auto" or the default: the task shows what was chosen
+        if wanted != echoed:
+            return False
+    return task.input_type is None or _input_type(request) in (task.input_type, "multimodal")
 
 
 def _to_epoch(value: str | int | None) -> float | None:

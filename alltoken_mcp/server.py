@@ -149,6 +149,9 @@ def build_server(settings: Settings) -> MCPServer[AppState]:
     _install_legacy_subscriptions(server, notifier)
 
     from alltoken_mcp.tools import catalog, chat, media
+    from alltoken_mcp.tools.deadline import CallDeadline
+
+    server.middleware.append(CallDeadline(settings.max_wait_seconds))
 
     chat.register(server)
     catalog.register(server)

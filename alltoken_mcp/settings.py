@@ -83,8 +83,12 @@ def _parse_wait(value: str, name: str) -> float:
         seconds = float(value)
     except ValueError:
         raise SettingsError(f"{name}={value!r} is not a number of seconds") from None
-    if not (0 <= seconds <= MAX_ALLOWED_WAIT_SECONDS) or seconds != seconds:
-        raise SettingsError(f"{name}={value!r} must be between 0 and {MAX_ALLOWED_WAIT_SECONDS:g} seconds")
+    if not (0 < seconds <= MAX_ALLOWED_WAIT_SECONDS) or seconds != seconds:
+        # Not 0 ("no deadline"): every call needs a finite budget, hosts abandon calls that hang.
+        raise SettingsError(
+            f"{name}={value!r} must be more than 0 and at most {MAX_ALLOWED_WAIT_SECONDS:g} seconds: it is "
+            "the longest any tool call may take (media tools return a job at once with wait_seconds=0)"
+        )
     return seconds
 
 

@@ -1,7 +1,7 @@
 """AllToken over HTTP: the client, its retry policy, the SSE chat stream and the wire models."""
 
 from alltoken_mcp.client._b64scan import ImageSink
-from alltoken_mcp.client._client import AllTokenClient
+from alltoken_mcp.client._client import DEFAULT_TIMEOUT, AllTokenClient
 from alltoken_mcp.client._retry import RetryPolicy
 from alltoken_mcp.client._sse import ChatStream, SSEComment, SSEDecoder, SSEEvent, iter_sse
 from alltoken_mcp.client.models import (
@@ -29,6 +29,7 @@ from alltoken_mcp.client.models import (
 )
 
 __all__ = [
+    "DEFAULT_TIMEOUT",
     "AllTokenClient",
     "CatalogModel",
     "ChatEvent",

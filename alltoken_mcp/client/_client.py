@@ -10,8 +10,9 @@ one envelope mapping; transport failures become `TransportError` naming the meth
 
 from __future__ import annotations
 
-import json
+import json as json_module
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,9 +24,14 @@ import anyio
 import httpx2
 from pydantic import ValidationError
 
-from alltoken_mcp import __version__
+from alltoken_mcp import __version__, budget
 from alltoken_mcp.client._b64scan import B64JsonScanner, B64Piece, B64ScanError, ImageSink, decode_piece
-from alltoken_mcp.client._retry import RetryPolicy, is_retryable_exception, is_retryable_status
+from alltoken_mcp.client._retry import (
+    ALWAYS_RETRYABLE_STATUSES,
+    RetryPolicy,
+    is_retryable_exception,
+    is_retryable_status,
+)
 from alltoken_mcp.client._sse import ChatStream, chat_result_from_completion, snippet
 from alltoken_mcp.client.models import (
     CatalogModel,
@@ -39,7 +45,15 @@ from alltoken_mcp.client.models import (
     VideoTask,
     unwrap_data,
 )
-from alltoken_mcp.errors import MissingAPIKeyError, StreamError, TransportError, error_from_response
+from alltoken_mcp.errors import (
+    AllTokenError,
+    IdempotencyWindowClosedError,
+    MissingAPIKeyError,
+    ResponseTooLargeError,
+    StreamError,
+    TransportError,
+    error_from_response,
+)
 
 logger = logging.getLogger("alltoken_mcp.client")
 
@@ -48,9 +62,23 @@ TaskT = TypeVar("TaskT", ImageTask, VideoTask)
 USER_AGENT = f"alltoken-mcp/{__version__}"
 # ~64 concurrent chat streams plus polls and downloads; idle connections beyond that are closed.
 DEFAULT_LIMITS = httpx2.Limits(max_connections=128, max_keepalive_connections=64, keepalive_expiry=30.0)
-# Error bodies are small envelopes; a proxy's HTML page is cut here before it is read into memory.
-MAX_ERROR_BODY = 64 * 1024
 UPLOAD_CHUNK = 256 * 1024
+DEFAULT_TIMEOUT = 60.0
+"""The longest one attempt of a request may take (headers, and the body unless it is streamed)."""
+CONNECT_TIMEOUT = 15.0
+
+# How much of a body is read, by what it should be: each cap is far above anything AllToken sends and
+# far below what would hurt the process. A bigger 2xx body is refused (`ResponseTooLargeError`); an
+# error body is cut (a proxy's HTML page still gets quoted).
+MAX_ERROR_BODY = 64 * 1024
+MAX_SMALL_BODY = 1024 * 1024
+"""One task, a presign answer, a health summary: a few KiB each."""
+MAX_LIST_BODY = 16 * 1024 * 1024
+"""A model listing, the public catalog, the route-health table, the video task list."""
+MAX_CHAT_BODY = 16 * 1024 * 1024
+"""A non-streamed chat completion (or a JSON answer to a streamed request)."""
+MAX_IMAGE_BODY = 96 * 1024 * 1024
+"""A whole image task with base64 data, when it is not streamed into files (`get_image` without a sink)."""
 
 
 def _where(url: httpx2.URL) -> str:
@@ -69,20 +97,55 @@ def _task_path(kind: str, task_id: str) -> str:
     return quote(task_id.strip(), safe="")
 
 
-async def _read_capped(response: httpx2.Response, limit: int = MAX_ERROR_BODY) -> bytes:
+async def _read_capped(response: httpx2.Response, limit: int, *, refuse_over: bool = False) -> bytes:
+    """At most `limit` bytes of the body. With `refuse_over`, a longer body raises instead of being cut."""
     parts: list[bytes] = []
     size = 0
     async for chunk in response.aiter_bytes():
         parts.append(chunk)
         size += len(chunk)
-        if size >= limit:
+        if size > limit:
+            if refuse_over:
+                raise ResponseTooLargeError(
+                    f"AllToken {response.request.method} {_where(response.request.url)} answered with more "
+                    f"than {limit // 1024} KiB, far more than such an answer holds; it was not read further."
+                )
             break
     return b"".join(parts)[:limit]
+
+
+def _never_arrived(exc: httpx2.TransportError) -> bool:
+    """A failure that proves the request never reached the server (nothing was sent)."""
+    return isinstance(exc, (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout))
+
+
+def _fits(delay: float, send_before: float | None) -> bool:
+    """Whether a retry after `delay` s still ends inside the call's budget and the send window."""
+    if delay >= budget.remaining():
+        return False
+    return send_before is None or time.time() + delay < send_before
+
+
+ErrorT = TypeVar("ErrorT", bound=AllTokenError)
+
+
+def _marked(exc: ErrorT, reached: bool) -> ErrorT:
+    exc.request_reached = reached
+    return exc
+
+
+def _window_message(method: str, url: httpx2.URL) -> str:
+    return (
+        f"{method} {_where(url)} was not sent: AllToken no longer remembers the idempotency key "
+        "of this request, so sending it again could create (and charge) a second task."
+    )
 
 
 LARGE_BODY_BYTES = 1 << 20
 """Bodies above this are parsed in a worker thread so the event loop stays responsive."""
 SNIPPET_BYTES = 200
+IMAGE_ANSWER_SECONDS = 300.0
+"""The longest a streamed image answer may take to arrive whole (27 MB per 20 MB image)."""
 THREAD_DECODE_CHARS = 256 * 1024
 """Base64 pieces at least this long are decoded in a worker thread (~0.5 ms and up)."""
 
@@ -102,7 +165,7 @@ class AllTokenClient:
         api_key: str | None = None,
         *,
         retry: RetryPolicy | None = None,
-        timeout: float = 60.0,
+        timeout: float = DEFAULT_TIMEOUT,
         origin: str | None = None,
         limits: httpx2.Limits = DEFAULT_LIMITS,
     ) -> None:
@@ -115,8 +178,9 @@ class AllTokenClient:
         self._origin = (origin or f"{url.scheme}://{url.netloc.decode('ascii')}").rstrip("/")
         self._api_key = api_key or None
         self._retry = retry or RetryPolicy()
+        self._timeout = timeout
         self._http = httpx2.AsyncClient(
-            timeout=httpx2.Timeout(timeout, connect=min(timeout, 15.0)),
+            timeout=httpx2.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT)),
             limits=limits,
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
             follow_redirects=False,
@@ -135,10 +199,6 @@ class AllTokenClient:
     @property
     def has_api_key(self) -> bool:
         return self._api_key is not None
-
-    @property
-    def retry_policy(self) -> RetryPolicy:
-        return self._retry
 
     def __repr__(self) -> str:
         return f"AllTokenClient(base_url={self._base_url!r}, api_key={'<set>' if self._api_key else None})"
@@ -172,25 +232,46 @@ class AllTokenClient:
         *,
         auth: bool,
         replay_safe: bool,
+        max_body: int,
         json: Any = None,
         params: Mapping[str, str | int] | None = None,
         headers: Mapping[str, str] | None = None,
         stream: bool = False,
         content_factory: Callable[[], AsyncIterator[bytes]] | None = None,
         follow_redirects: bool = False,
-    ) -> httpx2.Response:
-        """One logical request with retries. Returns a 2xx response (streamed if `stream`) or raises.
+        send_before: float | None = None,
+    ) -> tuple[httpx2.Response, bytes]:
+        """One logical request with retries: a 2xx response and its body (b"" if `stream`), or raises.
 
         With `stream=True` the caller owns the returned response and must close it; error responses are
-        read (capped) and closed here, so retries happen only before any success body is consumed.
+        read (capped) and closed here, so retries happen only before any success body is consumed. A
+        whole body larger than `max_body` is refused (`ResponseTooLargeError`) without being kept.
+
+        Time is bounded twice: each attempt (headers, and the body unless streamed) must finish within
+        the client timeout and within the caller's budget (`budget.remaining()`), and a retry whose
+        wait does not fit in that budget is not waited for: the last error is raised at once, carrying
+        the server's Retry-After. `send_before` (Unix time) is the moment after which no attempt may
+        leave (an idempotency key that AllToken no longer remembers would create a second task);
+        `IdempotencyWindowClosedError` is raised instead of sending.
+
+        Every exception raised carries `request_reached`: whether any attempt may have reached
+        AllToken (False only when every attempt provably did not: connect errors, 408, 429).
         """
         request_headers = dict(headers or {})
         if auth:
             request_headers.update(self._auth_headers())
         policy = self._retry
+        request_url = httpx2.URL(url)
         attempt = 0
+        reached = False
         while True:
             attempt += 1
+            if send_before is not None and time.time() >= send_before:
+                raise _marked(IdempotencyWindowClosedError(_window_message(method, request_url)), reached)
+            seconds = min(self._timeout, budget.remaining())
+            if seconds <= 0:
+                out_of_time = f"No time was left in this call's budget for {method} {_where(request_url)}."
+                raise _marked(TransportError(out_of_time), reached)
             request = self._http.build_request(
                 method,
                 url,
@@ -198,39 +279,28 @@ class AllTokenClient:
                 params=params,
                 headers=request_headers,
                 content=content_factory() if content_factory is not None else None,
+                timeout=httpx2.Timeout(seconds, connect=min(seconds, CONNECT_TIMEOUT)),
             )
             where = _where(request.url)
-            body = b""
             try:
-                response = await self._http.send(request, stream=True, follow_redirects=follow_redirects)
-                # Read whole bodies inside the same `try`: a connection dropped after the status line
-                # (e.g. a 202 whose body never arrives) is a transport failure like any other.
-                if response.status_code >= 400:
-                    try:
-                        body = await _read_capped(response)
-                    finally:
-                        await response.aclose()
-                elif not stream:
-                    try:
-                        await response.aread()
-                    finally:
-                        await response.aclose()
+                response, body = await self._attempt(request, seconds, stream, follow_redirects, max_body)
             except httpx2.TransportError as exc:
+                reached = reached or not _never_arrived(exc)
                 retryable = is_retryable_exception(exc, replay_safe=replay_safe)
-                will_retry = retryable and attempt < policy.max_attempts
+                delay = policy.delay(attempt) if retryable and attempt < policy.max_attempts else None
                 logger.debug(
                     "%s %s failed on attempt %d: %s%s",
                     method,
                     where,
                     attempt,
                     type(exc).__name__,
-                    " (will retry)" if will_retry else "",
+                    " (will retry)" if delay is not None else "",
                 )
-                if will_retry:
-                    await policy.sleep(policy.delay(attempt))
+                if delay is not None and _fits(delay, send_before):
+                    await policy.sleep(delay)
                     continue
-                raise TransportError(
-                    self._transport_message(method, where, attempt, exc, replay_safe)
+                raise _marked(
+                    TransportError(self._transport_message(method, where, attempt, exc, replay_safe)), reached
                 ) from exc
 
             status = response.status_code
@@ -243,12 +313,47 @@ class AllTokenClient:
                 _request_id(response),
             )
             if status < 400:
-                return response
+                return response, body
+            reached = reached or status not in ALWAYS_RETRYABLE_STATUSES
             retry_after = policy.retry_after(response.headers)
             if is_retryable_status(status, replay_safe=replay_safe) and attempt < policy.max_attempts:
-                await policy.sleep(policy.delay(attempt, retry_after))
-                continue
-            raise error_from_response(status, body, retry_after=retry_after)
+                delay = policy.delay(attempt, retry_after)
+                if _fits(delay, send_before):
+                    await policy.sleep(delay)
+                    continue
+            raise _marked(error_from_response(status, body, retry_after=retry_after), reached)
+
+    async def _attempt(
+        self, request: httpx2.Request, seconds: float, stream: bool, follow_redirects: bool, max_body: int
+    ) -> tuple[httpx2.Response, bytes]:
+        """Send once; read an error body (capped) or, unless streaming, the whole body (capped).
+
+        The whole attempt is bounded by `seconds`: httpx's timeouts limit each read, not a body that
+        trickles in one byte at a time.
+        """
+        response: httpx2.Response | None = None
+        body = b""
+        with anyio.move_on_after(seconds) as scope:
+            response = await self._http.send(request, stream=True, follow_redirects=follow_redirects)
+            # Bodies are read inside the same `try` as the send: a connection dropped after the status
+            # line (e.g. a 202 whose body never arrives) is a transport failure like any other.
+            if response.status_code >= 400:
+                try:
+                    body = await _read_capped(response, MAX_ERROR_BODY)
+                finally:
+                    await response.aclose()
+            elif not stream:
+                try:
+                    body = await _read_capped(response, max_body, refuse_over=True)
+                finally:
+                    await response.aclose()
+        if scope.cancelled_caught:
+            if response is not None:
+                with anyio.CancelScope(shield=True):
+                    await response.aclose()
+            raise httpx2.ReadTimeout(f"no complete answer within {seconds:.3g} s", request=request)
+        assert response is not None
+        return response, body
 
     @staticmethod
     def _transport_message(method: str, where: str, attempts: int, exc: Exception, replay_safe: bool) -> str:
@@ -272,24 +377,34 @@ class AllTokenClient:
         *,
         auth: bool = True,
         replay_safe: bool,
+        max_body: int,
         json: Any = None,
         params: Mapping[str, str | int] | None = None,
         headers: Mapping[str, str] | None = None,
+        send_before: float | None = None,
     ) -> tuple[Any, httpx2.Response]:
-        response = await self._send(
-            method, url, auth=auth, replay_safe=replay_safe, json=json, params=params, headers=headers
+        response, body = await self._send(
+            method,
+            url,
+            auth=auth,
+            replay_safe=replay_safe,
+            max_body=max_body,
+            json=json,
+            params=params,
+            headers=headers,
+            send_before=send_before,
         )
-        return self._parsed(response, method)
+        return self._parsed(response, body, method), response
 
     @staticmethod
-    def _parsed(response: httpx2.Response, method: str) -> tuple[Any, httpx2.Response]:
+    def _parsed(response: httpx2.Response, body: bytes, method: str) -> Any:
         try:
-            return response.json(), response
-        except ValueError:
+            return json_module.loads(body)
+        except (ValueError, RecursionError):
             raise TransportError(
                 f"AllToken {method} {_where(response.request.url)} answered {response.status_code} "
                 f"with a body that is not JSON ({response.headers.get('content-type', 'no content type')}): "
-                f"{snippet(response.content)!r}"
+                f"{snippet(body)!r}"
             ) from None
 
     @staticmethod
@@ -319,7 +434,7 @@ class AllTokenClient:
         wire = {**body, "stream": False}
         wire.pop("stream_options", None)
         payload, response = await self._json(
-            "POST", self._v1("/chat/completions"), replay_safe=False, json=wire
+            "POST", self._v1("/chat/completions"), replay_safe=False, max_body=MAX_CHAT_BODY, json=wire
         )
         return chat_result_from_completion(
             self._expect_dict(payload, "POST /chat/completions"), request_id=_request_id(response)
@@ -337,11 +452,12 @@ class AllTokenClient:
             "stream": True,
             "stream_options": {**(options if isinstance(options, dict) else {}), "include_usage": True},
         }
-        response = await self._send(
+        response, _ = await self._send(
             "POST",
             self._v1("/chat/completions"),
             auth=True,
             replay_safe=False,
+            max_body=MAX_CHAT_BODY,
             json=wire,
             headers={"Accept": "text/event-stream"},
             stream=True,
@@ -363,7 +479,7 @@ class AllTokenClient:
         if content_type == "text/event-stream":
             return ChatStream(response.aiter_bytes(), request_id=request_id)
         # Not SSE: a JSON completion (stream flag ignored) or an error envelope sent with 200.
-        body = await _read_capped(response, limit=16 * 1024 * 1024)
+        body = await _read_capped(response, MAX_CHAT_BODY, refuse_over=True)
         where = _where(response.request.url)
         if content_type.endswith("json") or body.lstrip()[:1] == b"{":
             try:
@@ -382,26 +498,34 @@ class AllTokenClient:
     # ------------------------------------------------------------------------------------ catalog
 
     async def list_models(self) -> list[ModelInfo]:
-        payload, _ = await self._json("GET", self._v1("/models"), replay_safe=True)
+        payload, _ = await self._json("GET", self._v1("/models"), replay_safe=True, max_body=MAX_LIST_BODY)
         return [ModelInfo.model_validate(m) for m in self._list_of(payload, "GET /models")]
 
     async def list_image_models(self) -> list[ModelInfo]:
-        payload, _ = await self._json("GET", self._v1("/images/models"), replay_safe=True)
+        payload, _ = await self._json(
+            "GET", self._v1("/images/models"), replay_safe=True, max_body=MAX_LIST_BODY
+        )
         return [ModelInfo.model_validate(m) for m in self._list_of(payload, "GET /images/models")]
 
     async def list_video_models(self) -> list[ModelInfo]:
-        payload, _ = await self._json("GET", self._v1("/videos/models"), replay_safe=True)
+        payload, _ = await self._json(
+            "GET", self._v1("/videos/models"), replay_safe=True, max_body=MAX_LIST_BODY
+        )
         return [ModelInfo.model_validate(m) for m in self._list_of(payload, "GET /videos/models")]
 
     async def catalog(self) -> list[CatalogModel]:
         payload, _ = await self._json(
-            "GET", f"{self._origin}/api-account/models", auth=False, replay_safe=True
+            "GET", f"{self._origin}/api-account/models", auth=False, replay_safe=True, max_body=MAX_LIST_BODY
         )
         return [CatalogModel.model_validate(m) for m in self._list_of(payload, "GET /api-account/models")]
 
     async def health_summary(self) -> HealthSummary:
         payload, _ = await self._json(
-            "GET", f"{self._origin}/api-account/health/summary", auth=False, replay_safe=True
+            "GET",
+            f"{self._origin}/api-account/health/summary",
+            auth=False,
+            replay_safe=True,
+            max_body=MAX_SMALL_BODY,
         )
         return HealthSummary.model_validate(
             self._expect_dict(unwrap_data(payload), "GET /api-account/health/summary")
@@ -409,21 +533,30 @@ class AllTokenClient:
 
     async def health_routes(self) -> list[RouteHealth]:
         payload, _ = await self._json(
-            "GET", f"{self._origin}/api-account/health/routes", auth=False, replay_safe=True
+            "GET",
+            f"{self._origin}/api-account/health/routes",
+            auth=False,
+            replay_safe=True,
+            max_body=MAX_LIST_BODY,
         )
         rows = self._list_of(payload, "GET /api-account/health/routes", "routes")
         return [RouteHealth.model_validate(r) for r in rows]
 
     # ------------------------------------------------------------------------------------ images
 
-    async def create_image(self, body: dict[str, Any], *, idempotency_key: str) -> ImageTask:
-        """Submit an image job (202). The same `idempotency_key` is sent on every attempt."""
+    async def create_image(
+        self, body: dict[str, Any], *, idempotency_key: str, send_before: float | None = None
+    ) -> ImageTask:
+        """Submit an image job (202). The same `idempotency_key` is sent on every attempt, and no attempt
+        leaves at or after `send_before` (Unix time): see `_send`."""
         payload, response = await self._json(
             "POST",
             self._v1("/images/generations/async"),
             replay_safe=True,
+            max_body=MAX_SMALL_BODY,
             json=body,
             headers=self._idempotency(idempotency_key),
+            send_before=send_before,
         )
         return self._task(ImageTask, payload, response, "POST /images/generations/async")
 
@@ -438,35 +571,44 @@ class AllTokenClient:
         path = f"/images/generations/{_task_path('image', task_id)}"
         if b64_sink is not None:
             return await self._get_image_streamed(path, b64_sink)
-        response = await self._send("GET", self._v1(path), auth=True, replay_safe=True)
+        response, body = await self._send(
+            "GET", self._v1(path), auth=True, replay_safe=True, max_body=MAX_IMAGE_BODY
+        )
         # A completed task carries every image as base64 (27 MB of JSON for a 20 MB image). Parsing the
         # bytes straight into the model keeps one copy of each string — no decoded str of the whole body,
         # no intermediate dict — and large bodies are parsed off the event loop.
-        body = response.content
         try:
             if len(body) > LARGE_BODY_BYTES:
                 task = await anyio.to_thread.run_sync(ImageTask.model_validate_json, body)
             else:
                 task = ImageTask.model_validate_json(body)
         except ValidationError:
-            payload, _ = self._parsed(response, "GET")
+            payload = self._parsed(response, body, "GET")
             return self._task(ImageTask, payload, response, f"GET {path}")
         return task.model_copy(update={"retry_after": self._retry.retry_after(response.headers)})
 
     async def _get_image_streamed(self, path: str, sink: ImageSink) -> ImageTask:
-        response = await self._send("GET", self._v1(path), auth=True, replay_safe=True, stream=True)
+        response, _ = await self._send(
+            "GET", self._v1(path), auth=True, replay_safe=True, max_body=MAX_IMAGE_BODY, stream=True
+        )
         where = _where(response.request.url)
         scanner = B64JsonScanner()
         head = b""  # the body's first bytes, quoted when it turns out not to be an image task
         received = 0
+        seconds = min(IMAGE_ANSWER_SECONDS, budget.remaining())
         try:
-            async for chunk in response.aiter_bytes():
-                if len(head) < SNIPPET_BYTES:
-                    head += chunk[: SNIPPET_BYTES - len(head)]
-                received += len(chunk)
-                for piece in scanner.feed(chunk):
-                    await sink.write(piece.index, await _decoded(piece))
-            remainder = scanner.finish()
+            with anyio.fail_after(seconds):
+                async for chunk in response.aiter_bytes():
+                    if len(head) < SNIPPET_BYTES:
+                        head += chunk[: SNIPPET_BYTES - len(head)]
+                    received += len(chunk)
+                    for piece in scanner.feed(chunk):
+                        await sink.write(piece.index, await _decoded(piece))
+                remainder = scanner.finish()
+        except TimeoutError:
+            raise TransportError(
+                f"The answer to GET {where} took longer than {seconds:.0f} s ({received} bytes received)."
+            ) from None
         except httpx2.TransportError as exc:
             # Not retried: the one-time delivery may already be spent and part of it in the sink.
             raise TransportError(
@@ -488,8 +630,8 @@ class AllTokenClient:
             task = ImageTask.model_validate_json(remainder)
         except ValidationError:
             try:
-                payload = json.loads(remainder)
-            except ValueError:
+                payload = json_module.loads(remainder)
+            except (ValueError, RecursionError):
                 raise TransportError(
                     f"AllToken GET {where} answered {response.status_code} with a body that is not JSON: "
                     f"{snippet(remainder)!r}"
@@ -499,20 +641,25 @@ class AllTokenClient:
 
     # ------------------------------------------------------------------------------------ videos
 
-    async def create_video(self, body: dict[str, Any], *, idempotency_key: str) -> VideoTask:
-        """Submit a video job (202). The same `idempotency_key` is sent on every attempt."""
+    async def create_video(
+        self, body: dict[str, Any], *, idempotency_key: str, send_before: float | None = None
+    ) -> VideoTask:
+        """Submit a video job (202). The same `idempotency_key` is sent on every attempt, and no attempt
+        leaves at or after `send_before` (Unix time): see `_send`."""
         payload, response = await self._json(
             "POST",
             self._v1("/videos/generations"),
             replay_safe=True,
+            max_body=MAX_SMALL_BODY,
             json=body,
             headers=self._idempotency(idempotency_key),
+            send_before=send_before,
         )
         return self._task(VideoTask, payload, response, "POST /videos/generations")
 
     async def get_video(self, task_id: str) -> VideoTask:
         path = f"/videos/generations/{_task_path('video', task_id)}"
-        payload, response = await self._json("GET", self._v1(path), replay_safe=True)
+        payload, response = await self._json("GET", self._v1(path), replay_safe=True, max_body=MAX_SMALL_BODY)
         return self._task(VideoTask, payload, response, f"GET {path}")
 
     async def list_videos(self, *, limit: int | None = None, status: str | None = None) -> VideoList:
@@ -521,12 +668,16 @@ class AllTokenClient:
             params["limit"] = limit
         if status is not None:
             params["status"] = status
-        payload, _ = await self._json("GET", self._v1("/videos/generations"), replay_safe=True, params=params)
+        payload, _ = await self._json(
+            "GET", self._v1("/videos/generations"), replay_safe=True, max_body=MAX_LIST_BODY, params=params
+        )
         return VideoList.model_validate(payload)
 
     async def cancel_video(self, task_id: str) -> VideoTask:
         path = f"/videos/generations/{_task_path('video', task_id)}/cancel"
-        payload, response = await self._json("POST", self._v1(path), replay_safe=False)
+        payload, response = await self._json(
+            "POST", self._v1(path), replay_safe=False, max_body=MAX_SMALL_BODY
+        )
         return self._task(VideoTask, payload, response, f"POST {path}")
 
     # ------------------------------------------------------------------------------------ uploads
@@ -547,7 +698,9 @@ class AllTokenClient:
             "content_md5": content_md5,
             "checksum_sha256": checksum_sha256,
         }
-        payload, _ = await self._json("POST", self._v1("/uploads/presign"), replay_safe=False, json=body)
+        payload, _ = await self._json(
+            "POST", self._v1("/uploads/presign"), replay_safe=False, max_body=MAX_SMALL_BODY, json=body
+        )
         return PresignedUpload.model_validate(self._expect_dict(payload, "POST /uploads/presign"))
 
     async def put_upload(self, presigned: PresignedUpload, path: Path) -> None:
@@ -569,6 +722,7 @@ class AllTokenClient:
             presigned.upload_url,
             auth=False,
             replay_safe=True,  # a PUT of the same bytes to the same object is idempotent
+            max_body=MAX_SMALL_BODY,
             headers=headers,
             content_factory=body,
         )
@@ -581,11 +735,12 @@ class AllTokenClient:
         parsed = httpx2.URL(url)
         if parsed.scheme not in ("http", "https") or not parsed.host:
             raise ValueError(f"download URL must be http(s), got {snippet(url, 80)!r}")
-        response = await self._send(
+        response, _ = await self._send(
             "GET",
             url,
             auth=False,
             replay_safe=True,
+            max_body=MAX_SMALL_BODY,
             headers={"Accept": "*/*"},
             stream=True,
             follow_redirects=True,
