@@ -77,6 +77,8 @@ PROGRESS_EVERY_SECONDS = 1.0
 MAX_IMAGE_BYTES = 200 * 1024 * 1024
 MAX_VIDEO_BYTES = 2 * 1024 * 1024 * 1024
 MAX_FRAME_BYTES = 50 * 1024 * 1024
+UPSTREAM_DEFAULT_DURATION = 5
+"""What AllToken renders when a video request gives no duration (alltoken-api.md §5.1)."""
 CLOCK_SKEW_SECONDS = 10.0
 """How far this machine's clock may be from AllToken's when matching a listed task's creation time."""
 
@@ -823,10 +825,12 @@ def _same_request(request: dict[str, Any], task: VideoTask) -> bool:
     listed = task.model_dump()
     for name in _ECHOED_PARAMETERS:
         wanted, echoed = request.get(name), listed.get(name)
+        if name == "duration" and wanted in (None, 0):
+            wanted = UPSTREAM_DEFAULT_DURATION
         if wanted is None or echoed is None:
             continue
-        if name == "duration" and isinstance(wanted, int) and wanted <= 0:
-            continue  # "auto" or the default: the task shows what was chosen
+        if name == "duration" and wanted == -1:
+            continue  # "auto": the task shows what was chosen
         if wanted != echoed:
             return False
     return task.input_type is None or _input_type(request) in (task.input_type, "multimodal")

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx2
 import pytest
 from anyio.abc import Process
 
@@ -470,3 +471,78 @@ async def test_killed_mid_r2_download_recovers_from_the_kept_r2_url(
     assert expected is not None
     assert record["files"][0]["sha256"] == hashlib.sha256(expected[0]).hexdigest()
     assert_files_intact(record, out)
+
+
+# ----------------------------------------------------------------------------------- the key window
+
+
+async def test_a_resend_rate_limited_past_the_key_window_is_not_sent_and_fails_truthfully(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
+    # The create was processed but its answer lost; the server died. On restart, 48 s into the 50 s the
+    # key is trusted for, the resend is refused with 429 and Retry-After 3: waiting it out would land
+    # the resend after AllToken forgot the key (here: as soon as our own window closes) — a second task.
+    home = tmp_path / "home"
+    sim.state.add_fault(path=IMAGE_CREATE, method="POST", hold_ms=HOLD_MS)
+    with anyio.fail_after(40):
+        async with mcp_server(home, sim.base_url) as first:
+            await first.start_tool(*tool_call("image"))
+            await until(lambda: len(sim.state.images) == 1, "the task to be created")
+            await first.kill()
+        await anyio.to_thread.run_sync(age_submission, home, 48.0)
+        ((_, remembered_at),) = sim.state.idempotency.values()
+        sim.state.update_config(idempotency_window_s=sim.state.now() - remembered_at + 2.0)
+        sim.state.add_fault(path=IMAGE_CREATE, method="POST", status=429, retry_after=3)
+        job_id = only_job(home)["job_id"]
+        async with mcp_server(home, sim.base_url) as second:
+            record = await settled(second, job_id)
+    assert record["status"] == "failed", record
+    message = record["error"]["message"]
+    assert "may have been charged" in message
+    assert "no second task was created" in message
+    assert len(sim.state.images) == 1  # exactly one paid task
+    assert sim.state.requests[f"POST {IMAGE_CREATE}"] == 2  # the original and the rate-limited resend
+
+
+async def _stranger_creates(sim: RunningSimulator, body: dict[str, Any]) -> None:
+    """Another client on the same key starts a video of its own."""
+    headers = {"Authorization": f"Bearer {SIM_API_KEY}"}
+    async with httpx2.AsyncClient(base_url=sim.base_url, headers=headers, timeout=10) as api:
+        response = await api.post("/videos/generations", json=body)
+    assert response.status_code == 202, response.text
+
+
+@pytest.mark.parametrize(
+    "strangers",
+    [
+        [{"duration": 8}],  # another duration: cannot be ours
+        [{}, {}],  # two that fit equally well: ambiguous
+    ],
+    ids=["different-parameters", "two-equal-candidates"],
+)
+async def test_after_the_key_window_a_strangers_video_is_never_adopted(
+    sim: RunningSimulator, tmp_path: Path, strangers: list[dict[str, Any]]
+) -> None:
+    home = tmp_path / "home"
+    ours = {"prompt": "waves at dusk", "duration": 6, "resolution": "480p"}
+    sim.state.add_fault(path=VIDEO_CREATE, method="POST", latency_ms=HOLD_MS)  # never processed
+    with anyio.fail_after(40):
+        async with mcp_server(home, sim.base_url) as first:
+            await first.start_tool("alltoken_video", {**ours, "wait_seconds": 0})
+            await until(lambda: sim.state.requests[f"POST {VIDEO_CREATE}"] == 1, "the create request")
+            await first.kill()
+        sim.state.faults.clear()
+        for extra in strangers:
+            await _stranger_creates(
+                sim, {"model": "seedance-1.5-pro", "prompt": "a stranger's city", **ours, **extra}
+            )
+        await anyio.to_thread.run_sync(age_submission, home, 70.0)
+        job_id = only_job(home)["job_id"]
+        finish_all(sim)
+        async with mcp_server(home, sim.base_url) as second:
+            record = await settled(second, job_id)
+    assert record["status"] == "failed", record
+    assert record["upstream_id"] is None
+    assert "no second task was created" in record["error"]["message"]
+    assert len(sim.state.videos) == len(strangers)  # ours was never created, and not sent again
+    assert not (home / "out").exists() or list((home / "out").iterdir()) == []

@@ -32,7 +32,7 @@ from alltoken_mcp.client._retry import (
     is_retryable_exception,
     is_retryable_status,
 )
-from alltoken_mcp.client._sse import ChatStream, chat_result_from_completion, snippet
+from alltoken_mcp.client._sse import DEFAULT_MAX_CHARS, ChatStream, chat_result_from_completion, snippet
 from alltoken_mcp.client.models import (
     CatalogModel,
     ChatResult,
@@ -441,10 +441,13 @@ class AllTokenClient:
         )
 
     @asynccontextmanager
-    async def stream_chat(self, body: dict[str, Any]) -> AsyncIterator[ChatStream]:
+    async def stream_chat(
+        self, body: dict[str, Any], *, max_chars: int = DEFAULT_MAX_CHARS
+    ) -> AsyncIterator[ChatStream]:
         """Streamed chat: `async with client.stream_chat(body) as stream: async for event in stream: …`.
 
-        Retries (connect errors, 408, 429) happen only before any body byte is consumed.
+        Retries (connect errors, 408, 429) happen only before any body byte is consumed. The stream
+        stops reading once the answer passes `max_chars` (the result is then marked `truncated`).
         """
         options = body.get("stream_options")
         wire = {
@@ -464,7 +467,7 @@ class AllTokenClient:
         )
         stream: ChatStream | None = None
         try:
-            stream = await self._open_stream(response)
+            stream = await self._open_stream(response, max_chars)
             yield stream
         finally:
             # Shielded: a cancelled caller must still release the connection instead of leaking it.
@@ -473,11 +476,11 @@ class AllTokenClient:
                     await stream.aclose()
                 await response.aclose()
 
-    async def _open_stream(self, response: httpx2.Response) -> ChatStream:
+    async def _open_stream(self, response: httpx2.Response, max_chars: int) -> ChatStream:
         content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
         request_id = _request_id(response)
         if content_type == "text/event-stream":
-            return ChatStream(response.aiter_bytes(), request_id=request_id)
+            return ChatStream(response.aiter_bytes(), request_id=request_id, max_chars=max_chars)
         # Not SSE: a JSON completion (stream flag ignored) or an error envelope sent with 200.
         body = await _read_capped(response, MAX_CHAT_BODY, refuse_over=True)
         where = _where(response.request.url)

@@ -32,6 +32,9 @@ from alltoken_mcp.errors import StreamError
 MAX_LINE_BYTES = 16 * 1024 * 1024
 # How long to wait after `[DONE]` for the cost comment before giving up on it.
 DEFAULT_DONE_GRACE_SECONDS = 5.0
+# The most answer a stream may assemble (text, reasoning and tool-call arguments together): far above
+# any model's output limit, and a bound on memory when an upstream streams without end.
+DEFAULT_MAX_CHARS = 1_000_000
 _SNIPPET = 200
 _BOM = b"\xef\xbb\xbf"
 
@@ -229,8 +232,11 @@ class _ToolCallAcc:
 class ChatAssembler:
     """Chunks of `chat.completion.chunk` JSON → fragments as they come, and the whole answer at the end."""
 
-    def __init__(self, *, request_id: str | None = None) -> None:
+    def __init__(self, *, request_id: str | None = None, max_chars: int = DEFAULT_MAX_CHARS) -> None:
         self.request_id = request_id
+        self.max_chars = max_chars
+        self.chars = 0
+        self.truncated = False
         self.id: str | None = None
         self.model: str | None = None
         self.content: list[str] = []
@@ -307,6 +313,7 @@ class ChatAssembler:
                 if content and isinstance(content, str):
                     if "reasoning_content" in delta or "reasoning" in delta:
                         self._reasoning(delta, out)
+                    self._count(content)
                     self.content.append(content)
                     out(ChatEvent("content", content))
                     if delta.get("tool_calls"):
@@ -319,6 +326,7 @@ class ChatAssembler:
     def _reasoning(self, delta: dict[str, Any], out: Callable[[ChatEvent], None]) -> None:
         reasoning = delta.get("reasoning_content") or delta.get("reasoning")
         if reasoning and isinstance(reasoning, str):
+            self._count(reasoning)
             self.reasoning.append(reasoning)
             out(ChatEvent("reasoning", reasoning))
 
@@ -356,8 +364,14 @@ class ChatAssembler:
             if not isinstance(args, str):
                 args = "" if args is None else json.dumps(args)
             if args:
+                self._count(args)
                 acc.arguments.append(args)
             out(ChatEvent("tool_call", args, index, acc.id, acc.name or None))
+
+    def _count(self, text: str) -> None:
+        self.chars += len(text)
+        if self.chars > self.max_chars:
+            self.truncated = True
 
     def result(self) -> ChatResult:
         return ChatResult(
@@ -373,6 +387,7 @@ class ChatAssembler:
             usage=self.usage,
             cost=self.cost,
             request_id=self.request_id,
+            truncated=self.truncated,
             **self.extras,
         )
 
@@ -413,7 +428,8 @@ class ChatStream:
     """Async iterator of `ChatEvent`s over raw SSE bytes; `result()` once it is exhausted.
 
     Raises `StreamError` when the stream ends before `[DONE]`, breaks off, or carries malformed data;
-    the message says how much was received and quotes the offending line.
+    the message says how much was received and quotes the offending line. Once the answer passes
+    `max_chars` it stops reading and finishes with what it has, marked `truncated`.
     """
 
     def __init__(
@@ -422,10 +438,11 @@ class ChatStream:
         *,
         request_id: str | None = None,
         done_grace: float = DEFAULT_DONE_GRACE_SECONDS,
+        max_chars: int = DEFAULT_MAX_CHARS,
     ) -> None:
         self._chunks = chunks
         self._decoder = SSEDecoder()
-        self._assembler = ChatAssembler(request_id=request_id)
+        self._assembler = ChatAssembler(request_id=request_id, max_chars=max_chars)
         self._pending: deque[ChatEvent] = deque()
         self._done_grace = done_grace
         self._finished = False
@@ -463,6 +480,9 @@ class ChatStream:
                 return self._pending.popleft()
             if self._finished:
                 raise StopAsyncIteration
+            if self._assembler.truncated:
+                self._finish()
+                continue
             if self._assembler.done:
                 await self._read_after_done()
                 self._finish()

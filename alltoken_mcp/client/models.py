@@ -128,6 +128,8 @@ class ChatResult(WireModel):
     usage: Usage | None = None
     cost: Cost | None = None
     request_id: str | None = None
+    truncated: bool = False
+    """The stream was cut at the client's size bound; the rest of the answer was not read."""
 
 
 # ------------------------------------------------------------------------------------------ catalog

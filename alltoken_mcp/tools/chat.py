@@ -24,6 +24,7 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
 from pydantic import BaseModel, Field
 
+from alltoken_mcp import budget
 from alltoken_mcp.client import ChatResult
 from alltoken_mcp.errors import AllProvidersFailedError, AllTokenError, ModelNotFoundError, ServerError
 from alltoken_mcp.server import AppState, app_state
@@ -35,6 +36,9 @@ logger = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 0.5
 MAX_TEXT = 1_000_000  # characters per prompt / message: far above any context window, below abuse
+MAX_ANSWER_CHARS = 1_000_000
+"""The most of one answer that is read (text, reasoning and tool calls together): far above any model's
+output limit, and the bound on memory when an upstream streams without end."""
 
 # alltoken-api.md §2.6, live probe 2026-05-12.
 _REJECTS_SEARCH = re.compile(r"^(gpt-|o\d|chatgpt)", re.IGNORECASE)
@@ -62,7 +66,9 @@ class ChatOutput(BaseModel):
     usage: ChatUsage | None = None
     cost_usd: str | None = Field(None, description="what AllToken charged, USD as a decimal string")
     request_id: str | None = Field(None, description="AllToken's request id, for support")
-    conversation_id: str = Field(description="pass it back to continue this conversation")
+    conversation_id: str | None = Field(
+        description="pass it back to continue this conversation (none when the answer was not saved)"
+    )
     json_value: Any = Field(None, description="the parsed answer when json_schema was given")
     warnings: list[str] = Field(default_factory=list)
 
@@ -146,20 +152,43 @@ class _Progress:
             )
 
 
-async def _stream_once(
-    state: AppState, body: dict[str, Any], progress: _Progress, deadline: float | None
-) -> tuple[ChatResult | None, str]:
-    """(result, partial text). result is None when the deadline cut the stream short."""
+class _CutShort(Exception):
+    """The call's budget ended before the answer did. `text`/`reasoning_chars`: what had arrived."""
+
+    def __init__(self, text: str, reasoning_chars: int) -> None:
+        super().__init__("cut short")
+        self.text = text
+        self.reasoning_chars = reasoning_chars
+
+
+async def _stream_once(state: AppState, body: dict[str, Any], progress: _Progress) -> ChatResult:
+    """The whole answer, or `_CutShort` when the call's budget ends first."""
     parts: list[str] = []
+    reasoning_chars = 0
     model = str(body["model"])
-    with anyio.move_on_after(deadline if deadline is not None else float("inf")):
-        async with state.client.stream_chat(body) as stream:
+    with anyio.move_on_after(budget.remaining()):
+        async with state.client.stream_chat(body, max_chars=MAX_ANSWER_CHARS) as stream:
             async for event in stream:
                 if event.kind == "content":
                     parts.append(event.text)
+                elif event.kind == "reasoning":
+                    reasoning_chars += len(event.text)
                 await progress.tick(model)
-            return stream.result(), "".join(parts)
-    return None, "".join(parts)
+            return stream.result()
+    raise _CutShort("".join(parts), reasoning_chars)
+
+
+def _nothing_received(model: str, seconds: float, reasoning_chars: int) -> str:
+    why = (
+        f"it was still thinking ({reasoning_chars:,} characters of reasoning arrived, no answer yet)"
+        if reasoning_chars
+        else "the answer had not started (the model or its route is slow right now, or the stream stalled)"
+    )
+    return (
+        f"{model} sent no answer within {seconds:g} s (ALLTOKEN_MAX_WAIT_SECONDS): {why}. Nothing was saved "
+        "to the conversation. Retry, pick a faster model, turn thinking off, or raise "
+        "ALLTOKEN_MAX_WAIT_SECONDS if the host allows longer calls."
+    )
 
 
 def _history_messages(stored: Any) -> list[dict[str, str]]:
@@ -300,16 +329,21 @@ def register(server: MCPServer[AppState]) -> None:
             body["response_format"] = _response_format(json_schema)
 
         progress = _Progress(ctx, max_tokens)
-        deadline = state.settings.max_wait_seconds or None
-        started = time.monotonic()
+        budget_seconds = state.settings.max_wait_seconds
         result: ChatResult | None = None
         partial = ""
         answered_by = chain[0]
         for position, candidate in enumerate(chain):
             answered_by = candidate
-            remaining = None if deadline is None else max(0.0, deadline - (time.monotonic() - started))
             try:
-                result, partial = await _stream_once(state, {**body, "model": candidate}, progress, remaining)
+                result = await _stream_once(state, {**body, "model": candidate}, progress)
+                break
+            except _CutShort as cut:
+                if not cut.text:
+                    raise ToolError(
+                        _nothing_received(candidate, budget_seconds, cut.reasoning_chars)
+                    ) from None
+                partial = cut.text
                 break
             except (AllProvidersFailedError, ServerError) as exc:
                 if position + 1 < len(chain):
@@ -324,29 +358,35 @@ def register(server: MCPServer[AppState]) -> None:
                 raise tool_error(exc, model=candidate) from exc
 
         finish: str | None
+        complete = result is not None and not result.truncated
         if result is None:
             warnings.append(
-                f"Stopped after {deadline:g} s (ALLTOKEN_MAX_WAIT_SECONDS): the answer is cut short and was "
-                "not saved to the conversation; ask for a shorter answer or raise max wait."
+                f"Stopped after {budget_seconds:g} s (ALLTOKEN_MAX_WAIT_SECONDS): the answer is cut short "
+                "and was not saved to the conversation; ask for a shorter answer or raise max wait."
             )
             text, finish = partial, "timeout"
         else:
             finish = result.finish_reason
             text = result.text
+            if result.truncated:
+                warnings.append(
+                    f"The answer was cut at {MAX_ANSWER_CHARS:,} characters (this server's bound on one "
+                    "answer) and was not saved to the conversation; ask for a shorter answer."
+                )
+                finish = "length"
 
         json_value: Any = None
-        if json_schema is not None and result is not None:
+        if json_schema is not None and complete:
             try:
                 json_value = json.loads(text)
             except ValueError:
                 warnings.append("The answer is not valid JSON although json_schema was given.")
 
-        turns = [m.model_dump() for m in new_turns]
-        if result is not None:
-            turns.append({"role": "assistant", "content": text})
-        conversation_id = await state.store.save_turn(
-            conversation_id, system=system, model=answered_by, messages=turns if result is not None else []
-        )
+        if complete:
+            turns = [m.model_dump() for m in new_turns] + [{"role": "assistant", "content": text}]
+            conversation_id = await state.store.save_turn(
+                conversation_id, system=system, model=answered_by, messages=turns
+            )
 
         usage = ChatUsage.model_validate(result.usage.model_dump()) if result and result.usage else None
         out = ChatOutput(
@@ -389,7 +429,8 @@ def _chat_text(out: ChatOutput) -> str:
         facts.append(f"{out.usage.total_tokens} tokens")
     if out.cost_usd is not None:
         facts.append(f"${out.cost_usd}")
-    facts.append(f"conversation_id {out.conversation_id}")
+    if out.conversation_id is not None:
+        facts.append(f"conversation_id {out.conversation_id}")
     lines = [out.text, "", "— " + " · ".join(facts)]
     lines += [f"warning: {w}" for w in out.warnings]
     return "\n".join(lines)

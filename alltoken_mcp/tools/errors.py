@@ -88,9 +88,7 @@ def describe(exc: AllTokenError, *, model: str | None = None, known_models: Sequ
             f"Top up credits at {TOP_UP_URL} (Billing), then retry; nothing was charged for this call."
         )
     elif isinstance(exc, RateLimitError):
-        text = f"AllToken is rate-limiting this key (429: {upstream}), still after retries. " + _retry_hint(
-            exc.retry_after
-        )
+        text = f"AllToken is rate-limiting this key (429: {upstream}). " + _retry_hint(exc.retry_after)
     elif isinstance(exc, ModelNotFoundError):
         name = model or exc.param or "that model"
         matches = close_matches(name, known_models) if model else []
