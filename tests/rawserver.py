@@ -2,14 +2,16 @@
 
 Each accepted request gets the next scripted `RawResponse`: a status line, headers, and body pieces
 written one `send` at a time (TCP_NODELAY, so pieces usually arrive as separate reads), framed with a
-Content-Length, chunked encoding, or connection close. `abort_after` drops the connection after that
-many pieces, mid-body; `hold` keeps the connection open after the pieces until the client goes away.
+Content-Length, chunked encoding, or connection close. `pieces` may be endless (`itertools.repeat`):
+the server writes until the client goes away, as a hostile upstream would. `abort_after` drops the
+connection after that many pieces, mid-body; `hold` keeps the connection open after the pieces until
+the client goes away.
 The server records every request (method, path, headers, body) and notices when a client disconnects.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Literal
@@ -22,7 +24,7 @@ from anyio.abc import SocketStream
 class RawResponse:
     status: int = 200
     headers: list[tuple[str, str]] = field(default_factory=lambda: [("Content-Type", "text/event-stream")])
-    pieces: list[bytes] = field(default_factory=list)
+    pieces: Iterable[bytes] = field(default_factory=list)
     framing: Literal["length", "chunked", "close"] = "chunked"
     abort_after: int | None = None
     hold: bool = False
@@ -79,14 +81,16 @@ async def _respond(server: RawServer, stream: SocketStream, response: RawRespons
     reason = {200: "OK", 202: "Accepted", 429: "Too Many Requests", 500: "Internal Server Error"}
     head = [f"HTTP/1.1 {response.status} {reason.get(response.status, 'Status')}"]
     head += [f"{name}: {value}" for name, value in response.headers]
+    pieces = response.pieces
     if response.framing == "length":
-        head.append(f"Content-Length: {sum(map(len, response.pieces))}")
+        pieces = list(pieces)
+        head.append(f"Content-Length: {sum(map(len, pieces))}")
     elif response.framing == "chunked":
         head.append("Transfer-Encoding: chunked")
     else:
         head.append("Connection: close")
     await stream.send(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
-    for number, piece in enumerate(response.pieces, start=1):
+    for number, piece in enumerate(pieces, start=1):
         if response.framing == "chunked":
             piece = f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
         await stream.send(piece)

@@ -5,6 +5,8 @@ fallbacks, enable_search rules, the in-call time bound, and every actionable err
 from __future__ import annotations
 
 import json
+import sqlite3
+from contextlib import closing
 from decimal import Decimal
 from pathlib import Path
 
@@ -268,12 +270,26 @@ async def test_a_slow_answer_is_cut_at_the_max_wait_and_returned_partially(
     async with connect(settings) as client:
         with anyio.fail_after(5):
             out = data(await client.call_tool("alltoken_chat", {"prompt": prompt}))
-        stored = await client.read_resource(f"alltoken://conversations/{out['conversation_id']}")
     assert out["finish_reason"] == "timeout"
     assert out["text"].startswith("Echo:")
     assert len(out["text"]) < len("Echo: " + prompt)
     assert any("ALLTOKEN_MAX_WAIT_SECONDS" in w for w in out["warnings"])
-    assert '"messages": []' in stored.contents[0].text  # type: ignore[union-attr]
+    assert out["conversation_id"] is None  # nothing saved: no half turn, no empty conversation
+    assert conversation_count(tmp_path) == 0
+
+
+async def test_a_model_that_sends_nothing_within_the_budget_is_an_error_and_saves_nothing(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
+    sim.state.update_config(chat_first_token_s=500.0)  # 5 s real time, the budget is 0.5 s
+    settings = settings_for(tmp_path, sim.base_url, ALLTOKEN_MAX_WAIT_SECONDS="0.5")
+    async with connect(settings) as client:
+        with anyio.fail_after(3):
+            text = error_text(await client.call_tool("alltoken_chat", {"prompt": "hello there"}))
+    assert "sent no answer within 0.5 s (ALLTOKEN_MAX_WAIT_SECONDS)" in text
+    assert "had not started" in text
+    assert "Nothing was saved" in text
+    assert conversation_count(tmp_path) == 0
 
 
 async def test_an_unknown_model_suggests_close_matches_with_the_request_id(
@@ -331,3 +347,8 @@ async def test_an_unreachable_gateway_is_reported_as_such(tmp_path: Path) -> Non
         text = error_text(await client.call_tool("alltoken_chat", {"prompt": "hi"}))
     assert "Could not reach AllToken" in text
     assert SIM_API_KEY not in text
+
+
+def conversation_count(home: Path) -> int:
+    with closing(sqlite3.connect(home / "state.sqlite3")) as db:
+        return int(db.execute("SELECT count(*) FROM conversations").fetchone()[0])

@@ -359,6 +359,12 @@ def register(server: MCPServer[AppState]) -> None:
 
         finish: str | None
         complete = result is not None and not result.truncated
+        if result is not None and result.truncated and not result.text:
+            raise ToolError(
+                f"{answered_by} sent {MAX_ANSWER_CHARS:,} characters of reasoning or tool calls and no "
+                "answer, so this server stopped reading (its bound on one answer). Nothing was saved to "
+                "the conversation. Retry with thinking off or a smaller max_tokens."
+            )
         if result is None:
             warnings.append(
                 f"Stopped after {budget_seconds:g} s (ALLTOKEN_MAX_WAIT_SECONDS): the answer is cut short "

@@ -1,0 +1,183 @@
+"""The real server against a hostile upstream: endless bodies, endless streams, 429 storms, answers that
+never come. Every tool call must end inside ALLTOKEN_MAX_WAIT_SECONDS (plus the 1 s grace) with an error
+the calling model can act on, reading a bounded amount, and nothing may be paid twice.
+
+The upstream is `tests.rawserver` (byte-exact scripted answers, endless ones included) or the simulator
+with faults; the server is the real one, driven by the in-memory MCP client.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from pathlib import Path
+
+import anyio
+import mcp_types as t
+import pytest
+
+from alltoken_mcp.client._client import MAX_LIST_BODY
+from alltoken_mcp.simulator import RunningSimulator
+from alltoken_mcp.tools.chat import MAX_ANSWER_CHARS
+from tests.rawserver import RawResponse, raw_server
+from tests.serverkit import connect, data, error_text, settings_for
+
+BUDGET = 2.0
+"""ALLTOKEN_MAX_WAIT_SECONDS for these tests."""
+BOUND = BUDGET + 1.0 + 0.5
+"""What a call may take: the budget, the 1 s grace, and a little scheduling slack."""
+IMAGE_CREATE = "/v1/images/generations/async"
+
+
+def sse(delta: dict[str, str]) -> bytes:
+    return b"data: " + json.dumps({"choices": [{"index": 0, "delta": delta}]}).encode() + b"\n\n"
+
+
+def rate_limited(retry_after: int) -> RawResponse:
+    return RawResponse(
+        status=429,
+        headers=[("Content-Type", "application/json"), ("Retry-After", str(retry_after))],
+        pieces=[b'{"error": {"message": "slow down", "type": "rate_limit_error"}}'],
+        framing="length",
+    )
+
+
+async def timed_call(
+    home: Path, base_url: str, tool: str, arguments: dict[str, object]
+) -> tuple[t.CallToolResult, float]:
+    """The tool's result and how long the call took, with ALLTOKEN_MAX_WAIT_SECONDS = BUDGET."""
+    settings = settings_for(home, base_url, ALLTOKEN_MAX_WAIT_SECONDS=str(BUDGET))
+    async with connect(settings) as client:
+        started = time.monotonic()
+        with anyio.fail_after(BOUND + 5):
+            result = await client.call_tool(tool, arguments)
+        return result, time.monotonic() - started
+
+
+# ------------------------------------------------------------------------------ endless answers
+
+
+async def test_an_endless_chat_stream_is_cut_at_the_answer_bound_and_not_saved(tmp_path: Path) -> None:
+    chunk = sse({"content": "x" * 4000})
+    endless = RawResponse(pieces=itertools.repeat(chunk))
+    async with raw_server(endless) as upstream:
+        settings = settings_for(tmp_path, upstream.base_url, ALLTOKEN_MAX_WAIT_SECONDS="30")
+        async with connect(settings) as client:
+            with anyio.fail_after(30):
+                out = data(await client.call_tool("alltoken_chat", {"prompt": "talk forever"}))
+            with anyio.fail_after(5):
+                await upstream.client_gone.wait()  # it stopped reading and closed the connection
+    assert MAX_ANSWER_CHARS < len(out["text"]) <= MAX_ANSWER_CHARS + 64 * 1024
+    assert out["finish_reason"] == "length"
+    assert any("cut at 1,000,000 characters" in w for w in out["warnings"])
+    assert out["conversation_id"] is None
+
+
+async def test_endless_reasoning_without_an_answer_is_an_error_not_an_empty_success(tmp_path: Path) -> None:
+    endless = RawResponse(pieces=itertools.repeat(sse({"reasoning_content": "hmm " * 1000})))
+    async with raw_server(endless) as upstream:
+        settings = settings_for(tmp_path, upstream.base_url, ALLTOKEN_MAX_WAIT_SECONDS="30")
+        async with connect(settings) as client:
+            with anyio.fail_after(30):
+                text = error_text(await client.call_tool("alltoken_chat", {"prompt": "think forever"}))
+    assert "characters of reasoning or tool calls and no answer" in text
+    assert "Nothing was saved" in text
+
+
+async def test_a_stream_that_stalls_after_a_few_words_returns_them_inside_the_budget(
+    tmp_path: Path,
+) -> None:
+    stalled = RawResponse(pieces=[sse({"content": "The answer is"})], hold=True)
+    async with raw_server(stalled) as upstream:
+        result, took = await timed_call(tmp_path, upstream.base_url, "alltoken_chat", {"prompt": "q"})
+    out = data(result)
+    assert out["text"] == "The answer is"
+    assert out["finish_reason"] == "timeout"
+    assert took < BOUND
+
+
+async def test_an_endless_json_listing_is_refused_at_its_cap(tmp_path: Path) -> None:
+    endless = RawResponse(
+        headers=[("Content-Type", "application/json")], pieces=itertools.repeat(b"[" * 65536)
+    )
+    async with raw_server(endless) as upstream:
+        result, took = await timed_call(
+            tmp_path, upstream.base_url, "alltoken_video", {"prompt": "a wave", "wait_seconds": 0}
+        )
+        with anyio.fail_after(5):
+            await upstream.client_gone.wait()
+    text = error_text(result)
+    assert f"more than {MAX_LIST_BODY // 1024} KiB" in text
+    assert "/v1/videos/models" in text
+    assert took < BOUND
+
+
+# ------------------------------------------------------------------------------ the budget
+
+
+@pytest.mark.parametrize("tool", ["alltoken_video", "list_models", "route_health", "alltoken_chat"])
+async def test_a_429_storm_ends_the_call_inside_the_budget_with_the_retry_after(
+    tmp_path: Path, tool: str
+) -> None:
+    arguments: dict[str, object] = {"prompt": "hi"} if tool.startswith("alltoken_") else {}
+    async with raw_server(*[rate_limited(20)] * 40) as upstream:
+        result, took = await timed_call(tmp_path, upstream.base_url, tool, arguments)
+        requests = len(upstream.requests)
+    text = error_text(result)
+    assert "rate-limiting" in text
+    assert "Retry in 20 s" in text
+    assert took < BOUND
+    assert requests <= 4  # one per listing fetched, none repeated: a 20 s wait does not fit
+
+
+async def test_a_rate_limited_image_submit_returns_the_job_queued_and_the_poller_carries_on(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
+    sim.state.add_fault(path=IMAGE_CREATE, method="POST", status=429, retry_after=3)
+    result, took = await timed_call(tmp_path, sim.base_url, "alltoken_image", {"prompt": "a fox"})
+    job = data(result)
+    assert took < BOUND
+    assert job["status"] == "queued"
+    assert "rate-limiting this key; the submit is retried in 3 s" in job["note"]
+    assert sim.state.images == {}
+    settings = settings_for(tmp_path, sim.base_url)
+    async with connect(settings) as client:
+        with anyio.fail_after(20):
+            done = data(await client.call_tool("job_status", {"job_id": job["job_id"], "wait_seconds": 15}))
+    assert done["status"] == "completed", done
+    assert len(sim.state.images) == 1
+    assert sim.state.requests[f"POST {IMAGE_CREATE}"] == 2
+
+
+async def test_a_create_that_is_never_answered_returns_the_job_inside_the_budget(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
+    sim.state.add_fault(path=IMAGE_CREATE, method="POST", latency_ms=60_000)
+    result, took = await timed_call(tmp_path, sim.base_url, "alltoken_image", {"prompt": "a fox"})
+    job = data(result)
+    assert took < BOUND
+    assert job["status"] == "queued"
+    assert "submit outcome unknown" in job["note"]
+
+
+async def test_job_cancel_under_a_429_storm_ends_inside_the_budget(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
+    settings = settings_for(tmp_path, sim.base_url, ALLTOKEN_MAX_WAIT_SECONDS=str(BUDGET))
+    async with connect(settings) as client:
+        job = data(await client.call_tool("alltoken_video", {"prompt": "waves", "wait_seconds": 0}))
+        sim.state.add_fault(
+            path="/v1/videos/generations/{task_id}/cancel", status=429, retry_after=30, count=None
+        )
+        started = time.monotonic()
+        with anyio.fail_after(BOUND + 5):
+            result = await client.call_tool("job_cancel", {"job_id": job["job_id"]})
+        took = time.monotonic() - started
+    assert took < BOUND
+    assert "Retry in 30 s" in error_text(result)
+
+
+def test_a_zero_budget_is_refused_at_start_up(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="must be more than 0"):
+        settings_for(tmp_path, ALLTOKEN_MAX_WAIT_SECONDS="0")
