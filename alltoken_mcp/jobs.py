@@ -33,16 +33,14 @@ from alltoken_mcp.client.models import ImageDatum, ImageTask, VideoTask
 from alltoken_mcp.errors import (
     AllTokenError,
     APIStatusError,
-    AuthenticationError,
     ConflictError,
     DuplicateRequestError,
     GoneError,
     IdempotencyWindowClosedError,
-    InsufficientBalanceError,
     MissingAPIKeyError,
     NotFoundError,
-    PermissionDeniedError,
     RateLimitError,
+    ResponseTooLargeError,
     ServerError,
     TransportError,
 )
@@ -71,6 +69,10 @@ IDEMPOTENCY_TRUST_SECONDS = 50.0
 DEFAULT_POLL_SECONDS = 2.0
 MIN_POLL_SECONDS = 0.05
 MAX_BACKOFF_SECONDS = 60.0
+MAX_TRANSIENT_STEPS = 30
+"""Failed steps in a row (network, 5xx, 429) before a job is given up: about 25 minutes of backoff."""
+MAX_REFUSED_STEPS = 3
+"""Steps in a row that AllToken refused (4xx, an oversized answer) before a job is given up."""
 MAX_PARALLEL_POLLS = 16
 WAIT_RECHECK_SECONDS = 0.5
 PROGRESS_EVERY_SECONDS = 1.0
@@ -463,11 +465,10 @@ class JobManager:
             self._wake.set()
 
     async def _advance(self, job: Job) -> None:
-        if job.submit_state != "accepted" or job.upstream_id is None:
-            await self._resubmit(job)
-            return
         try:
-            if job.kind == "image":
+            if job.submit_state != "accepted" or job.upstream_id is None:
+                await self._resubmit(job)
+            elif job.kind == "image":
                 await self._poll_image(job)
             else:
                 await self._poll_video(job)
@@ -476,15 +477,31 @@ class JobManager:
                 _backoff(job.poll_failures),
                 f"could not save the result (will retry; nothing is lost yet): {exc}",
             ) from exc
-        except (TransportError, ServerError, RateLimitError) as exc:
-            raise _Retry(_backoff(job.poll_failures, exc), f"poll failed, retrying: {exc}") from exc
-        except (
-            AuthenticationError,
-            PermissionDeniedError,
-            InsufficientBalanceError,
-            MissingAPIKeyError,
-        ) as exc:
-            raise _Retry(MAX_BACKOFF_SECONDS, f"AllToken refused the status check: {exc}") from exc
+        except MissingAPIKeyError as exc:
+            # This process cannot act on the job; one that has the key will.
+            raise _Retry(MAX_BACKOFF_SECONDS, str(exc)) from exc
+        except ResponseTooLargeError as exc:
+            await self._step_failed(job, exc, limit=MAX_REFUSED_STEPS)
+        except (TransportError, ServerError, RateLimitError, ConflictError) as exc:
+            await self._step_failed(job, exc, limit=MAX_TRANSIENT_STEPS)
+        except APIStatusError as exc:  # a refusal that asking again will not change
+            await self._step_failed(job, exc, limit=MAX_REFUSED_STEPS)
+
+    async def _step_failed(self, job: Job, exc: AllTokenError, *, limit: int) -> None:
+        """Retry a failed status check (or reconciliation) later, or give up after `limit` in a row."""
+        failures = job.poll_failures + 1
+        if failures < limit:
+            raise _Retry(_backoff(job.poll_failures, exc), f"status check failed, retrying: {exc}") from exc
+        task = f"AllToken task {job.upstream_id}" if job.upstream_id else "The task, if it was created,"
+        await self._finish(
+            job,
+            "failed",
+            error=(
+                _error_code(exc),
+                f"Gave up after {failures} failed attempts to check the job with AllToken; the last one: "
+                f"{exc}. {task} may still finish upstream and be charged; check your AllToken dashboard.",
+            ),
+        )
 
     async def _reschedule(self, job: Job, retry: _Retry) -> Job:
         updated = await self._store.update_job(

@@ -181,3 +181,38 @@ async def test_job_cancel_under_a_429_storm_ends_inside_the_budget(
 def test_a_zero_budget_is_refused_at_start_up(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="must be more than 0"):
         settings_for(tmp_path, ALLTOKEN_MAX_WAIT_SECONDS="0")
+
+
+# ------------------------------------------------------------------------------ failed status checks
+
+VIDEO_TASK = "/v1/videos/generations/{task_id}"
+
+
+async def _video_until_settled(sim: RunningSimulator, home: Path) -> dict[str, object]:
+    async with connect(settings_for(home, sim.base_url)) as client:
+        job = data(await client.call_tool("alltoken_video", {"prompt": "waves", "wait_seconds": 0}))
+        sim.state.advance_to(sim.state.videos[str(job["upstream_id"])].timeline.finished)
+        with anyio.fail_after(30):
+            return data(await client.call_tool("job_status", {"job_id": job["job_id"], "wait_seconds": 25}))
+
+
+async def test_status_checks_refused_with_403_fail_the_job_with_the_reason(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
+    sim.state.add_fault(path=VIDEO_TASK, method="GET", status=403, message="key not allowed", count=None)
+    record = await _video_until_settled(sim, tmp_path)
+    assert record["status"] == "failed", record
+    message = str(record["error"]["message"])  # type: ignore[index]
+    assert "Gave up after 3 failed attempts" in message
+    assert "key not allowed" in message
+    assert "may still finish upstream and be charged" in message
+    assert sim.state.requests[f"GET {VIDEO_TASK}"] == 3
+
+
+async def test_server_errors_on_status_checks_are_retried_and_the_video_completes(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
+    sim.state.add_fault(path=VIDEO_TASK, method="GET", status=503, count=2)
+    record = await _video_until_settled(sim, tmp_path)
+    assert record["status"] == "completed", record
+    assert sim.state.requests[f"GET {VIDEO_TASK}"] >= 3
