@@ -887,6 +887,11 @@ class _StreamedImages:
     async def write(self, index: int, data: bytes) -> None:
         writer = self.writers.get(index)
         if writer is None:
+            wanted = self._job.request.get("n", 1)
+            if index >= (wanted if isinstance(wanted, int) else 1):
+                raise ResponseTooLargeError(
+                    f"AllToken sent more than the {wanted} image(s) this job asked for."
+                )
             if not self.writers:
                 await self._before_first_file()
             # The extension is a guess; atomic_file corrects it from the bytes when it commits.

@@ -8,12 +8,14 @@ with faults; the server is the real one, driven by the in-memory MCP client.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import time
 from pathlib import Path
 
 import anyio
+import httpx2
 import mcp_types as t
 import pytest
 
@@ -216,3 +218,29 @@ async def test_server_errors_on_status_checks_are_retried_and_the_video_complete
     record = await _video_until_settled(sim, tmp_path)
     assert record["status"] == "completed", record
     assert sim.state.requests[f"GET {VIDEO_TASK}"] >= 3
+
+
+async def test_an_image_answer_with_more_images_than_asked_for_saves_none_of_them(
+    sim: RunningSimulator, api: httpx2.AsyncClient, tmp_path: Path
+) -> None:
+    listing = (await api.get("/images/models")).content
+    png = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 64).decode()
+    task = {"id": "igen_0123456789abcdef01234567", "status": "completed", "model": "gpt-image-2"}
+    flood = json.dumps({**task, "data": [{"b64_json": png}] * 50}).encode()
+
+    def answer(body: bytes, status: int = 200) -> RawResponse:
+        return RawResponse(
+            status=status, headers=[("Content-Type", "application/json")], pieces=[body], framing="length"
+        )
+
+    queued = json.dumps({**task, "status": "queued"}).encode()
+    script = [answer(listing), answer(queued, 202), *[answer(flood)] * 3]
+    async with raw_server(*script) as upstream:
+        settings = settings_for(tmp_path, upstream.base_url, ALLTOKEN_OUTPUT_DIR=str(tmp_path / "out"))
+        async with connect(settings) as client:
+            with anyio.fail_after(20):
+                arguments = {"prompt": "a fox", "wait_seconds": 15}
+                record = data(await client.call_tool("alltoken_image", arguments))
+    assert record["status"] == "failed", record
+    assert "more than the 1 image(s) this job asked for" in record["error"]["message"]
+    assert list((tmp_path / "out").iterdir()) == []
