@@ -11,7 +11,9 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import sqlite3
 import time
+from contextlib import closing
 from pathlib import Path
 
 import anyio
@@ -244,3 +246,24 @@ async def test_an_image_answer_with_more_images_than_asked_for_saves_none_of_the
     assert record["status"] == "failed", record
     assert "more than the 1 image(s) this job asked for" in record["error"]["message"]
     assert list((tmp_path / "out").iterdir()) == []
+
+
+async def test_a_create_refused_with_429_starts_no_key_window_so_a_late_resend_still_goes_out(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
+    # Every attempt of the first submit is refused (a 429 proves nothing was created): the job keeps no
+    # `submitted_at`, so even long after, the poller may still send it — instead of failing a job that
+    # was never charged as "may have been charged".
+    sim.state.add_fault(path=IMAGE_CREATE, method="POST", status=429, retry_after=0, count=4)
+    async with connect(settings_for(tmp_path, sim.base_url)) as client:
+        job = data(await client.call_tool("alltoken_image", {"prompt": "a fox", "wait_seconds": 0}))
+        assert job["status"] == "queued"
+        with closing(sqlite3.connect(tmp_path / "state.sqlite3")) as db, db:
+            (submitted_at,) = db.execute("SELECT submitted_at FROM jobs").fetchone()
+            db.execute("UPDATE jobs SET created_at = created_at - 3600")
+        assert submitted_at is None
+        sim.state.advance(60)
+        with anyio.fail_after(20):
+            done = data(await client.call_tool("job_status", {"job_id": job["job_id"], "wait_seconds": 15}))
+    assert done["status"] == "completed", done
+    assert len(sim.state.images) == 1
