@@ -266,6 +266,16 @@ def tasks_of(sim: RunningSimulator, kind: str) -> dict[str, Any]:
     return dict(sim.state.images if kind == "image" else sim.state.videos)
 
 
+async def lose_the_create_answer(sim: RunningSimulator, home: Path, kind: str) -> None:
+    """A server submits a job; AllToken creates the task but the answer never arrives; the server dies."""
+    create = IMAGE_CREATE if kind == "image" else VIDEO_CREATE
+    sim.state.add_fault(path=create, method="POST", hold_ms=HOLD_MS)  # created, answer never arrives
+    async with mcp_server(home, sim.base_url) as first:
+        await first.start_tool(*tool_call(kind))
+        await until(lambda: len(tasks_of(sim, kind)) == 1, "the task to be created")
+        await first.kill()
+
+
 async def settled(server: ServerProcess, job_id: str) -> dict[str, Any]:
     """The job record once it left the active states (or the wait ran out)."""
     return await server.tool("job_status", {"job_id": job_id, "wait_seconds": WAIT_SECONDS})
@@ -306,12 +316,8 @@ async def test_killed_after_the_create_was_processed_adopts_the_task(
     sim: RunningSimulator, tmp_path: Path, kind: str
 ) -> None:
     home, create = tmp_path / "home", IMAGE_CREATE if kind == "image" else VIDEO_CREATE
-    sim.state.add_fault(path=create, method="POST", hold_ms=HOLD_MS)  # created, answer never arrives
     with anyio.fail_after(40):
-        async with mcp_server(home, sim.base_url) as first:
-            await first.start_tool(*tool_call(kind))
-            await until(lambda: len(tasks_of(sim, kind)) == 1, "the task to be created")
-            await first.kill()
+        await lose_the_create_answer(sim, home, kind)
         row = only_job(home)
         assert (row["submit_state"], row["upstream_id"]) == ("sent", None)
         finish_all(sim)
@@ -327,12 +333,8 @@ async def test_after_the_key_window_a_lost_video_create_is_found_in_the_list(
     sim: RunningSimulator, tmp_path: Path
 ) -> None:
     home = tmp_path / "home"
-    sim.state.add_fault(path=VIDEO_CREATE, method="POST", hold_ms=HOLD_MS)
     with anyio.fail_after(40):
-        async with mcp_server(home, sim.base_url) as first:
-            await first.start_tool(*tool_call("video"))
-            await until(lambda: len(sim.state.videos) == 1, "the task to be created")
-            await first.kill()
+        await lose_the_create_answer(sim, home, "video")
         sim.state.forget_idempotency()  # as if the 60 s window had passed upstream...
         await anyio.to_thread.run_sync(age_submission, home, 70.0)  # ...and here
         job_id = only_job(home)["job_id"]
@@ -350,12 +352,8 @@ async def test_after_the_key_window_a_lost_image_create_fails_truthfully_without
     sim: RunningSimulator, tmp_path: Path
 ) -> None:
     home = tmp_path / "home"
-    sim.state.add_fault(path=IMAGE_CREATE, method="POST", hold_ms=HOLD_MS)
     with anyio.fail_after(40):
-        async with mcp_server(home, sim.base_url) as first:
-            await first.start_tool(*tool_call("image"))
-            await until(lambda: len(sim.state.images) == 1, "the task to be created")
-            await first.kill()
+        await lose_the_create_answer(sim, home, "image")
         sim.state.forget_idempotency()
         await anyio.to_thread.run_sync(age_submission, home, 70.0)
         job_id = only_job(home)["job_id"]
@@ -483,12 +481,8 @@ async def test_a_resend_rate_limited_past_the_key_window_is_not_sent_and_fails_t
     # key is trusted for, the resend is refused with 429 and Retry-After 3: waiting it out would land
     # the resend after AllToken forgot the key (here: as soon as our own window closes) — a second task.
     home = tmp_path / "home"
-    sim.state.add_fault(path=IMAGE_CREATE, method="POST", hold_ms=HOLD_MS)
     with anyio.fail_after(40):
-        async with mcp_server(home, sim.base_url) as first:
-            await first.start_tool(*tool_call("image"))
-            await until(lambda: len(sim.state.images) == 1, "the task to be created")
-            await first.kill()
+        await lose_the_create_answer(sim, home, "image")
         await anyio.to_thread.run_sync(age_submission, home, 48.0)
         ((_, remembered_at),) = sim.state.idempotency.values()
         sim.state.update_config(idempotency_window_s=sim.state.now() - remembered_at + 2.0)
