@@ -624,7 +624,8 @@ class AllTokenClient:
             response = await self._download_hop(current)
             status = response.status_code
             if status in urlpolicy.REDIRECT_STATUSES and response.headers.get("location"):
-                await response.aclose()
+                with anyio.CancelScope(shield=True):
+                    await response.aclose()
                 current = urlpolicy.redirect_target(current, response.headers["location"])
                 continue
             try:
