@@ -8,7 +8,8 @@ threads so a 20 MB image never stalls the event loop.
     FileProblem                 str(exc) is one actionable line for the calling model
     ├── InputFileError          a local input path is missing, outside the allowed dirs, too big, ...
     ├── OutputFileError         the output dir cannot be written (errno cause kept as __cause__)
-    └── DownloadError           non-2xx, size cap, short body, transport failure while streaming
+    └── DownloadError           refused URL, non-2xx, size cap, wrong kind of bytes, too slow, broken
+                                off; `permanent` says whether trying again can help
 """
 
 from __future__ import annotations
@@ -27,13 +28,16 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 import anyio
 import httpx2
 
+from alltoken_mcp import urlpolicy
 from alltoken_mcp.client import AllTokenClient
 from alltoken_mcp.errors import APIStatusError, TransportError
+from alltoken_mcp.settings import DownloadLimits
 
 OUTPUT_DIR_VAR = "ALLTOKEN_OUTPUT_DIR"
 INPUT_DIRS_VAR = "ALLTOKEN_INPUT_DIRS"
@@ -67,6 +71,17 @@ _MIME_BY_SUFFIX = {
 # MP4 and QuickTime are both ISO base media files; a sniffer cannot reliably tell them apart.
 _ISO_BMFF = frozenset({"video/mp4", "video/quicktime"})
 
+MediaKind = Literal["image", "video"]
+"""What a downloaded file must be; its first bytes are checked before it is committed."""
+_KIND_TYPES: dict[str, frozenset[str]] = {
+    "image": frozenset({"image/png", "image/jpeg", "image/webp", "image/gif"}),
+    "video": _ISO_BMFF,
+}
+_KIND_NAMES = {"image": "an image (PNG, JPEG, WebP or GIF)", "video": "a video (MP4 or MOV)"}
+SNIFF_BYTES = 12
+"""Bytes `sniff_mime` needs to recognise every supported type (WebP's RIFF header is the longest)."""
+DEFAULT_DOWNLOAD_LIMITS = DownloadLimits()
+
 
 class FileProblem(Exception):
     """A file could not be read, written or downloaded. `str(exc)` says what to do about it."""
@@ -81,7 +96,16 @@ class OutputFileError(FileProblem):
 
 
 class DownloadError(FileProblem):
-    """A result file could not be downloaded completely within its size limit."""
+    """A result file could not be downloaded within its limits (size, time, kind) from an allowed URL.
+
+    `permanent` is True when trying the same URL again cannot help (a refused URL or redirect, a 4xx
+    other than 408/429, over the size cap, bytes that are not the claimed type) and False when it may
+    (connection lost, 5xx, 408/429, too slow).
+    """
+
+    def __init__(self, message: str, *, permanent: bool) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 @dataclass(frozen=True)
@@ -199,8 +223,11 @@ def _human(size: int) -> str:
 
 def _where(url: str) -> str:
     """Host + path for messages: presigned query strings carry signatures and stay out."""
-    parts = urlsplit(url)
-    return f"{parts.hostname or '?'}{f':{parts.port}' if parts.port else ''}{parts.path}"
+    try:
+        parts = urlsplit(url)
+        return f"{parts.hostname or '?'}{f':{parts.port}' if parts.port else ''}{parts.path}"
+    except ValueError:  # an unparseable port or IPv6 literal
+        return "the result URL"
 
 
 # ---------------------------------------------------------------------------------------------- writer
@@ -315,6 +342,11 @@ class AtomicWriter:
     @property
     def temp_path(self) -> Path | None:
         return self._temp
+
+    @property
+    def head(self) -> builtins.bytes:
+        """The first bytes accepted (up to 32): enough to tell the file's type."""
+        return self._head
 
     @property
     def saved(self) -> SavedFile:
@@ -468,60 +500,117 @@ async def write_bytes(path: Path, data: bytes, *, mime_type: str | None = None) 
 
 
 async def download(
-    client: AllTokenClient, url: str, path: Path, *, max_bytes: int, mime_type: str | None = None
+    client: AllTokenClient,
+    url: str,
+    path: Path,
+    *,
+    max_bytes: int,
+    expect: MediaKind,
+    limits: DownloadLimits = DEFAULT_DOWNLOAD_LIMITS,
+    mime_type: str | None = None,
 ) -> SavedFile:
-    """Stream `url` to `path` atomically, refusing more than `max_bytes` (declared or actual).
+    """Stream `url` to `path` atomically: one attempt, bounded in size, time and kind of content.
 
-    No Authorization header is sent (the client's `download`). Any failure leaves nothing behind and
-    raises `DownloadError` (or `OutputFileError` when the disk is the problem).
+    Refused before anything is written: a URL `urlpolicy` forbids (on any redirect hop), a declared
+    Content-Length over `max_bytes`. Abandoned mid-way: more than `max_bytes` streamed, bytes that are not
+    `expect` (PNG/JPEG/WebP/GIF for "image", MP4/MOV for "video"), or a window of `limits.window_seconds`
+    (the first one starts with the request) in which less than `limits.min_bytes_per_second` × window
+    arrived; so an attempt ends within window + max_bytes / min rate seconds. No Authorization header is
+    sent (the client's `download`). Any failure (or cancellation) leaves nothing
+    behind and raises `DownloadError` saying whether trying again can help (`OutputFileError` when the
+    disk is the problem).
     """
     where = _where(url)
     declared: int | None = None
     streaming: httpx2.Response | None = None
+    window_bytes = 0
+    quota = limits.min_bytes_per_second * limits.window_seconds
     try:
-        async with client.download(url) as response:
-            streaming = response
-            declared = _content_length(response)
-            if declared is not None and declared > max_bytes:
-                raise DownloadError(
-                    f"{where} is {_human(declared)}, over the {_human(max_bytes)} limit for this file; "
-                    "nothing was saved."
-                )
-            header_type = _mime_base(response.headers.get("content-type"))
-            if header_type is not None and header_type not in _EXTENSIONS:
-                header_type = None  # application/octet-stream, text/plain...: sniff the bytes instead
-            async with atomic_file(path, max_bytes=max_bytes, mime_type=mime_type or header_type) as writer:
-                async for chunk in response.aiter_bytes():
-                    if writer.bytes + len(chunk) > max_bytes:
-                        raise DownloadError(
-                            f"{where} sent more than the {_human(max_bytes)} limit for this file; "
-                            "nothing was saved."
-                        )
-                    await writer.write(chunk)
-                # httpx2 normally raises on a short Content-Length body itself; this is the backstop.
-                received = response.num_bytes_downloaded
-                if declared is not None and received < declared:
+        with anyio.CancelScope(deadline=anyio.current_time() + limits.window_seconds) as pace:
+            async with client.download(url) as response:
+                streaming = response
+                declared = _content_length(response)
+                if declared is not None and declared > max_bytes:
                     raise DownloadError(
-                        f"{where} ended after {received} of {declared} bytes; nothing was saved. "
-                        "Try again while the URL is valid."
+                        f"{where} is {_human(declared)}, over the {_human(max_bytes)} limit for this file; "
+                        "nothing was saved.",
+                        permanent=True,
                     )
+                content_type = _mime_base(response.headers.get("content-type"))
+                header_type = content_type if content_type in _EXTENSIONS else None
+                async with atomic_file(
+                    path, max_bytes=max_bytes, mime_type=mime_type or header_type
+                ) as writer:
+                    checked = False
+                    async for chunk in response.aiter_bytes():
+                        if writer.bytes + len(chunk) > max_bytes:
+                            raise DownloadError(
+                                f"{where} sent more than the {_human(max_bytes)} limit for this file; "
+                                "nothing was saved.",
+                                permanent=True,
+                            )
+                        await writer.write(chunk)
+                        if not checked and writer.bytes >= SNIFF_BYTES:
+                            _check_kind(writer.head, expect, where, content_type)
+                            checked = True
+                        window_bytes += len(chunk)
+                        if window_bytes >= quota:
+                            window_bytes = 0
+                            pace.deadline = anyio.current_time() + limits.window_seconds
+                    # httpx2 normally raises on a short Content-Length body itself; this is the backstop.
+                    received = response.num_bytes_downloaded
+                    if declared is not None and received < declared:
+                        raise DownloadError(
+                            f"{where} ended after {received} of {declared} bytes; nothing was saved.",
+                            permanent=False,
+                        )
+                    if not checked:
+                        _check_kind(writer.head, expect, where, content_type)
     except APIStatusError as exc:
         hint = " (the URL may have expired)" if exc.status_code in (403, 404, 410) else ""
-        raise DownloadError(f"Downloading {where} failed with HTTP {exc.status_code}{hint}.") from exc
+        raise DownloadError(
+            f"Downloading {where} failed with HTTP {exc.status_code}{hint}.",
+            permanent=not _retryable_status(exc.status_code),
+        ) from exc
     except TransportError as exc:
-        raise DownloadError(f"Downloading {where} failed: {exc}") from exc
+        raise DownloadError(f"Downloading {where} failed: {exc}", permanent=False) from exc
     except httpx2.HTTPError as exc:
         # Mid-body failures after the status line: connection reset, truncated body, decoding errors.
         detail = str(exc) or type(exc).__name__
         received = streaming.num_bytes_downloaded if streaming is not None else 0
         expected = f" of {declared}" if declared is not None else ""
         raise DownloadError(
-            f"Downloading {where} broke off ({detail}) after {received}{expected} bytes; "
-            "nothing was saved. Try again while the URL is valid."
+            f"Downloading {where} broke off ({detail}) after {received}{expected} bytes; nothing was saved.",
+            permanent=False,
         ) from exc
-    except ValueError as exc:
-        raise DownloadError(f"Cannot download {where}: {exc}") from exc
+    except urlpolicy.RefusedURL as exc:
+        raise DownloadError(f"Download {exc}; nothing was saved.", permanent=True) from exc
+    if pace.cancelled_caught:
+        received = streaming.num_bytes_downloaded if streaming is not None else 0
+        raise DownloadError(
+            f"Downloading {where} was abandoned: it sent {window_bytes} bytes in "
+            f"{limits.window_seconds:g} s, below the minimum rate of {_human(limits.min_bytes_per_second)}/s "
+            f"({received} bytes in all); nothing was saved.",
+            permanent=False,
+        )
     return writer.saved
+
+
+def _retryable_status(status: int) -> bool:
+    """Whether a download answered with `status` may succeed later (timeouts, rate limits, server errors)."""
+    return status in (408, 425, 429) or status >= 500
+
+
+def _check_kind(head: bytes, expect: MediaKind, where: str, content_type: str | None) -> None:
+    sniffed = sniff_mime(head)
+    if sniffed in _KIND_TYPES[expect]:
+        return
+    what = f"{sniffed} bytes" if sniffed else "bytes of no known media type"
+    raise DownloadError(
+        f"{where} sent {what} (Content-Type {content_type or 'none'}) instead of {_KIND_NAMES[expect]}; "
+        "nothing was saved.",
+        permanent=True,
+    )
 
 
 def _content_length(response: httpx2.Response) -> int | None:

@@ -19,8 +19,8 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -74,11 +74,12 @@ MAX_TRANSIENT_STEPS = 30
 MAX_REFUSED_STEPS = 3
 """Steps in a row that AllToken refused (4xx, an oversized answer) before a job is given up."""
 MAX_PARALLEL_POLLS = 16
+"""Steps (a poll, a submit) in flight at once. A job downloading its result does not count against it."""
+MAX_PARALLEL_DOWNLOADS = 8
+"""Result downloads at once; more wait for a slot. Separate from the poll slots, so slow downloads
+(each bounded by `Settings.downloads`) never keep other jobs from being polled."""
 WAIT_RECHECK_SECONDS = 0.5
 PROGRESS_EVERY_SECONDS = 1.0
-MAX_IMAGE_BYTES = 200 * 1024 * 1024
-MAX_VIDEO_BYTES = 2 * 1024 * 1024 * 1024
-MAX_FRAME_BYTES = 50 * 1024 * 1024
 UPSTREAM_DEFAULT_DURATION = 5
 """What AllToken renders when a video request gives no duration (alltoken-api.md §5.1)."""
 CLOCK_SKEW_SECONDS = 10.0
@@ -139,6 +140,9 @@ class JobManager:
         self._wake = anyio.Event()
         self._changed: dict[str, anyio.Event] = {}
         self._in_flight: set[str] = set()
+        self._downloading: set[str] = set()  # a subset of _in_flight: holding or awaiting a download slot
+        self._download_slots = anyio.CapacityLimiter(MAX_PARALLEL_DOWNLOADS)
+        self._steps: dict[str, anyio.CancelScope] = {}  # the poller's step per job, for `cancel` to stop
 
     # -- queries ---------------------------------------------------------------------------------
 
@@ -359,19 +363,16 @@ class JobManager:
         if not job.active:
             return await self._note(job, f"Nothing to cancel: the job is already {job.status}.")
         if job.kind == "image":
-            cancelled = await self._finish(
+            return await self._cancel_here(
                 job,
-                "cancelled",
-                note="AllToken cannot cancel image generation; the job was cancelled here and any late "
+                "AllToken cannot cancel image generation; the job was cancelled here and any late "
                 "result will be discarded (it may still be charged).",
-                only_if_active=True,
             )
-            return (
-                cancelled
-                if cancelled.status == "cancelled"
-                else await self._note(
-                    cancelled, f"Too late to cancel: the job is already {cancelled.status}."
-                )
+        if job.upstream_status == "completed" or job.job_id in self._downloading:
+            return await self._cancel_here(
+                job,
+                "The render had already finished (AllToken charges for it); its download was stopped here "
+                "and nothing was saved. The video URL stays in this job's record until it expires.",
             )
         if job.upstream_id is None:
             marked = await self._store.update_job(
@@ -383,6 +384,17 @@ class JobManager:
             self._wake.set()
             return marked
         return await self._cancel_upstream(job)
+
+    async def _cancel_here(self, job: Job, note: str) -> Job:
+        """Cancel the job locally (AllToken has nothing left to cancel) and stop this process's step for
+        it: a running download ends now and its unfinished file is removed; a late result is discarded."""
+        cancelled = await self._finish(job, "cancelled", note=note, only_if_active=True)
+        if cancelled.status != "cancelled":
+            return await self._note(cancelled, f"Too late to cancel: the job is already {cancelled.status}.")
+        step = self._steps.get(job.job_id)
+        if step is not None:
+            step.cancel()
+        return cancelled
 
     async def _cancel_upstream(self, job: Job) -> Job:
         assert job.upstream_id is not None
@@ -423,7 +435,7 @@ class JobManager:
                 while True:
                     now = time.time()
                     due = await self._store.next_due_at(self.owner, now=now, exclude=self._in_flight)
-                    free = MAX_PARALLEL_POLLS - len(self._in_flight)
+                    free = MAX_PARALLEL_POLLS - len(self._in_flight - self._downloading)
                     if due is not None and due <= now and free > 0:
                         claimed = await self._store.claim_due_jobs(
                             self.owner,
@@ -450,8 +462,10 @@ class JobManager:
                 await self._store.release_all_leases(self.owner)
 
     async def _advance_guarded(self, job: Job) -> None:
+        step = self._steps[job.job_id] = anyio.CancelScope()
         try:
-            await self._advance(job)
+            with step:  # cancelled by `cancel` once the job is cancelled here: stops its download at once
+                await self._advance(job)
         except _Retry as retry:
             await self._reschedule(job, retry)
         except Exception:  # a poller must survive anything one job throws
@@ -460,9 +474,22 @@ class JobManager:
                 job, _Retry(_backoff(job.poll_failures + 2), "internal error; see the server log")
             )
         finally:
+            self._steps.pop(job.job_id, None)
             self._in_flight.discard(job.job_id)
             await self._store.release_lease(job.job_id, self.owner)
             self._wake.set()
+
+    @asynccontextmanager
+    async def _download_slot(self, job_id: str) -> AsyncIterator[None]:
+        """Hold a download slot for the block. Meanwhile the job does not count against the poll slots
+        (the poller is woken to use the one it frees), so slow downloads cannot starve polling."""
+        self._downloading.add(job_id)
+        self._wake.set()
+        try:
+            async with self._download_slots:
+                yield
+        finally:
+            self._downloading.discard(job_id)
 
     async def _advance(self, job: Job) -> None:
         try:
@@ -525,7 +552,11 @@ class JobManager:
             # are committed when the stack closes cleanly, after the recovery URLs are stored.
             async with AsyncExitStack() as stack:
                 sink = _StreamedImages(
-                    job, stack, self._settings.output_dir, lambda: self._remove_partials_for(job)
+                    job,
+                    stack,
+                    self._settings.output_dir,
+                    self._settings.downloads.max_image_bytes,
+                    lambda: self._remove_partials_for(job),
                 )
                 task = await self._client.get_image(job.upstream_id, b64_sink=sink)
                 sources = _image_sources(task.data)
@@ -585,35 +616,33 @@ class JobManager:
         if len(streamed) < len(sources):
             await self._remove_partials_for(job)  # a killed predecessor's half-written files
         saved: list[dict[str, Any]] = []
-        for index, source in enumerate(sources):
-            if index in streamed:
-                result = streamed[index]
-            elif source.get("url"):
-                ext = files.extension_for(source.get("mime_type"), "png")
-                path = self._settings.output_dir / files.media_filename(job.prompt, job.job_id, index, ext)
-                try:
-                    result = await files.download(
-                        self._client,
-                        source["url"],
-                        path,
-                        max_bytes=MAX_IMAGE_BYTES,
-                        mime_type=source.get("mime_type"),
+        try:
+            for index, source in enumerate(sources):
+                if index in streamed:
+                    result = streamed[index]
+                elif source.get("url"):
+                    try:
+                        async with self._download_slot(job.job_id):
+                            result = await self._fetch(
+                                job, source["url"], index, job.prompt, "image", source.get("mime_type")
+                            )
+                    except files.DownloadError as exc:
+                        await self._download_failed(job, f"image {index}", exc, saved)
+                        return
+                else:
+                    await self._finish(
+                        job,
+                        "failed",
+                        error=(
+                            "image_missing",
+                            f"AllToken reported completion but sent no data for image {index}.",
+                        ),
                     )
-                except files.DownloadError as exc:
-                    raise _Retry(
-                        _backoff(job.poll_failures), f"downloading image {index} failed: {exc}"
-                    ) from exc
-            else:
-                await self._finish(
-                    job,
-                    "failed",
-                    error=(
-                        "image_missing",
-                        f"AllToken reported completion but sent no data for image {index}.",
-                    ),
-                )
-                return
-            saved.append(_file_entry(job.job_id, index, result, "image"))
+                    return
+                saved.append(_file_entry(job.job_id, index, result, "image"))
+        except anyio.get_cancelled_exc_class():
+            await self._discard(saved)  # cancelled half-way (job_cancel, shutdown): the late files go too
+            raise
         await self._complete(job, saved, usage=usage or job.usage)
 
     # -- videos ----------------------------------------------------------------------------------
@@ -645,27 +674,98 @@ class JobManager:
         kept = await self._store.update_job(
             job.job_id,
             owner=self.owner,
+            only_if_active=True,
+            status="processing",  # rendered; downloading
             video_url=task.video_url,
             video_url_expires_at=expires,
+            upstream_status="completed",
             usage=task.usage,
         )
         if kept is None:
             return
+        await self._changed_to(job, kept)
         job = kept
-        await self._remove_partials_for(job)
-        wanted = [(task.video_url, "video", "mp4", MAX_VIDEO_BYTES)]
-        if task.last_frame_url:
-            wanted.append((task.last_frame_url, "last_frame", "png", MAX_FRAME_BYTES))
         saved: list[dict[str, Any]] = []
-        for index, (url, role, fallback_ext, cap) in enumerate(wanted):
-            stem = job.prompt if role == "video" else f"{job.prompt} last frame"
-            path = self._settings.output_dir / files.media_filename(stem, job.job_id, index, fallback_ext)
-            try:
-                result = await files.download(self._client, url, path, max_bytes=cap)
-            except files.DownloadError as exc:
-                raise _Retry(_backoff(job.poll_failures), f"downloading the {role} failed: {exc}") from exc
-            saved.append(_file_entry(job.job_id, index, result, role))
-        await self._complete(job, saved, usage=task.usage)
+        note = None
+        try:
+            async with self._download_slot(job.job_id):
+                await self._remove_partials_for(job)
+                try:
+                    video = await self._fetch(job, task.video_url, 0, job.prompt, "video")
+                except files.DownloadError as exc:
+                    await self._download_failed(job, "video", exc, saved)
+                    return
+                saved.append(_file_entry(job.job_id, 0, video, "video"))
+                if task.last_frame_url:
+                    try:
+                        frame = await self._fetch(
+                            job, task.last_frame_url, 1, f"{job.prompt} last frame", "last_frame"
+                        )
+                        saved.append(_file_entry(job.job_id, 1, frame, "last_frame"))
+                    except files.DownloadError as exc:
+                        # The video is what was paid for: deliver it, and say what is missing.
+                        note = f"The video is saved, but its last frame could not be: {exc}"
+        except anyio.get_cancelled_exc_class():
+            await self._discard(saved)
+            raise
+        await self._complete(job, saved, usage=task.usage, note=note)
+
+    async def _fetch(
+        self, job: Job, url: str, index: int, stem: str, role: str, mime_type: str | None = None
+    ) -> files.SavedFile:
+        """Download one result file of `job` (one attempt, within `Settings.downloads`)."""
+        limits = self._settings.downloads
+        kinds: dict[str, tuple[int, str, files.MediaKind]] = {
+            "image": (limits.max_image_bytes, "png", "image"),
+            "video": (limits.max_video_bytes, "mp4", "video"),
+            "last_frame": (limits.max_frame_bytes, "png", "image"),
+        }
+        cap, fallback_ext, expect = kinds[role]
+        ext = files.extension_for(mime_type, fallback_ext)
+        path = self._settings.output_dir / files.media_filename(stem, job.job_id, index, ext)
+        return await files.download(
+            self._client, url, path, max_bytes=cap, expect=expect, limits=limits, mime_type=mime_type
+        )
+
+    async def _download_failed(
+        self, job: Job, what: str, exc: files.DownloadError, saved: list[dict[str, Any]]
+    ) -> None:
+        """A result download failed: try again later when it may pass (up to `max_attempts` in all),
+        else fail the job saying what was paid for, why the file is missing and what to do. Files
+        already saved stay recorded on the failed job."""
+        limits = self._settings.downloads
+        attempts = job.download_failures + 1
+        if not exc.permanent and attempts < limits.max_attempts:
+            delay = limits.retry_delay_seconds * 2 ** (attempts - 1)
+            await self._store.update_job(
+                job.job_id,
+                owner=self.owner,
+                only_if_active=True,
+                download_failures=attempts,
+                next_poll_at=time.time() + delay,
+                note=f"Downloading the {what} failed (attempt {attempts} of {limits.max_attempts}); "
+                f"trying again in {delay:g} s: {exc}",
+            )
+            return
+        outcome = "Trying again cannot help." if exc.permanent else f"Gave up after {attempts} attempts."
+        if job.kind == "video":
+            until = f", valid until {job.video_url_expires_at}" if job.video_url_expires_at else ""
+            message = (
+                f"The render finished and AllToken charges for it, but the {what} could not be downloaded: "
+                f"{exc} {outcome} Its URL is kept in this job's record (video_url{until}): fetch it yourself "
+                f"only if you trust it, or ask AllToken support about task {job.upstream_id}. Submitting "
+                "again starts (and charges) a new render."
+            )
+        else:
+            kept = f" The {len(saved)} image(s) before it are saved." if saved else ""
+            message = (
+                f"The images were generated and AllToken charges for them, but {what} could not be "
+                f"downloaded from its recovery URL: {exc} {outcome}{kept} Generate it again if you still "
+                "need it."
+            )
+        await self._finish(
+            job, "failed", error=("download_failed", message), download_failures=attempts, files=saved
+        )
 
     async def _remove_partials_for(self, job: Job) -> None:
         # Safe: only the lease holder (us) writes this job's files.
@@ -689,7 +789,13 @@ class JobManager:
         if updated is not None:
             await self._changed_to(job, updated)
 
-    async def _complete(self, job: Job, saved: list[dict[str, Any]], usage: dict[str, Any] | None) -> None:
+    async def _complete(
+        self,
+        job: Job,
+        saved: list[dict[str, Any]],
+        usage: dict[str, Any] | None,
+        note: str | None = None,
+    ) -> None:
         done = await self._store.update_job(
             job.job_id,
             owner=self.owner,
@@ -700,14 +806,20 @@ class JobManager:
             usage=usage,
             error_code=None,
             error_message=None,
-            note=None,
+            note=note,
         )
         if done is None:
             # Cancelled locally (or taken over) while we were saving: the late result is discarded.
-            for entry in saved:
-                await anyio.Path(entry["path"]).unlink(missing_ok=True)
+            await self._discard(saved)
             return
         await self._changed_to(job, done)
+
+    @staticmethod
+    async def _discard(saved: list[dict[str, Any]]) -> None:
+        # Shielded: a cancelled delivery must still remove the files it will never record.
+        with anyio.CancelScope(shield=True):
+            for entry in saved:
+                await anyio.Path(entry["path"]).unlink(missing_ok=True)
 
     async def _forgotten_upstream(self, job: Job, exc: NotFoundError) -> None:
         await self._finish(
@@ -878,9 +990,10 @@ class _StreamedImages:
         job: Job,
         stack: AsyncExitStack,
         output_dir: Path,
+        max_bytes: int,
         before_first_file: Callable[[], Awaitable[None]],
     ) -> None:
-        self._job, self._stack, self._output_dir = job, stack, output_dir
+        self._job, self._stack, self._output_dir, self._max_bytes = job, stack, output_dir, max_bytes
         self._before_first_file = before_first_file
         self.writers: dict[int, files.AtomicWriter] = {}
 
@@ -896,6 +1009,6 @@ class _StreamedImages:
                 await self._before_first_file()
             # The extension is a guess; atomic_file corrects it from the bytes when it commits.
             path = self._output_dir / files.media_filename(self._job.prompt, self._job.job_id, index, "png")
-            writer = await self._stack.enter_async_context(files.atomic_file(path, max_bytes=MAX_IMAGE_BYTES))
+            writer = await self._stack.enter_async_context(files.atomic_file(path, max_bytes=self._max_bytes))
             self.writers[index] = writer
         await writer.write(data)

@@ -32,6 +32,30 @@ class SettingsError(ValueError):
 
 
 @dataclass(frozen=True)
+class DownloadLimits:
+    """How big and how slow a result download may be, and how often a failed one is tried again.
+
+    Not read from the environment: the defaults are the product's rules (README, "Cost and safety");
+    tests shrink them to exercise the limits quickly.
+    """
+
+    max_image_bytes: int = 200 * 1024 * 1024
+    max_video_bytes: int = 2 * 1024 * 1024 * 1024
+    max_frame_bytes: int = 50 * 1024 * 1024
+    min_bytes_per_second: int = 32 * 1024
+    """A download must bring at least this × `window_seconds` in every window (the first one starts with
+    the request), or it is abandoned as stalled: a trickle ends after one window (20 s), and an attempt at
+    a file of up to N bytes ends within `window_seconds` + N / this (the overall deadline; about 18 h for
+    a 2 GiB video, 1.8 h for a 200 MiB image). 32 KiB/s is slower than any useful link."""
+    window_seconds: float = 20.0
+    max_attempts: int = 5
+    """Attempts at a download that fails transiently (connection lost, 5xx, stalled) before the job fails.
+    Permanent failures (refused URL, 4xx, over the size cap, not the claimed type) are not retried."""
+    retry_delay_seconds: float = 2.0
+    """Wait before the second attempt; doubled before each later one (2, 4, 8, 16 s)."""
+
+
+@dataclass(frozen=True)
 class Settings:
     api_key: str | None = field(repr=False)
     base_url: str
@@ -43,6 +67,7 @@ class Settings:
     default_video_model: str
     input_dirs: tuple[Path, ...]
     mcp_token: str | None = field(default=None, repr=False)
+    downloads: DownloadLimits = field(default_factory=DownloadLimits)
 
     @property
     def origin(self) -> str:

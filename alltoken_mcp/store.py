@@ -27,7 +27,7 @@ from typing import Any, Literal, TypeVar
 
 import anyio.to_thread
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 JobKind = Literal["image", "video"]
 JobStatus = Literal["queued", "processing", "completed", "failed", "cancelled", "expired"]
@@ -97,6 +97,10 @@ _MIGRATIONS: tuple[str, ...] = (
         stored_at REAL NOT NULL
     );
     """,
+    # 2: failed attempts at downloading a finished job's files (bounded; see DownloadLimits.max_attempts)
+    """
+    ALTER TABLE jobs ADD COLUMN download_failures INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
@@ -162,6 +166,8 @@ class Job:
     upstream_status: str | None = None
     next_poll_at: float = 0.0
     poll_failures: int = 0
+    download_failures: int = 0
+    """Failed attempts at downloading the finished result (transient failures only; see jobs.py)."""
     lease_owner: str | None = None
     lease_expires_at: float | None = None
     cancel_requested: bool = False

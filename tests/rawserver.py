@@ -11,13 +11,15 @@ The server records every request (method, path, headers, body) and notices when 
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import anyio
 from anyio.abc import SocketStream
+from anyio.streams.tls import TLSListener
 
 
 @dataclass
@@ -110,10 +112,13 @@ async def _respond(server: RawServer, stream: SocketStream, response: RawRespons
 
 
 @asynccontextmanager
-async def raw_server(*script: RawResponse) -> AsyncIterator[RawServer]:
-    """Serve `script` (one response per request, in order) on 127.0.0.1:<free port>."""
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
-    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+async def raw_server(*script: RawResponse, tls: ssl.SSLContext | None = None) -> AsyncIterator[RawServer]:
+    """Serve `script` (one response per request, in order) on 127.0.0.1:<free port>; over TLS with `tls`."""
+    tcp = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    port = tcp.extra(anyio.abc.SocketAttribute.local_port)
+    listener: anyio.abc.Listener[Any] = (
+        tcp if tls is None else TLSListener(tcp, tls, standard_compatible=False)
+    )
     server = RawServer(port=port, script=list(script))
 
     async def handle(stream: SocketStream) -> None:

@@ -38,6 +38,7 @@ from alltoken_mcp.files import (
     sniff_mime,
     write_bytes,
 )
+from alltoken_mcp.settings import DownloadLimits
 from alltoken_mcp.simulator import SIM_API_KEY, RunningSimulator
 from tests.rawserver import RawResponse, raw_server
 
@@ -286,7 +287,9 @@ async def test_download_streams_a_simulator_video_without_sending_the_api_key(
     async with httpx2.AsyncClient() as anonymous:
         expected = (await anonymous.get(task.video_url)).content
     assert expected[4:8] == b"ftyp"
-    saved = await download(client, task.video_url, tmp_path / "media" / "a-fox.mp4", max_bytes=10**7)
+    saved = await download(
+        client, task.video_url, tmp_path / "media" / "a-fox.mp4", max_bytes=10**7, expect="video"
+    )
     assert saved.path == tmp_path / "media" / "a-fox.mp4"
     assert saved.path.read_bytes() == expected
     assert (saved.bytes, saved.sha256, saved.mime_type) == (len(expected), sha(expected), "video/mp4")
@@ -302,7 +305,11 @@ async def test_download_of_an_expired_url_is_a_download_error_and_leaves_nothing
     sim.state.advance(10 * 86400)
     with pytest.raises(DownloadError, match=r"HTTP 404 \(the URL may have expired\)") as caught:
         await download(
-            client, task.video_url + "?X-Amz-Signature=secret", tmp_path / "v.mp4", max_bytes=10**7
+            client,
+            task.video_url + "?X-Amz-Signature=secret",
+            tmp_path / "v.mp4",
+            max_bytes=10**7,
+            expect="video",
         )
     assert "secret" not in str(caught.value)
     assert listing(tmp_path) == []
@@ -313,7 +320,9 @@ async def test_download_refuses_a_declared_length_over_the_cap_before_writing(tm
     response = RawResponse(headers=[("Content-Type", "image/png")], pieces=[body], framing="length")
     async with raw_server(response) as server, raw_client(server.base_url) as client:
         with pytest.raises(DownloadError, match=r"is 5\.0 KiB, over the 4\.0 KiB limit"):
-            await download(client, f"{server.origin}/r2/a.png", tmp_path / "a.png", max_bytes=4096)
+            await download(
+                client, f"{server.origin}/r2/a.png", tmp_path / "a.png", max_bytes=4096, expect="image"
+            )
         assert "authorization" not in server.requests[0].headers
     assert listing(tmp_path) == []
 
@@ -323,7 +332,9 @@ async def test_download_counts_streamed_bytes_when_no_length_is_declared(tmp_pat
     response = RawResponse(headers=[("Content-Type", "image/png")], pieces=pieces, framing="chunked")
     async with raw_server(response) as server, raw_client(server.base_url) as client:
         with pytest.raises(DownloadError, match=r"sent more than the 4\.0 KiB limit"):
-            await download(client, f"{server.origin}/a.png", tmp_path / "a.png", max_bytes=4096)
+            await download(
+                client, f"{server.origin}/a.png", tmp_path / "a.png", max_bytes=4096, expect="image"
+            )
     assert listing(tmp_path) == []
 
 
@@ -331,7 +342,9 @@ async def test_download_under_the_cap_without_a_length_succeeds(tmp_path: Path) 
     pieces = [PNG, *(payload(1000, seed=n) for n in range(3))]
     response = RawResponse(headers=[("Content-Type", "application/octet-stream")], pieces=pieces)
     async with raw_server(response) as server, raw_client(server.base_url) as client:
-        saved = await download(client, f"{server.origin}/a.bin", tmp_path / "a.png", max_bytes=4096)
+        saved = await download(
+            client, f"{server.origin}/a.bin", tmp_path / "a.png", max_bytes=4096, expect="image"
+        )
     assert saved.path.read_bytes() == b"".join(pieces)
     assert saved.mime_type == "image/png"  # sniffed: the header said nothing useful
 
@@ -362,7 +375,9 @@ async def test_download_of_a_short_body_fails_and_leaves_nothing(
 ) -> None:
     async with raw_server(response) as server, raw_client(server.base_url) as client:
         with pytest.raises(DownloadError, match="broke off") as caught:
-            await download(client, f"{server.origin}/a.png", tmp_path / "a.png", max_bytes=10**6)
+            await download(
+                client, f"{server.origin}/a.png", tmp_path / "a.png", max_bytes=10**6, expect="image"
+            )
     assert "nothing was saved" in str(caught.value)
     assert isinstance(caught.value.__cause__, httpx2.HTTPError)
     assert listing(tmp_path) == []
@@ -372,16 +387,94 @@ async def test_download_non_2xx_and_unreachable_hosts_are_download_errors(tmp_pa
     forbidden = RawResponse(status=403, headers=[("Content-Type", "application/xml")], pieces=[b"<Error/>"])
     async with raw_server(forbidden) as server, raw_client(server.base_url) as client:
         with pytest.raises(DownloadError, match="HTTP 403"):
-            await download(client, f"{server.origin}/a.png", tmp_path / "a.png", max_bytes=10**6)
+            await download(
+                client, f"{server.origin}/a.png", tmp_path / "a.png", max_bytes=10**6, expect="image"
+            )
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
     port = listener.extra(anyio.abc.SocketAttribute.local_port)
     await listener.aclose()  # nothing listens there now: connection refused
     async with raw_client(f"http://127.0.0.1:{port}/v1") as client:
         with pytest.raises(DownloadError, match="ConnectError"):
-            await download(client, f"http://127.0.0.1:{port}/a.png", tmp_path / "a.png", max_bytes=10**6)
+            await download(
+                client, f"http://127.0.0.1:{port}/a.png", tmp_path / "a.png", max_bytes=10**6, expect="image"
+            )
         with pytest.raises(DownloadError, match="http"):
-            await download(client, "ftp://example.com/a.png", tmp_path / "a.png", max_bytes=10**6)
+            await download(
+                client, "ftp://example.com/a.png", tmp_path / "a.png", max_bytes=10**6, expect="image"
+            )
     assert listing(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("response", "permanent", "reason"),
+    [
+        (RawResponse(status=403, pieces=[b"<Error/>"]), True, "HTTP 403 (the URL may have expired)"),
+        (RawResponse(status=404, pieces=[b"NoSuchKey"]), True, "HTTP 404"),
+        (RawResponse(status=400, pieces=[b"bad"]), True, "HTTP 400"),
+        (RawResponse(status=429, pieces=[b"slow down"]), False, "HTTP 429"),
+        (RawResponse(status=503, pieces=[b"later"]), False, "HTTP 503"),
+        (RawResponse(pieces=[PNG, b"x" * 3000], abort_after=1), False, "broke off"),
+        (RawResponse(pieces=[PNG + payload(5000)], framing="length"), True, "over the 4.0 KiB limit"),
+        (RawResponse(pieces=[PNG, payload(5000)]), True, "sent more than the 4.0 KiB limit"),
+        (RawResponse(pieces=[b"<html>hello</html>"]), True, "bytes of no known media type"),
+        (RawResponse(pieces=[MP4]), True, "video/mp4 bytes (Content-Type text/event-stream) instead of an"),
+        (RawResponse(status=302, headers=[("Location", "file:///etc/passwd")]), True, "refused"),
+        (RawResponse(status=304), True, "HTTP 304"),
+    ],
+    ids=[
+        "403", "404", "400", "429", "503", "broken", "declared-over-cap", "streamed-over-cap", "html",
+        "video-as-image", "redirect-to-file", "304",
+    ],
+)  # fmt: skip
+async def test_download_errors_say_whether_trying_again_can_help(
+    tmp_path: Path, response: RawResponse, permanent: bool, reason: str
+) -> None:
+    async with raw_server(response) as server, raw_client(server.base_url) as client:
+        with pytest.raises(DownloadError) as caught:
+            await download(
+                client, f"{server.origin}/a.png", tmp_path / "a.png", max_bytes=4096, expect="image"
+            )
+    assert reason in str(caught.value)
+    assert caught.value.permanent is permanent
+    assert listing(tmp_path) == []
+
+
+async def test_a_stalled_download_is_abandoned_after_one_window_and_its_connection_closed(
+    tmp_path: Path,
+) -> None:
+    stalled = RawResponse(headers=[("Content-Type", "image/png")], pieces=[PNG], hold=True)
+    limits = DownloadLimits(min_bytes_per_second=10_000, window_seconds=0.3)  # 3 KB per window
+    async with raw_server(stalled) as server, raw_client(server.base_url) as client:
+        with (
+            anyio.fail_after(3),
+            pytest.raises(DownloadError, match=r"below the minimum rate of 9\.8 KiB/s") as caught,
+        ):
+            await download(
+                client, f"{server.origin}/a.png", tmp_path / "a.png", max_bytes=10**6, expect="image",
+                limits=limits,
+            )  # fmt: skip
+        with anyio.fail_after(3):
+            await server.client_gone.wait()
+    assert f"sent {len(PNG)} bytes in 0.3 s" in str(caught.value)
+    assert not caught.value.permanent
+    assert listing(tmp_path) == []
+
+
+async def test_a_download_that_keeps_the_minimum_rate_is_not_cut_off(tmp_path: Path) -> None:
+    # Many windows long in all, but every window brings its share: it must complete.
+    pieces = [PNG, *(payload(2048, seed=n) for n in range(20))]
+    response = RawResponse(headers=[("Content-Type", "image/png")], pieces=pieces)
+    limits = DownloadLimits(min_bytes_per_second=1024, window_seconds=0.05)
+    async with raw_server(response) as server, raw_client(server.base_url) as client:
+        saved = await download(
+            client,
+            f"{server.origin}/a.png",
+            tmp_path / "a.png",
+            max_bytes=10**6,
+            expect="image",
+            limits=limits,
+        )
+    assert saved.bytes == sum(map(len, pieces))
 
 
 # ---------------------------------------------------------------------------------------------- inputs

@@ -12,10 +12,13 @@ import anyio
 import pytest
 
 from alltoken_mcp.store import (
+    _JOB_COLUMNS,
+    _MIGRATIONS,
     SCHEMA_VERSION,
     Job,
     Store,
     StoreError,
+    _to_column,
     new_job_id,
     owner_is_dead,
     process_owner,
@@ -61,6 +64,39 @@ async def test_reopening_keeps_data_and_does_not_migrate_again(tmp_path: Path) -
         assert await store.get_job(job.job_id) == job
     finally:
         await store.close()
+
+
+def _version_1_database(path: Path, job: Job) -> None:
+    """A database as release schema 1 left it, holding `job`."""
+    db = sqlite3.connect(path)
+    for statement in _MIGRATIONS[0].split(";"):
+        if statement.strip():
+            db.execute(statement)
+    columns = [c for c in _JOB_COLUMNS if c != "download_failures"]
+    db.execute(
+        f"INSERT INTO jobs ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})",
+        [_to_column(c, getattr(job, c)) for c in columns],
+    )
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+
+
+async def test_a_version_1_database_is_upgraded_and_keeps_its_jobs(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    job = make_job(status="processing", poll_failures=3)
+    await anyio.to_thread.run_sync(_version_1_database, path, job)
+    store = await Store.open(path)
+    try:
+        assert await store.get_job(job.job_id) == job
+        updated = await store.update_job(job.job_id, download_failures=2)
+        assert updated is not None
+        assert updated.download_failures == 2
+    finally:
+        await store.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    db.close()
 
 
 async def test_newer_schema_is_refused_with_advice(tmp_path: Path) -> None:

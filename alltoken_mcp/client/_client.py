@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json as json_module
 import logging
+import socket
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
@@ -24,7 +26,7 @@ import anyio
 import httpx2
 from pydantic import ValidationError
 
-from alltoken_mcp import __version__, budget
+from alltoken_mcp import __version__, budget, urlpolicy
 from alltoken_mcp.client._b64scan import B64JsonScanner, B64Piece, B64ScanError, ImageSink, decode_piece
 from alltoken_mcp.client._retry import (
     ALWAYS_RETRYABLE_STATUSES,
@@ -79,6 +81,30 @@ MAX_CHAT_BODY = 16 * 1024 * 1024
 """A non-streamed chat completion (or a JSON answer to a streamed request)."""
 MAX_IMAGE_BODY = 96 * 1024 * 1024
 """A whole image task with base64 data, when it is not streamed into files (`get_image` without a sink)."""
+
+Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
+"""(host, port) → the IP addresses a connection to it may use; how downloads check a host's addresses."""
+
+
+async def system_resolver(host: str, port: int) -> list[str]:
+    infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
+def _via_proxy(url: httpx2.URL) -> bool:
+    """Whether the environment routes `url` through a proxy (httpx2 honours it): then the proxy connects
+    to the host and the peer we see is the proxy, so only our own resolution of the host can be checked."""
+    proxies = urllib.request.getproxies_environment()
+    if not (proxies.get(url.scheme) or proxies.get("all")):
+        return False
+    return not urllib.request.proxy_bypass(url.raw_host.decode("ascii"))
+
+
+def _peer_address(response: httpx2.Response) -> str | None:
+    """The IP address the response actually came from (None when the transport does not say)."""
+    stream = response.extensions.get("network_stream")
+    address = stream.get_extra_info("server_addr") if stream is not None else None
+    return str(address[0]) if isinstance(address, tuple) and address else None
 
 
 def _where(url: httpx2.URL) -> str:
@@ -168,6 +194,7 @@ class AllTokenClient:
         timeout: float = DEFAULT_TIMEOUT,
         origin: str | None = None,
         limits: httpx2.Limits = DEFAULT_LIMITS,
+        resolver: Resolver = system_resolver,
     ) -> None:
         url = httpx2.URL(base_url.rstrip("/"))
         if url.scheme not in ("http", "https") or not url.host:
@@ -179,6 +206,9 @@ class AllTokenClient:
         self._api_key = api_key or None
         self._retry = retry or RetryPolicy()
         self._timeout = timeout
+        # Downloads may use plain http and reach non-public addresses only on the base URL's own origin.
+        self._trusted_origin = urlpolicy.Origin.of(url)
+        self._resolve = resolver
         self._http = httpx2.AsyncClient(
             timeout=httpx2.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT)),
             limits=limits,
@@ -734,25 +764,70 @@ class AllTokenClient:
 
     @asynccontextmanager
     async def download(self, url: str) -> AsyncIterator[httpx2.Response]:
-        """Stream a result file (r2_url, video_url): no Authorization, redirects followed."""
-        parsed = httpx2.URL(url)
-        if parsed.scheme not in ("http", "https") or not parsed.host:
-            raise ValueError(f"download URL must be http(s), got {snippet(url, 80)!r}")
-        response, _ = await self._send(
-            "GET",
-            url,
-            auth=False,
-            replay_safe=True,
-            max_body=MAX_SMALL_BODY,
-            headers={"Accept": "*/*"},
-            stream=True,
-            follow_redirects=True,
-        )
+        """Stream a result file (r2_url, video_url): no Authorization, one attempt, redirects followed here.
+
+        Every hop, the first included, must pass `urlpolicy`: https (or the base URL's own origin), a host
+        that resolves only to public addresses, and — unless a proxy makes the connection — a connected
+        peer that is public too (a host whose DNS answer changed between our check and the connect). At
+        most `urlpolicy.MAX_REDIRECTS` redirects. Raises `urlpolicy.RefusedURL` for a refused hop,
+        `APIStatusError` for a non-2xx answer, `TransportError` when no answer arrived. Retrying is the
+        caller's decision (a download may be long; the job manager counts attempts).
+        """
         try:
-            yield response
-        finally:
-            with anyio.CancelScope(shield=True):
-                await response.aclose()
+            current = first = httpx2.URL(url)
+        except httpx2.InvalidURL as exc:
+            raise urlpolicy.RefusedURL(f"refused to download an invalid URL ({exc})") from None
+        for _ in range(urlpolicy.MAX_REDIRECTS + 1):
+            response = await self._download_hop(current)
+            status = response.status_code
+            if status in urlpolicy.REDIRECT_STATUSES and response.headers.get("location"):
+                with anyio.CancelScope(shield=True):
+                    await response.aclose()
+                current = urlpolicy.redirect_target(current, response.headers["location"])
+                continue
+            try:
+                if status >= 300:
+                    body = await _read_capped(response, MAX_ERROR_BODY)
+                    raise error_from_response(
+                        status, body, retry_after=self._retry.retry_after(response.headers)
+                    )
+                yield response
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await response.aclose()
+            return
+        raise urlpolicy.RefusedURL(
+            f"refused to download {urlpolicy.where(first)}: more than {urlpolicy.MAX_REDIRECTS} redirects"
+        )
+
+    async def _download_hop(self, url: httpx2.URL) -> httpx2.Response:
+        """Check `url`, send the GET (streamed) and check whom it reached; the caller closes the response."""
+        trusted = urlpolicy.check_url(url, self._trusted_origin)
+        where = urlpolicy.where(url)
+        if not trusted:
+            try:
+                addresses = await self._resolve(url.raw_host.decode("ascii"), urlpolicy.Origin.of(url).port)
+            except OSError as exc:
+                raise TransportError(f"Could not resolve the host of {where}: {exc}.") from exc
+            urlpolicy.check_addresses(url, addresses)
+        request = self._http.build_request("GET", url, headers={"Accept": "*/*"})
+        try:
+            response = await self._http.send(request, stream=True, follow_redirects=False)
+        except httpx2.TransportError as exc:
+            raise TransportError(
+                f"Could not download {where}: {type(exc).__name__} ({exc or 'no detail'})."
+            ) from exc
+        logger.debug("GET %s -> %d (download)", where, response.status_code)
+        if not trusted and not _via_proxy(url):
+            peer = _peer_address(response)
+            try:
+                if peer is not None:
+                    urlpolicy.check_addresses(url, [peer])
+            except urlpolicy.RefusedURL:
+                with anyio.CancelScope(shield=True):
+                    await response.aclose()
+                raise
+        return response
 
     # ------------------------------------------------------------------------------------ helpers
 

@@ -410,8 +410,10 @@ def register(server: MCPServer[AppState]) -> None:
         name="job_cancel",
         title="Cancel a media job",
         description="Cancel a job. Videos are cancelled at AllToken while it allows (queued); if AllToken "
-        "refuses because the video already started or finished, the result says so and the job goes on. "
-        "Images cannot be cancelled at AllToken: the job is cancelled here and a late result is discarded.",
+        "refuses because the video is already rendering, the result says so and the job goes on. A video "
+        "that has finished rendering (and is charged) is cancelled here: its download stops and nothing is "
+        "saved. Images cannot be cancelled at AllToken: the job is cancelled here and a late result is "
+        "discarded.",
         annotations=t.ToolAnnotations(
             title="Cancel a media job",
             read_only_hint=False,
