@@ -8,26 +8,39 @@ read-modify-write steps, a busy timeout for contention).
 The schema is versioned with `PRAGMA user_version` and ordered migrations; a database written by a newer
 release is refused rather than guessed at. Ids are checked against strict patterns before they reach SQL
 or a file name.
+
+Failures of the machine (full disk, read-only or immutable file, file-size limit, I/O error, a lock held
+too long) are mapped in one place (`_machine_fault`, `_explain`) to a `StoreWriteError` whose one line
+says what failed, where, and what to free or fix. The statement's transaction is rolled back, the
+connection stays usable, and the next call simply tries again, so the server recovers when the disk does.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import secrets
+import shutil
 import socket
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import anyio.to_thread
 
+logger = logging.getLogger(__name__)
+
 SCHEMA_VERSION = 1
+BUSY_TIMEOUT_SECONDS = 30
+HOME_VAR = "ALLTOKEN_MCP_HOME"
 
 JobKind = Literal["image", "video"]
 JobStatus = Literal["queued", "processing", "completed", "failed", "cancelled", "expired"]
@@ -103,6 +116,12 @@ assert len(_MIGRATIONS) == SCHEMA_VERSION
 
 class StoreError(Exception):
     """The database cannot be used (corrupt, from a newer release, not writable). One-line message."""
+
+
+class StoreWriteError(StoreError):
+    """A statement failed because of the machine, not the program: full disk, read-only or immutable file,
+    file-size limit, I/O error, a lock held too long. The message names the database and what to free or
+    fix; the statement's transaction was rolled back, so the database is as it was before the call."""
 
 
 def new_job_id() -> str:
@@ -238,49 +257,64 @@ class Store:
 
     @classmethod
     def _open_sync(cls, path: Path) -> Store:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
-        except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"cannot open the state database {path}: {exc}") from None
-        connection.row_factory = sqlite3.Row
-        try:
-            connection.execute("PRAGMA busy_timeout = 30000")
-            connection.execute("PRAGMA journal_mode = WAL")
-            # FULL: a job row (and its idempotency key) must be on disk before the paid request leaves.
-            connection.execute("PRAGMA synchronous = FULL")
-            connection.execute("PRAGMA foreign_keys = ON")
-            _migrate(connection, path)
-        except sqlite3.DatabaseError as exc:
-            connection.close()
-            raise StoreError(
-                f"the state database {path} is unusable ({exc}); move it aside and restart "
-                "(jobs and conversations in it will be forgotten)"
-            ) from None
-        except StoreError:
-            connection.close()
-            raise
-        return cls(connection, path)
+        return cls(_connect(path), path)
 
     async def close(self) -> None:
-        await self._run(self._db.close)
+        try:
+            await self._run(lambda: self._db.close())
+        except StoreError as exc:  # at shutdown there is nothing left to do about it but say so
+            logger.warning("closing the state database: %s", exc)
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         def locked() -> T:
             with self._lock:
-                return fn(*args)
+                for attempt in (1, 2):
+                    try:
+                        return fn(*args)
+                    except sqlite3.Error as exc:
+                        code = _machine_fault(exc, self.path)
+                        if code is None:
+                            raise
+                        self._roll_back()
+                        # SQLite opens a file it cannot write read-only, and that connection stays so
+                        # after the file is fixed: retry once on a fresh connection.
+                        if code == _SQLITE_READONLY and attempt == 1 and self._reconnect():
+                            continue
+                        raise StoreWriteError(_explain(code, exc, self.path)) from exc
+                raise AssertionError("unreachable")
 
         return await anyio.to_thread.run_sync(locked, limiter=self._limiter)
+
+    def _roll_back(self) -> None:
+        """End a transaction a failed statement left open. Caller holds the lock."""
+        if self._db.in_transaction:
+            with suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+
+    def _reconnect(self) -> bool:
+        """Replace the connection with a fresh one; False (keeping the old one) when none can be had."""
+        try:
+            fresh = _connect(self.path)
+        except StoreError:
+            return False
+        with suppress(sqlite3.Error):
+            self._db.close()
+        self._db = fresh
+        return True
+
+    def _execute(self, sql: str, params: Sequence[Any]) -> None:
+        """One statement on the current connection (looked up when it runs: `_reconnect` may replace it)."""
+        self._db.execute(sql, params)
 
     def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` inside BEGIN IMMEDIATE … COMMIT (rolled back on error). Caller holds the lock."""
         self._db.execute("BEGIN IMMEDIATE")
         try:
             result = fn(self._db)
+            self._db.execute("COMMIT")  # can fail too (a full disk): then roll back as well
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._roll_back()
             raise
-        self._db.execute("COMMIT")
         return result
 
     # -- jobs ------------------------------------------------------------------------------------
@@ -289,7 +323,7 @@ class Store:
         columns = ", ".join(_JOB_COLUMNS)
         marks = ", ".join("?" for _ in _JOB_COLUMNS)
         values = [_to_column(name, getattr(job, name)) for name in _JOB_COLUMNS]
-        await self._run(self._db.execute, f"INSERT INTO jobs ({columns}) VALUES ({marks})", values)
+        await self._run(self._execute, f"INSERT INTO jobs ({columns}) VALUES ({marks})", values)
 
     async def get_job(self, job_id: str) -> Job | None:
         if not is_job_id(job_id):
@@ -426,7 +460,7 @@ class Store:
 
     async def release_lease(self, job_id: str, owner: str) -> None:
         await self._run(
-            self._db.execute,
+            self._execute,
             "UPDATE jobs SET lease_owner = NULL, lease_expires_at = NULL "
             "WHERE job_id = ? AND lease_owner = ?",
             (job_id, owner),
@@ -434,7 +468,7 @@ class Store:
 
     async def release_all_leases(self, owner: str) -> None:
         await self._run(
-            self._db.execute,
+            self._execute,
             "UPDATE jobs SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner = ?",
             (owner,),
         )
@@ -503,7 +537,7 @@ class Store:
 
     async def cache_put(self, key: str, value: Any) -> None:
         await self._run(
-            self._db.execute,
+            self._execute,
             "INSERT OR REPLACE INTO cache (key, value, stored_at) VALUES (?, ?, ?)",
             (key, json.dumps(value, ensure_ascii=False), time.time()),
         )
@@ -526,6 +560,142 @@ def _append(db: sqlite3.Connection, conversation_id: str, messages: Sequence[dic
     db.execute(
         "UPDATE conversations SET updated_at = ? WHERE conversation_id = ?", (time.time(), conversation_id)
     )
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """A configured connection to an up-to-date database at `path`; StoreError when that cannot be had."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(
+            path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
+        )
+    except (OSError, sqlite3.Error) as exc:
+        raise StoreError(f"cannot open the state database {path}: {exc}") from None
+    connection.row_factory = sqlite3.Row
+    try:
+        connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_SECONDS * 1000}")
+        connection.execute("PRAGMA journal_mode = WAL")
+        # FULL: a job row (and its idempotency key) must be on disk before the paid request leaves.
+        connection.execute("PRAGMA synchronous = FULL")
+        connection.execute("PRAGMA foreign_keys = ON")
+        _migrate(connection, path)
+    except sqlite3.Error as exc:
+        connection.close()
+        code = _machine_fault(exc, path)
+        if code is not None and code != _SQLITE_CORRUPT:
+            raise StoreWriteError(_explain(code, exc, path)) from None
+        raise StoreError(
+            f"the state database {path} is unusable ({exc}); move it aside and restart "
+            "(jobs and conversations in it will be forgotten)"
+        ) from None
+    except StoreError:
+        connection.close()
+        raise
+    return connection
+
+
+# -- failures of the machine -------------------------------------------------------------------------
+
+# SQLite's primary result codes (the low byte of an extended code).
+_SQLITE_BUSY = 5
+_SQLITE_READONLY = 8
+_SQLITE_IOERR = 10
+_SQLITE_CORRUPT = 11
+_SQLITE_FULL = 13
+_SQLITE_CANTOPEN = 14
+_SQLITE_NOTADB = 26
+# Python 3.10 does not expose the code; SQLite's fixed English messages identify it instead.
+_CODE_BY_MESSAGE = (
+    ("database or disk is full", _SQLITE_FULL),
+    ("readonly database", _SQLITE_READONLY),
+    ("disk i/o error", _SQLITE_IOERR),
+    ("database is locked", _SQLITE_BUSY),
+    ("unable to open database file", _SQLITE_CANTOPEN),
+    ("malformed", _SQLITE_CORRUPT),
+    ("file is not a database", _SQLITE_NOTADB),
+)
+LOW_SPACE_BYTES = 1024 * 1024
+"""With less free space than this, a disk I/O error is reported as a full disk (what it almost always is)."""
+
+
+def _machine_fault(exc: sqlite3.Error, path: Path) -> int | None:
+    """SQLite's primary result code when `exc` is a failure of the machine (disk, file, lock); None for
+    anything else (a constraint violation or a misuse is the program's business and keeps its exception)."""
+    if type(exc) not in (sqlite3.OperationalError, sqlite3.DatabaseError):
+        return None
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        code &= 0xFF
+    else:
+        text = str(exc).lower()
+        code = next((number for phrase, number in _CODE_BY_MESSAGE if phrase in text), 0)
+    if code == _SQLITE_NOTADB:
+        return _SQLITE_CORRUPT
+    if code == _SQLITE_IOERR and _free_bytes(path.parent) < LOW_SPACE_BYTES:
+        return _SQLITE_FULL
+    return code
+
+
+def _explain(code: int, exc: sqlite3.Error, path: Path) -> str:
+    """One line: what failed, where, and what to free or fix."""
+    folder = path.parent
+    if code == _SQLITE_FULL:
+        free = _free_bytes(folder) / (1024 * 1024)
+        return (
+            f"Cannot write the state database {path}: the disk is full ({free:.1f} MiB free). Free disk "
+            f"space on the volume holding {folder} (or point {HOME_VAR} at a volume with room), then retry."
+        )
+    if code == _SQLITE_READONLY:
+        return (
+            f"Cannot write the state database {path}: it is read-only. Make {path}, its -wal and -shm files "
+            f"and {folder} writable for this user (check the permissions, a read-only mount, or an "
+            "immutable flag: chattr -i), then retry."
+        )
+    if code == _SQLITE_IOERR:
+        limit = _file_size_limit()
+        if limit is not None:
+            return (
+                f"Cannot write the state database {path}: a write went past this process's file-size limit "
+                f"({limit} bytes). Raise the file-size limit (ulimit -f unlimited where the host starts "
+                "alltoken-mcp), then retry."
+            )
+        return (
+            f"Cannot read or write the state database {path}: the disk reported an I/O error. Check the "
+            f"volume holding {folder} (free space, quotas, device errors in dmesg), then retry."
+        )
+    if code == _SQLITE_BUSY:
+        return (
+            f"The state database {path} stayed locked by another process for over {BUSY_TIMEOUT_SECONDS} s. "
+            f"Retry; if it persists, stop any stuck alltoken-mcp process that uses the same {HOME_VAR}."
+        )
+    if code == _SQLITE_CANTOPEN:
+        return (
+            f"Cannot open the state database {path} or its -wal/-shm files. Make sure {folder} exists and is "
+            "writable for this user, then retry."
+        )
+    if code == _SQLITE_CORRUPT:
+        return (
+            f"The state database {path} is damaged ({exc}); move it aside and restart "
+            "(jobs and conversations in it will be forgotten)."
+        )
+    return f"The state database {path} failed: {exc}. Check the volume holding {folder}, then retry."
+
+
+def _free_bytes(folder: Path) -> int:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return LOW_SPACE_BYTES  # unknown: do not claim the disk is full
+
+
+def _file_size_limit() -> int | None:
+    """This process's soft RLIMIT_FSIZE in bytes, or None when unlimited (or on Windows)."""
+    if sys.platform == "win32":
+        return None
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    return None if soft == resource.RLIM_INFINITY else int(soft)
 
 
 def _lease_available(job: Job, owner: str, now: float, is_dead: Callable[[str], bool]) -> bool:
