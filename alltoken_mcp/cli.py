@@ -12,7 +12,6 @@ import argparse
 import gc
 import logging
 import os
-import signal
 import sys
 from collections.abc import Sequence
 
@@ -113,10 +112,6 @@ def _serve(args: argparse.Namespace) -> int:
     # cyclic GC passes over them are wasted work before `initialize`. The server's lifespan freezes
     # what exists by then and turns the collector back on.
     gc.disable()
-    # Past a file-size limit (ulimit -f) writes then fail with EFBIG, which the store and the media writer
-    # report as one-line errors, instead of SIGXFSZ killing the server.
-    if hasattr(signal, "SIGXFSZ"):
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     from alltoken_mcp.serve import serve
 
     settings = _settings_from(args)

@@ -272,15 +272,15 @@ class Store:
                     try:
                         return fn(*args)
                     except sqlite3.Error as exc:
-                        code = _machine_fault(exc, self.path)
-                        if code is None:
+                        fault = _machine_fault(exc, self.path)
+                        if fault is None:
                             raise
                         self._roll_back()
                         # SQLite opens a file it cannot write read-only, and that connection stays so
                         # after the file is fixed: retry once on a fresh connection.
-                        if code == _SQLITE_READONLY and attempt == 1 and self._reconnect():
+                        if fault == "read-only" and attempt == 1 and self._reconnect():
                             continue
-                        raise StoreWriteError(_explain(code, exc, self.path)) from exc
+                        raise StoreWriteError(_explain(fault, exc, self.path)) from exc
                 raise AssertionError("unreachable")
 
         return await anyio.to_thread.run_sync(locked, limiter=self._limiter)
@@ -581,9 +581,9 @@ def _connect(path: Path) -> sqlite3.Connection:
         _migrate(connection, path)
     except sqlite3.Error as exc:
         connection.close()
-        code = _machine_fault(exc, path)
-        if code is not None and code != _SQLITE_CORRUPT:
-            raise StoreWriteError(_explain(code, exc, path)) from None
+        fault = _machine_fault(exc, path)
+        if fault is not None and fault != "damaged":
+            raise StoreWriteError(_explain(fault, exc, path)) from None
         raise StoreError(
             f"the state database {path} is unusable ({exc}); move it aside and restart "
             "(jobs and conversations in it will be forgotten)"
@@ -596,89 +596,93 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 # -- failures of the machine -------------------------------------------------------------------------
 
-# SQLite's primary result codes (the low byte of an extended code).
-_SQLITE_BUSY = 5
-_SQLITE_READONLY = 8
-_SQLITE_IOERR = 10
-_SQLITE_CORRUPT = 11
-_SQLITE_FULL = 13
-_SQLITE_CANTOPEN = 14
-_SQLITE_NOTADB = 26
+Fault = Literal["disk full", "file-size limit", "read-only", "i/o error", "locked", "cannot open", "damaged"]
+
+# SQLite's primary result codes (the low byte of an extended code) for the failures of the machine.
+_FAULT_BY_CODE: dict[int, Fault] = {
+    5: "locked",  # SQLITE_BUSY
+    8: "read-only",  # SQLITE_READONLY
+    10: "i/o error",  # SQLITE_IOERR
+    11: "damaged",  # SQLITE_CORRUPT
+    13: "disk full",  # SQLITE_FULL
+    14: "cannot open",  # SQLITE_CANTOPEN
+    26: "damaged",  # SQLITE_NOTADB
+}
 # Python 3.10 does not expose the code; SQLite's fixed English messages identify it instead.
-_CODE_BY_MESSAGE = (
-    ("database or disk is full", _SQLITE_FULL),
-    ("readonly database", _SQLITE_READONLY),
-    ("disk i/o error", _SQLITE_IOERR),
-    ("database is locked", _SQLITE_BUSY),
-    ("unable to open database file", _SQLITE_CANTOPEN),
-    ("malformed", _SQLITE_CORRUPT),
-    ("file is not a database", _SQLITE_NOTADB),
+_FAULT_BY_MESSAGE: tuple[tuple[str, Fault], ...] = (
+    ("database or disk is full", "disk full"),
+    ("readonly database", "read-only"),
+    ("disk i/o error", "i/o error"),
+    ("database is locked", "locked"),
+    ("unable to open database file", "cannot open"),
+    ("malformed", "damaged"),
+    ("file is not a database", "damaged"),
 )
 LOW_SPACE_BYTES = 1024 * 1024
-"""With less free space than this, a disk I/O error is reported as a full disk (what it almost always is)."""
+"""With less free space than this, a failed write is put down to a full disk."""
 
 
-def _machine_fault(exc: sqlite3.Error, path: Path) -> int | None:
-    """SQLite's primary result code when `exc` is a failure of the machine (disk, file, lock); None for
-    anything else (a constraint violation or a misuse is the program's business and keeps its exception)."""
+def _machine_fault(exc: sqlite3.Error, path: Path) -> Fault | None:
+    """What about the machine made `exc` happen; None when it is not the machine (a constraint
+    violation or a misuse is the program's business and keeps its own exception)."""
     if type(exc) not in (sqlite3.OperationalError, sqlite3.DatabaseError):
         return None
     code = getattr(exc, "sqlite_errorcode", None)
     if isinstance(code, int):
-        code &= 0xFF
+        fault = _FAULT_BY_CODE.get(code & 0xFF)
     else:
         text = str(exc).lower()
-        code = next((number for phrase, number in _CODE_BY_MESSAGE if phrase in text), 0)
-    if code == _SQLITE_NOTADB:
-        return _SQLITE_CORRUPT
-    if code == _SQLITE_IOERR and _free_bytes(path.parent) < LOW_SPACE_BYTES:
-        return _SQLITE_FULL
-    return code
+        fault = next((found for phrase, found in _FAULT_BY_MESSAGE if phrase in text), None)
+    if fault in ("disk full", "i/o error"):
+        # SQLite says "full" for any short write and "I/O error" for EFBIG as for EIO: look at the
+        # machine to tell a full disk, a file-size limit (ulimit -f) and a failing device apart.
+        if _free_bytes(path.parent) < LOW_SPACE_BYTES:
+            return "disk full"
+        if _near_file_size_limit(path):
+            return "file-size limit"
+    return fault
 
 
-def _explain(code: int, exc: sqlite3.Error, path: Path) -> str:
+def _explain(fault: Fault, exc: sqlite3.Error, path: Path) -> str:
     """One line: what failed, where, and what to free or fix."""
     folder = path.parent
-    if code == _SQLITE_FULL:
+    if fault == "disk full":
         free = _free_bytes(folder) / (1024 * 1024)
         return (
             f"Cannot write the state database {path}: the disk is full ({free:.1f} MiB free). Free disk "
             f"space on the volume holding {folder} (or point {HOME_VAR} at a volume with room), then retry."
         )
-    if code == _SQLITE_READONLY:
+    if fault == "file-size limit":
+        return (
+            f"Cannot write the state database {path}: a write went past this process's file-size limit "
+            f"({_file_size_limit()} bytes). Raise the file-size limit (ulimit -f unlimited where the host "
+            "starts alltoken-mcp), then retry."
+        )
+    if fault == "read-only":
         return (
             f"Cannot write the state database {path}: it is read-only. Make {path}, its -wal and -shm files "
             f"and {folder} writable for this user (check the permissions, a read-only mount, or an "
             "immutable flag: chattr -i), then retry."
         )
-    if code == _SQLITE_IOERR:
-        limit = _file_size_limit()
-        if limit is not None:
-            return (
-                f"Cannot write the state database {path}: a write went past this process's file-size limit "
-                f"({limit} bytes). Raise the file-size limit (ulimit -f unlimited where the host starts "
-                "alltoken-mcp), then retry."
-            )
+    if fault == "i/o error":
         return (
             f"Cannot read or write the state database {path}: the disk reported an I/O error. Check the "
             f"volume holding {folder} (free space, quotas, device errors in dmesg), then retry."
         )
-    if code == _SQLITE_BUSY:
+    if fault == "locked":
         return (
             f"The state database {path} stayed locked by another process for over {BUSY_TIMEOUT_SECONDS} s. "
             f"Retry; if it persists, stop any stuck alltoken-mcp process that uses the same {HOME_VAR}."
         )
-    if code == _SQLITE_CANTOPEN:
+    if fault == "cannot open":
         return (
             f"Cannot open the state database {path} or its -wal/-shm files. Make sure {folder} exists and is "
             "writable for this user, then retry."
         )
-    if code == _SQLITE_CORRUPT:
-        return (
-            f"The state database {path} is damaged ({exc}); move it aside and restart "
-            "(jobs and conversations in it will be forgotten)."
-        )
-    return f"The state database {path} failed: {exc}. Check the volume holding {folder}, then retry."
+    return (  # damaged
+        f"The state database {path} is damaged ({exc}); move it aside and restart "
+        "(jobs and conversations in it will be forgotten)."
+    )
 
 
 def _free_bytes(folder: Path) -> int:
@@ -696,6 +700,18 @@ def _file_size_limit() -> int | None:
 
     soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
     return None if soft == resource.RLIM_INFINITY else int(soft)
+
+
+def _near_file_size_limit(path: Path) -> bool:
+    """Whether the database or its WAL has grown to within a few pages of the file-size limit."""
+    limit = _file_size_limit()
+    if limit is None:
+        return False
+    sizes = []
+    for name in (path.name, f"{path.name}-wal"):
+        with suppress(OSError):
+            sizes.append((path.parent / name).stat().st_size)
+    return max(sizes, default=0) + 64 * 1024 >= limit
 
 
 def _lease_available(job: Job, owner: str, now: float, is_dead: Callable[[str], bool]) -> bool:
