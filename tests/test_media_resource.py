@@ -31,9 +31,8 @@ CONCURRENT_READS = 45
 
 async def saved_image(client: Client, tmp_path: Path) -> tuple[str, Path, dict[str, Any]]:
     """Generate one image and wait for it: (its resource URI, its path, its record)."""
-    record = data(
-        await client.call_tool("alltoken_image", {"prompt": "a red kite", "quality": "low", "wait_seconds": 30})
-    )
+    arguments = {"prompt": "a red kite", "quality": "low", "wait_seconds": 30}
+    record = data(await client.call_tool("alltoken_image", arguments))
     assert record["status"] == "completed", record
     saved = record["files"][0]
     return saved["uri"], Path(saved["path"]), saved
@@ -81,7 +80,8 @@ async def test_a_file_swapped_for_a_symlink_to_a_secret_is_refused_without_leaki
     message = error.error.message
     assert "changed on disk since it was saved" in message
     assert "symbolic link" in message
-    assert FAKE_KEY not in message and "ALLTOKEN_API_KEY" not in message
+    assert FAKE_KEY not in message
+    assert "ALLTOKEN_API_KEY" not in message
     assert error.error.data is None or FAKE_KEY not in str(error.error.data)
 
 
