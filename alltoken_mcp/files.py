@@ -695,7 +695,12 @@ class SavedFileReader:
         try:
             with anyio.fail_after(self._seconds):
                 return await anyio.to_thread.run_sync(
-                    read_recorded_file, Path(path), size, sha256, limiter=self.limiter, abandon_on_cancel=True
+                    _read_recorded_file,
+                    Path(path),
+                    size,
+                    sha256,
+                    limiter=self.limiter,
+                    abandon_on_cancel=True,
                 )
         except TimeoutError:
             raise SavedFileError(
@@ -704,7 +709,7 @@ class SavedFileReader:
             ) from None
 
 
-def read_recorded_file(path: Path, size: int, sha256: str) -> bytes:
+def _read_recorded_file(path: Path, size: int, sha256: str) -> bytes:
     """Blocking core of `SavedFileReader.read`: open without following a symlink and without blocking
     (a FIFO put in the file's place would otherwise block the open until a writer appears), then judge
     the opened file itself, so a swap between the check and the read cannot slip through."""
