@@ -5,11 +5,18 @@ directory, fsync, a no-clobber rename, fsync of the directory. A crash or an err
 complete file under its final name or nothing (not even the temp). Blocking file I/O runs in worker
 threads so a 20 MB image never stalls the event loop.
 
+Saved files are served back (the `alltoken://media/...` resource) by `SavedFileReader` only as the regular
+file that was recorded: no symlink is followed, a FIFO or device cannot block the open, and size and
+SHA-256 must match the record. Those reads have their own small thread limit and a deadline, so slow or
+hung files cannot take the worker threads the rest of the server needs.
+
     FileProblem                 str(exc) is one actionable line for the calling model
     ├── InputFileError          a local input path is missing, outside the allowed dirs, too big, ...
     ├── OutputFileError         the output dir cannot be written (errno cause kept as __cause__)
-    └── DownloadError           refused URL, non-2xx, size cap, wrong kind of bytes, too slow, broken
-                                off; `permanent` says whether trying again can help
+    ├── DownloadError           refused URL, non-2xx, size cap, wrong kind of bytes, too slow, broken
+    │                           off; `permanent` says whether trying again can help
+    └── SavedFileError          a saved file cannot be served as recorded (changed, unreadable, slow)
+        └── SavedFileMissing    ... because it is gone
 """
 
 from __future__ import annotations
@@ -42,6 +49,10 @@ from alltoken_mcp.settings import DownloadLimits
 OUTPUT_DIR_VAR = "ALLTOKEN_OUTPUT_DIR"
 INPUT_DIRS_VAR = "ALLTOKEN_INPUT_DIRS"
 
+SAVED_READ_PARALLEL = 4
+"""At most this many saved-file reads hold a worker thread at once (anyio's shared pool has 40)."""
+SAVED_READ_SECONDS = 60.0
+"""A saved-file read (waiting for a slot included) that takes longer is abandoned with an error."""
 # Small writes (httpx2 hands out ~64 KiB pieces) are batched up to this size per worker-thread hop.
 WRITE_BATCH = 1024 * 1024
 READ_CHUNK = 1024 * 1024
@@ -106,6 +117,14 @@ class DownloadError(FileProblem):
     def __init__(self, message: str, *, permanent: bool) -> None:
         super().__init__(message)
         self.permanent = permanent
+
+
+class SavedFileError(FileProblem):
+    """A saved media file cannot be served as recorded: replaced, modified, unreadable or too slow."""
+
+
+class SavedFileMissing(SavedFileError):
+    """A saved media file no longer exists under its recorded path."""
 
 
 @dataclass(frozen=True)
@@ -734,3 +753,134 @@ def output_dir_problem(path: Path) -> str | None:
     except OSError as exc:
         return str(_output_error(exc, directory))
     return None
+
+
+# ---------------------------------------------------------------------------------------------- saved files
+
+
+class SavedFileReader:
+    """Reads saved media files back, at most `parallel` at a time and each within `seconds`.
+
+    One per server: the limiter keeps slow reads off the threads the store and the transport use.
+    """
+
+    def __init__(self, parallel: int = SAVED_READ_PARALLEL, seconds: float = SAVED_READ_SECONDS) -> None:
+        self._parallel = parallel
+        self._seconds = seconds
+        self._limiter: anyio.CapacityLimiter | None = None
+
+    @property
+    def limiter(self) -> anyio.CapacityLimiter:
+        if self._limiter is None:  # created on first use, inside the event loop
+            self._limiter = anyio.CapacityLimiter(self._parallel)
+        return self._limiter
+
+    async def read(self, path: str | Path, *, size: int, sha256: str) -> bytes:
+        """The bytes of `path` if it is still the regular file recorded with `size` and `sha256`.
+
+        Raises `SavedFileMissing` when it is gone, `SavedFileError` when it changed, cannot be read, or
+        the read does not finish in time (a hung filesystem: the thread is abandoned, not waited for).
+        """
+        try:
+            with anyio.fail_after(self._seconds):
+                return await anyio.to_thread.run_sync(
+                    _read_recorded_file,
+                    Path(path),
+                    size,
+                    sha256,
+                    limiter=self.limiter,
+                    abandon_on_cancel=True,
+                )
+        except TimeoutError:
+            raise SavedFileError(
+                f"Reading the saved file {path} took longer than {self._seconds:g} s; the disk or network "
+                "filesystem holding it may be hung. Read the file from its path instead, or retry later."
+            ) from None
+
+
+def _read_recorded_file(path: Path, size: int, sha256: str) -> bytes:
+    """Blocking core of `SavedFileReader.read`: open without following a symlink and without blocking
+    (a FIFO put in the file's place would otherwise block the open until a writer appears), then judge
+    the opened file itself, so a swap between the check and the read cannot slip through."""
+    try:
+        before = os.lstat(path)
+    except FileNotFoundError:
+        raise _missing(path) from None
+    except OSError as exc:
+        raise _unreadable(path, exc) from None
+    if not stat.S_ISREG(before.st_mode):  # never even open a link, FIFO or device
+        raise _changed(path, _kind(before.st_mode))
+    flags = (
+        os.O_RDONLY
+        | getattr(os, "O_NOFOLLOW", 0)
+        | getattr(os, "O_NONBLOCK", 0)
+        | getattr(os, "O_NOCTTY", 0)
+        | getattr(os, "O_CLOEXEC", 0)
+        | getattr(os, "O_BINARY", 0)
+    )
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise _missing(path) from None
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EMLINK):  # O_NOFOLLOW met a symlink (EMLINK on FreeBSD)
+            raise _changed(path, "it is now a symbolic link") from None
+        raise _unreadable(path, exc) from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise _changed(path, _kind(info.st_mode))
+        if info.st_size != size:
+            raise _changed(path, f"it is {info.st_size} bytes, not the {size} recorded")
+        data = _read_at_most(fd, size + 1)  # one byte more tells a file that grew meanwhile
+    except OSError as exc:
+        raise _unreadable(path, exc) from None
+    finally:
+        os.close(fd)
+    if len(data) != size:
+        raise _changed(path, "its size changed while it was being read")
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise _changed(path, "its content differs from what was saved (SHA-256 mismatch)")
+    return data
+
+
+def _read_at_most(fd: int, limit: int) -> bytes:
+    pieces: list[bytes] = []
+    remaining = limit
+    while remaining > 0:
+        piece = os.read(fd, min(remaining, READ_CHUNK))
+        if not piece:
+            break
+        pieces.append(piece)
+        remaining -= len(piece)
+    return b"".join(pieces)
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "it is now a symbolic link"
+    if stat.S_ISFIFO(mode):
+        return "it is now a named pipe (FIFO)"
+    if stat.S_ISDIR(mode):
+        return "it is now a directory"
+    return "it is no longer a regular file"
+
+
+def _changed(path: Path, why: str) -> SavedFileError:
+    return SavedFileError(
+        f"The saved file {path} changed on disk since it was saved ({why}); it is not served. Check what "
+        "modifies the output directory; generate the media again if you need it."
+    )
+
+
+def _missing(path: Path) -> SavedFileMissing:
+    return SavedFileMissing(
+        f"The saved file {path} no longer exists (deleted or moved since it was saved); generate the media "
+        "again if you need it."
+    )
+
+
+def _unreadable(path: Path, exc: OSError) -> SavedFileError:
+    return SavedFileError(
+        f"The saved file {path} cannot be read: {exc.strerror or exc}. Check its permissions."
+    )

@@ -20,7 +20,7 @@ import math
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,8 @@ from alltoken_mcp.store import (
     JobKind,
     JobStatus,
     Store,
+    StoreError,
+    StoreWriteError,
     new_job_id,
 )
 
@@ -84,6 +86,9 @@ UPSTREAM_DEFAULT_DURATION = 5
 """What AllToken renders when a video request gives no duration (alltoken-api.md §5.1)."""
 CLOCK_SKEW_SECONDS = 10.0
 """How far this machine's clock may be from AllToken's when matching a listed task's creation time."""
+STORE_RETRY_SECONDS = 5.0
+"""While the state database cannot be written (full disk, read-only file...), the poller retries this
+often."""
 
 
 class UnknownJobError(LookupError):
@@ -191,7 +196,10 @@ class JobManager:
             lease_expires_at=now + LEASE_SECONDS,
             next_poll_at=now,
         )
-        await self._store.insert_job(job)  # on disk (fsync) before a paid request can leave
+        try:
+            await self._store.insert_job(job)  # on disk (fsync) before a paid request can leave
+        except StoreWriteError as exc:
+            raise StoreWriteError(f"{exc} Nothing was sent to AllToken, so nothing was charged.") from exc
         self._in_flight.add(job.job_id)
         try:
             job = await self._send_create(job, first_send=True)
@@ -430,25 +438,39 @@ class JobManager:
         Each round reads when the next job is due (a read-only query); only when one is due does it
         take the write lock to lease jobs, so idle processes sharing the store never contend for it.
         """
+        paused = False  # by a failing state database; logged once per outage
         try:
             async with anyio.create_task_group() as tg:
                 while True:
                     now = time.time()
-                    due = await self._store.next_due_at(self.owner, now=now, exclude=self._in_flight)
                     free = MAX_PARALLEL_POLLS - len(self._in_flight - self._downloading)
-                    if due is not None and due <= now and free > 0:
-                        claimed = await self._store.claim_due_jobs(
-                            self.owner,
-                            now=now,
-                            lease_seconds=LEASE_SECONDS,
-                            limit=free,
-                            exclude=self._in_flight,
-                        )
-                        for job in claimed:
-                            self._in_flight.add(job.job_id)
-                            tg.start_soon(self._advance_guarded, job)
-                        if claimed:
-                            continue
+                    try:
+                        due = await self._store.next_due_at(self.owner, now=now, exclude=self._in_flight)
+                        claimed = []
+                        if due is not None and due <= now and free > 0:
+                            claimed = await self._store.claim_due_jobs(
+                                self.owner,
+                                now=now,
+                                lease_seconds=LEASE_SECONDS,
+                                limit=free,
+                                exclude=self._in_flight,
+                            )
+                    except StoreError as exc:
+                        if not paused:
+                            logger.warning(
+                                "job poller paused, retrying every %g s: %s", STORE_RETRY_SECONDS, exc
+                            )
+                            paused = True
+                        await anyio.sleep(STORE_RETRY_SECONDS)
+                        continue
+                    if paused:
+                        logger.warning("job poller resumed: the state database works again")
+                        paused = False
+                    for job in claimed:
+                        self._in_flight.add(job.job_id)
+                        tg.start_soon(self._advance_guarded, job)
+                    if claimed:
+                        continue
                     if due is None or free <= 0:
                         # Nothing due anywhere, or every slot busy (a finishing job wakes us).
                         delay = IDLE_RECHECK_SECONDS
@@ -459,24 +481,36 @@ class JobManager:
                     self._wake = anyio.Event()
         finally:
             with anyio.CancelScope(shield=True):
-                await self._store.release_all_leases(self.owner)
+                try:
+                    await self._store.release_all_leases(self.owner)
+                except StoreError as exc:  # they expire, and a dead owner's are taken over at once
+                    logger.warning("job leases not released: %s", exc)
 
     async def _advance_guarded(self, job: Job) -> None:
         step = self._steps[job.job_id] = anyio.CancelScope()
         try:
             with step:  # cancelled by `cancel` once the job is cancelled here: stops its download at once
-                await self._advance(job)
-        except _Retry as retry:
-            await self._reschedule(job, retry)
-        except Exception:  # a poller must survive anything one job throws
-            logger.exception("job %s: unexpected error while polling", job.job_id)
-            await self._reschedule(
-                job, _Retry(_backoff(job.poll_failures + 2), "internal error; see the server log")
-            )
+                try:
+                    await self._advance(job)
+                except _Retry as retry:
+                    await self._reschedule(job, retry)
+                except StoreError:
+                    raise
+                except Exception:  # a poller must survive anything one job throws
+                    logger.exception("job %s: unexpected error while polling", job.job_id)
+                    await self._reschedule(
+                        job, _Retry(_backoff(job.poll_failures + 2), "internal error; see the server log")
+                    )
+        except StoreError as exc:
+            # The step's outcome could not be recorded; the stored job is as before and is tried again.
+            # Kept in flight meanwhile, so this process does not retry it (and poll upstream) at once.
+            logger.warning("job %s: %s", job.job_id, exc)
+            await anyio.sleep(STORE_RETRY_SECONDS)
         finally:
             self._steps.pop(job.job_id, None)
             self._in_flight.discard(job.job_id)
-            await self._store.release_lease(job.job_id, self.owner)
+            with suppress(StoreError):  # the lease expires by itself
+                await self._store.release_lease(job.job_id, self.owner)
             self._wake.set()
 
     @asynccontextmanager

@@ -8,26 +8,39 @@ read-modify-write steps, a busy timeout for contention).
 The schema is versioned with `PRAGMA user_version` and ordered migrations; a database written by a newer
 release is refused rather than guessed at. Ids are checked against strict patterns before they reach SQL
 or a file name.
+
+Failures of the machine (full disk, read-only or immutable file, file-size limit, I/O error, a lock held
+too long) are mapped in one place (`_machine_fault`, `_explain`) to a `StoreWriteError` whose one line
+says what failed, where, and what to free or fix. The statement's transaction is rolled back, the
+connection stays usable, and the next call simply tries again, so the server recovers when the disk does.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import secrets
+import shutil
 import socket
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import anyio.to_thread
 
+logger = logging.getLogger(__name__)
+
 SCHEMA_VERSION = 2
+BUSY_TIMEOUT_SECONDS = 30
+HOME_VAR = "ALLTOKEN_MCP_HOME"
 
 JobKind = Literal["image", "video"]
 JobStatus = Literal["queued", "processing", "completed", "failed", "cancelled", "expired"]
@@ -107,6 +120,12 @@ assert len(_MIGRATIONS) == SCHEMA_VERSION
 
 class StoreError(Exception):
     """The database cannot be used (corrupt, from a newer release, not writable). One-line message."""
+
+
+class StoreWriteError(StoreError):
+    """A statement failed because of the machine, not the program: full disk, read-only or immutable file,
+    file-size limit, I/O error, a lock held too long. The message names the database and what to free or
+    fix; the statement's transaction was rolled back, so the database is as it was before the call."""
 
 
 def new_job_id() -> str:
@@ -244,49 +263,64 @@ class Store:
 
     @classmethod
     def _open_sync(cls, path: Path) -> Store:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
-        except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"cannot open the state database {path}: {exc}") from None
-        connection.row_factory = sqlite3.Row
-        try:
-            connection.execute("PRAGMA busy_timeout = 30000")
-            connection.execute("PRAGMA journal_mode = WAL")
-            # FULL: a job row (and its idempotency key) must be on disk before the paid request leaves.
-            connection.execute("PRAGMA synchronous = FULL")
-            connection.execute("PRAGMA foreign_keys = ON")
-            _migrate(connection, path)
-        except sqlite3.DatabaseError as exc:
-            connection.close()
-            raise StoreError(
-                f"the state database {path} is unusable ({exc}); move it aside and restart "
-                "(jobs and conversations in it will be forgotten)"
-            ) from None
-        except StoreError:
-            connection.close()
-            raise
-        return cls(connection, path)
+        return cls(_connect(path), path)
 
     async def close(self) -> None:
-        await self._run(self._db.close)
+        try:
+            await self._run(lambda: self._db.close())
+        except StoreError as exc:  # at shutdown there is nothing left to do about it but say so
+            logger.warning("closing the state database: %s", exc)
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         def locked() -> T:
             with self._lock:
-                return fn(*args)
+                for attempt in (1, 2):
+                    try:
+                        return fn(*args)
+                    except sqlite3.Error as exc:
+                        fault = _machine_fault(exc, self.path)
+                        if fault is None:
+                            raise
+                        self._roll_back()
+                        # SQLite opens a file it cannot write read-only, and that connection stays so
+                        # after the file is fixed: retry once on a fresh connection.
+                        if fault == "read-only" and attempt == 1 and self._reconnect():
+                            continue
+                        raise StoreWriteError(_explain(fault, exc, self.path)) from exc
+                raise AssertionError("unreachable")
 
         return await anyio.to_thread.run_sync(locked, limiter=self._limiter)
+
+    def _roll_back(self) -> None:
+        """End a transaction a failed statement left open. Caller holds the lock."""
+        if self._db.in_transaction:
+            with suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+
+    def _reconnect(self) -> bool:
+        """Replace the connection with a fresh one; False (keeping the old one) when none can be had."""
+        try:
+            fresh = _connect(self.path)
+        except StoreError:
+            return False
+        with suppress(sqlite3.Error):
+            self._db.close()
+        self._db = fresh
+        return True
+
+    def _execute(self, sql: str, params: Sequence[Any]) -> None:
+        """One statement on the current connection (looked up when it runs: `_reconnect` may replace it)."""
+        self._db.execute(sql, params)
 
     def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` inside BEGIN IMMEDIATE … COMMIT (rolled back on error). Caller holds the lock."""
         self._db.execute("BEGIN IMMEDIATE")
         try:
             result = fn(self._db)
+            self._db.execute("COMMIT")  # can fail too (a full disk): then roll back as well
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._roll_back()
             raise
-        self._db.execute("COMMIT")
         return result
 
     # -- jobs ------------------------------------------------------------------------------------
@@ -295,7 +329,7 @@ class Store:
         columns = ", ".join(_JOB_COLUMNS)
         marks = ", ".join("?" for _ in _JOB_COLUMNS)
         values = [_to_column(name, getattr(job, name)) for name in _JOB_COLUMNS]
-        await self._run(self._db.execute, f"INSERT INTO jobs ({columns}) VALUES ({marks})", values)
+        await self._run(self._execute, f"INSERT INTO jobs ({columns}) VALUES ({marks})", values)
 
     async def get_job(self, job_id: str) -> Job | None:
         if not is_job_id(job_id):
@@ -432,7 +466,7 @@ class Store:
 
     async def release_lease(self, job_id: str, owner: str) -> None:
         await self._run(
-            self._db.execute,
+            self._execute,
             "UPDATE jobs SET lease_owner = NULL, lease_expires_at = NULL "
             "WHERE job_id = ? AND lease_owner = ?",
             (job_id, owner),
@@ -440,7 +474,7 @@ class Store:
 
     async def release_all_leases(self, owner: str) -> None:
         await self._run(
-            self._db.execute,
+            self._execute,
             "UPDATE jobs SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner = ?",
             (owner,),
         )
@@ -509,7 +543,7 @@ class Store:
 
     async def cache_put(self, key: str, value: Any) -> None:
         await self._run(
-            self._db.execute,
+            self._execute,
             "INSERT OR REPLACE INTO cache (key, value, stored_at) VALUES (?, ?, ?)",
             (key, json.dumps(value, ensure_ascii=False), time.time()),
         )
@@ -532,6 +566,158 @@ def _append(db: sqlite3.Connection, conversation_id: str, messages: Sequence[dic
     db.execute(
         "UPDATE conversations SET updated_at = ? WHERE conversation_id = ?", (time.time(), conversation_id)
     )
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """A configured connection to an up-to-date database at `path`; StoreError when that cannot be had."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(
+            path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
+        )
+    except (OSError, sqlite3.Error) as exc:
+        raise StoreError(f"cannot open the state database {path}: {exc}") from None
+    connection.row_factory = sqlite3.Row
+    try:
+        connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_SECONDS * 1000}")
+        connection.execute("PRAGMA journal_mode = WAL")
+        # FULL: a job row (and its idempotency key) must be on disk before the paid request leaves.
+        connection.execute("PRAGMA synchronous = FULL")
+        connection.execute("PRAGMA foreign_keys = ON")
+        _migrate(connection, path)
+    except sqlite3.Error as exc:
+        connection.close()
+        fault = _machine_fault(exc, path)
+        if fault is not None and fault != "damaged":
+            raise StoreWriteError(_explain(fault, exc, path)) from None
+        raise StoreError(
+            f"the state database {path} is unusable ({exc}); move it aside and restart "
+            "(jobs and conversations in it will be forgotten)"
+        ) from None
+    except StoreError:
+        connection.close()
+        raise
+    return connection
+
+
+# -- failures of the machine -------------------------------------------------------------------------
+
+Fault = Literal["disk full", "file-size limit", "read-only", "i/o error", "locked", "cannot open", "damaged"]
+
+# SQLite's primary result codes (the low byte of an extended code) for the failures of the machine.
+_FAULT_BY_CODE: dict[int, Fault] = {
+    5: "locked",  # SQLITE_BUSY
+    8: "read-only",  # SQLITE_READONLY
+    10: "i/o error",  # SQLITE_IOERR
+    11: "damaged",  # SQLITE_CORRUPT
+    13: "disk full",  # SQLITE_FULL
+    14: "cannot open",  # SQLITE_CANTOPEN
+    26: "damaged",  # SQLITE_NOTADB
+}
+# Python 3.10 does not expose the code; SQLite's fixed English messages identify it instead.
+_FAULT_BY_MESSAGE: tuple[tuple[str, Fault], ...] = (
+    ("database or disk is full", "disk full"),
+    ("readonly database", "read-only"),
+    ("disk i/o error", "i/o error"),
+    ("database is locked", "locked"),
+    ("unable to open database file", "cannot open"),
+    ("malformed", "damaged"),
+    ("file is not a database", "damaged"),
+)
+LOW_SPACE_BYTES = 1024 * 1024
+"""With less free space than this, a failed write is put down to a full disk."""
+
+
+def _machine_fault(exc: sqlite3.Error, path: Path) -> Fault | None:
+    """What about the machine made `exc` happen; None when it is not the machine (a constraint
+    violation or a misuse is the program's business and keeps its own exception)."""
+    if type(exc) not in (sqlite3.OperationalError, sqlite3.DatabaseError):
+        return None
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        fault = _FAULT_BY_CODE.get(code & 0xFF)
+    else:
+        text = str(exc).lower()
+        fault = next((found for phrase, found in _FAULT_BY_MESSAGE if phrase in text), None)
+    if fault in ("disk full", "i/o error"):
+        # SQLite says "full" for any short write and "I/O error" for EFBIG as for EIO: look at the
+        # machine to tell a full disk, a file-size limit (ulimit -f) and a failing device apart.
+        if _free_bytes(path.parent) < LOW_SPACE_BYTES:
+            return "disk full"
+        if _near_file_size_limit(path):
+            return "file-size limit"
+    return fault
+
+
+def _explain(fault: Fault, exc: sqlite3.Error, path: Path) -> str:
+    """One line: what failed, where, and what to free or fix."""
+    folder = path.parent
+    if fault == "disk full":
+        free = _free_bytes(folder) / (1024 * 1024)
+        return (
+            f"Cannot write the state database {path}: the disk is full ({free:.1f} MiB free). Free disk "
+            f"space on the volume holding {folder} (or point {HOME_VAR} at a volume with room), then retry."
+        )
+    if fault == "file-size limit":
+        return (
+            f"Cannot write the state database {path}: a write went past this process's file-size limit "
+            f"({_file_size_limit()} bytes). Raise the file-size limit (ulimit -f unlimited where the host "
+            "starts alltoken-mcp), then retry."
+        )
+    if fault == "read-only":
+        return (
+            f"Cannot write the state database {path}: it is read-only. Make {path}, its -wal and -shm files "
+            f"and {folder} writable for this user (check the permissions, a read-only mount, or an "
+            "immutable flag: chattr -i), then retry."
+        )
+    if fault == "i/o error":
+        return (
+            f"Cannot read or write the state database {path}: the disk reported an I/O error. Check the "
+            f"volume holding {folder} (free space, quotas, device errors in dmesg), then retry."
+        )
+    if fault == "locked":
+        return (
+            f"The state database {path} stayed locked by another process for over {BUSY_TIMEOUT_SECONDS} s. "
+            f"Retry; if it persists, stop any stuck alltoken-mcp process that uses the same {HOME_VAR}."
+        )
+    if fault == "cannot open":
+        return (
+            f"Cannot open the state database {path} or its -wal/-shm files. Make sure {folder} exists and is "
+            "writable for this user, then retry."
+        )
+    return (  # damaged
+        f"The state database {path} is damaged ({exc}); move it aside and restart "
+        "(jobs and conversations in it will be forgotten)."
+    )
+
+
+def _free_bytes(folder: Path) -> int:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return LOW_SPACE_BYTES  # unknown: do not claim the disk is full
+
+
+def _file_size_limit() -> int | None:
+    """This process's soft RLIMIT_FSIZE in bytes, or None when unlimited (or on Windows)."""
+    if sys.platform == "win32":
+        return None
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    return None if soft == resource.RLIM_INFINITY else int(soft)
+
+
+def _near_file_size_limit(path: Path) -> bool:
+    """Whether the database or its WAL has grown to within a few pages of the file-size limit."""
+    limit = _file_size_limit()
+    if limit is None:
+        return False
+    sizes = []
+    for name in (path.name, f"{path.name}-wal"):
+        with suppress(OSError):
+            sizes.append((path.parent / name).stat().st_size)
+    return max(sizes, default=0) + 64 * 1024 >= limit
 
 
 def _lease_available(job: Job, owner: str, now: float, is_dead: Callable[[str], bool]) -> bool:

@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field, ValidationError
 from alltoken_mcp.client import AllTokenClient, CatalogModel, HealthSummary, ModelInfo, RouteHealth
 from alltoken_mcp.errors import AllTokenError, AuthenticationError, MissingAPIKeyError
 from alltoken_mcp.server import AppState, app_state
-from alltoken_mcp.store import Store
+from alltoken_mcp.store import Store, StoreError
 from alltoken_mcp.tools.common import JSON_MIME, add_state_resource, to_json, tool_result
 from alltoken_mcp.tools.errors import close_matches, describe, tool_error
 
@@ -307,7 +307,10 @@ class CatalogCache:
                 warning = f"Could not refresh the catalog ({exc}); showing the copy fetched {age} ago."
                 return current, True, [*current.warnings, warning]
             self._snapshot = fetched
-            await self._store.cache_put(self.cache_key, fetched.model_dump(mode="json"))
+            try:
+                await self._store.cache_put(self.cache_key, fetched.model_dump(mode="json"))
+            except StoreError as exc:  # only a restart's first listing needs the disk copy
+                logger.warning("catalog kept in memory only: %s", exc)
             return fetched, False, list(fetched.warnings)
 
     async def known_ids(self) -> list[str]:
@@ -319,7 +322,11 @@ class CatalogCache:
         return [m.id for m in snapshot.models]
 
     async def _load(self) -> CatalogSnapshot | None:
-        raw = await self._store.cache_get(self.cache_key)
+        try:
+            raw = await self._store.cache_get(self.cache_key)
+        except StoreError as exc:
+            logger.warning("catalog cache unreadable, fetching afresh: %s", exc)
+            return None
         if raw is None:
             return None
         try:

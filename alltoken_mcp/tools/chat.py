@@ -30,7 +30,7 @@ from alltoken_mcp.errors import AllProvidersFailedError, AllTokenError, ModelNot
 from alltoken_mcp.server import AppState, app_state
 from alltoken_mcp.tools.catalog import SEARCH_FAMILIES, catalog_cache
 from alltoken_mcp.tools.common import JSON_MIME, to_json, tool_result
-from alltoken_mcp.tools.errors import tool_error
+from alltoken_mcp.tools.errors import reports_store_errors, tool_error
 
 logger = logging.getLogger(__name__)
 
@@ -216,6 +216,7 @@ def register(server: MCPServer[AppState]) -> None:
             open_world_hint=True,
         ),
     )
+    @reports_store_errors
     async def alltoken_chat(
         ctx: Context[AppState],
         prompt: Annotated[

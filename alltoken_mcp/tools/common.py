@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from alltoken_mcp.errors import AllTokenError
 from alltoken_mcp.server import AppState
+from alltoken_mcp.store import StoreError
 from alltoken_mcp.tools.errors import describe
 
 JSON_MIME = "application/json"
@@ -76,6 +77,8 @@ class StateResource(Resource):
             return await self.reader(state)
         except AllTokenError as exc:
             raise ResourceError(describe(exc)) from exc
+        except StoreError as exc:
+            raise ResourceError(str(exc)) from exc
 
 
 def add_state_resource(

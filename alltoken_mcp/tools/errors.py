@@ -4,13 +4,18 @@ The SDK shows any other exception to the model as a bare "Error executing tool N
 wraps its body with `raise tool_error(exc) from exc`. Each message says what went wrong and what to do
 next, and ends with AllToken's `request_id` when there is one (support needs it). Messages are built
 from the upstream envelope and our own text only, so they never contain the API key.
+
+A failing state database (full disk, read-only file, file-size limit) can surface in any tool, so each
+tool is wrapped with `@reports_store_errors` rather than catching `StoreError` around every store call.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import ParamSpec, TypeVar
 
 from mcp.server.mcpserver.exceptions import ToolError
 
@@ -31,6 +36,7 @@ from alltoken_mcp.errors import (
     TransportError,
 )
 from alltoken_mcp.settings import API_KEY_VAR
+from alltoken_mcp.store import StoreError
 
 TOP_UP_URL = "https://alltoken.ai"
 KEY_HOWTO = (
@@ -123,3 +129,22 @@ def tool_error(
 ) -> ToolError:
     """`raise tool_error(exc) from exc` in a tool: the model sees `describe(exc)` as an isError result."""
     return ToolError(describe(exc, model=model, known_models=known_models))
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def reports_store_errors(tool: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Tool decorator (below `@server.tool`): a `StoreError` reaches the model as its one-line text (what
+    failed, where, what to fix) instead of a bare "Error executing tool NAME" and a logged traceback.
+    The signature is kept (`functools.wraps`), so the tool's schema and Context injection are unchanged."""
+
+    @functools.wraps(tool)
+    async def reporting(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await tool(*args, **kwargs)
+        except StoreError as exc:
+            raise ToolError(str(exc)) from exc
+
+    return reporting

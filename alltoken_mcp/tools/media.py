@@ -21,7 +21,7 @@ import anyio
 import mcp_types as t
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
-from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
+from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
 from pydantic import BaseModel, Field
 
 from alltoken_mcp import files
@@ -30,9 +30,9 @@ from alltoken_mcp.errors import AllTokenError, MissingAPIKeyError
 from alltoken_mcp.job_records import JobRecord
 from alltoken_mcp.jobs import Progress, SubmitRejected, UnknownJobError
 from alltoken_mcp.server import AppState, app_state
-from alltoken_mcp.store import Job, JobKind, JobStatus
+from alltoken_mcp.store import Job, JobKind, JobStatus, StoreError
 from alltoken_mcp.tools.common import JSON_MIME, add_state_resource, to_json
-from alltoken_mcp.tools.errors import tool_error
+from alltoken_mcp.tools.errors import reports_store_errors, tool_error
 from alltoken_mcp.tools.media_args import ArgumentProblem, FrameRef, image_body, video_body
 
 MODEL_LIST_TTL_SECONDS = 600.0
@@ -245,6 +245,7 @@ def register(server: MCPServer[AppState]) -> None:
         description=IMAGE_DESCRIPTION,
         annotations=t.ToolAnnotations(title="Generate images", **generating),
     )
+    @reports_store_errors
     async def alltoken_image(
         ctx: Context[AppState],
         prompt: Annotated[str, Field(min_length=1, max_length=32000, description="what to draw")],
@@ -299,6 +300,7 @@ def register(server: MCPServer[AppState]) -> None:
         description=VIDEO_DESCRIPTION,
         annotations=t.ToolAnnotations(title="Start a video render", **generating),
     )
+    @reports_store_errors
     async def alltoken_video(
         ctx: Context[AppState],
         prompt: Annotated[
@@ -392,6 +394,7 @@ def register(server: MCPServer[AppState]) -> None:
             title="Check a media job", read_only_hint=True, idempotent_hint=True, open_world_hint=False
         ),
     )
+    @reports_store_errors
     async def job_status(
         ctx: Context[AppState],
         job_id: Annotated[
@@ -422,6 +425,7 @@ def register(server: MCPServer[AppState]) -> None:
             open_world_hint=True,
         ),
     )
+    @reports_store_errors
     async def job_cancel(
         ctx: Context[AppState],
         job_id: Annotated[str, Field(max_length=100, description="the job to cancel")],
@@ -442,6 +446,7 @@ def register(server: MCPServer[AppState]) -> None:
             title="List media jobs", read_only_hint=True, idempotent_hint=True, open_world_hint=False
         ),
     )
+    @reports_store_errors
     async def list_jobs(
         ctx: Context[AppState],
         kind: Annotated[JobKind | None, Field(description="only image or only video jobs")] = None,
@@ -487,7 +492,11 @@ def register(server: MCPServer[AppState]) -> None:
             job = await app_state(ctx).jobs.get(job_id)
         except UnknownJobError as exc:
             raise ResourceNotFoundError(str(exc)) from exc
+        except StoreError as exc:
+            raise ResourceError(str(exc)) from exc
         return to_json(JobRecord.from_job(job))
+
+    saved_files = files.SavedFileReader()  # this server's own threads and deadline for file reads
 
     @server.resource(
         "alltoken://media/{job_id}/{index}",
@@ -503,9 +512,13 @@ def register(server: MCPServer[AppState]) -> None:
             saved = await app_state(ctx).jobs.media_file(job_id, int(index))
         except LookupError as exc:
             raise ResourceNotFoundError(str(exc)) from exc
+        except StoreError as exc:
+            raise ResourceError(str(exc)) from exc
         try:
-            return await anyio.Path(saved.path).read_bytes()
-        except OSError as exc:
-            raise ResourceNotFoundError(
-                f"The file {saved.path} is no longer readable: {exc.strerror}"
-            ) from exc
+            # Only the regular file the job recorded, byte for byte: a file swapped for a symlink (say to
+            # /proc/self/environ) or a FIFO, or edited in place, is refused without serving any of it.
+            return await saved_files.read(saved.path, size=saved.bytes, sha256=saved.sha256)
+        except files.SavedFileMissing as exc:
+            raise ResourceNotFoundError(str(exc)) from exc
+        except files.SavedFileError as exc:
+            raise ResourceError(str(exc)) from exc
