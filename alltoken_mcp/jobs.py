@@ -205,9 +205,16 @@ class JobManager:
             job = await self._send_create(job, first_send=True)
         except _Retry as retry:
             job = await self._reschedule(job, retry)
+        except StoreWriteError as exc:
+            raise StoreWriteError(
+                f"{exc} The {kind} request of job {job.job_id} had already been sent to AllToken and may be "
+                "charged; the job is kept, and once the database can be written again the server finishes "
+                "it without sending the request twice (list_jobs shows it)."
+            ) from exc
         finally:
             self._in_flight.discard(job.job_id)
-            await self._store.release_lease(job.job_id, self.owner)
+            with suppress(StoreError):  # the lease expires by itself
+                await self._store.release_lease(job.job_id, self.owner)
             self._wake.set()
         return job
 

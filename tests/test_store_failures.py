@@ -221,8 +221,14 @@ async def test_a_read_only_database_gives_one_line_errors_sends_nothing_and_reco
         finally:
             undo()
 
-    for name in ("alltoken_image", "alltoken_video", "alltoken_chat", "job_cancel"):
+    for name in ("alltoken_image", "alltoken_video", "job_cancel"):
         one_line_naming(error_text(results[name]), database, "read-only", "writable")
+    chat = data(results["alltoken_chat"])  # the answer is paid for: it comes back, unsaved
+    assert chat["text"].startswith("Echo: hello")
+    assert chat["conversation_id"] is None
+    (warning,) = chat["warnings"]
+    one_line_naming(warning, database, "read-only", "writable")
+    assert warning.startswith("This turn was not saved to the conversation")
     for name in ("alltoken_image", "alltoken_video"):
         assert "Nothing was sent to AllToken" in error_text(results[name])
     for name in ("job_status", "list_jobs", "list_models", "route_health"):

@@ -28,6 +28,7 @@ from alltoken_mcp import budget
 from alltoken_mcp.client import ChatResult
 from alltoken_mcp.errors import AllProvidersFailedError, AllTokenError, ModelNotFoundError, ServerError
 from alltoken_mcp.server import AppState, app_state
+from alltoken_mcp.store import StoreWriteError
 from alltoken_mcp.tools.catalog import SEARCH_FAMILIES, catalog_cache
 from alltoken_mcp.tools.common import JSON_MIME, to_json, tool_result
 from alltoken_mcp.tools.errors import reports_store_errors, tool_error
@@ -391,9 +392,13 @@ def register(server: MCPServer[AppState]) -> None:
 
         if complete:
             turns = [m.model_dump() for m in new_turns] + [{"role": "assistant", "content": text}]
-            conversation_id = await state.store.save_turn(
-                conversation_id, system=system, model=answered_by, messages=turns
-            )
+            try:
+                conversation_id = await state.store.save_turn(
+                    conversation_id, system=system, model=answered_by, messages=turns
+                )
+            except StoreWriteError as exc:  # the answer is paid for: return it all the same
+                warnings.append(f"This turn was not saved to the conversation: {exc}")
+                conversation_id = None
 
         usage = ChatUsage.model_validate(result.usage.model_dump()) if result and result.usage else None
         out = ChatOutput(
