@@ -569,32 +569,49 @@ def _append(db: sqlite3.Connection, conversation_id: str, messages: Sequence[dic
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    """A configured connection to an up-to-date database at `path`; StoreError when that cannot be had."""
+    """A configured connection to an up-to-date database at `path`; StoreError when that cannot be had.
+
+    Processes that start together race to switch a new file to WAL; SQLite answers the loser "database
+    is locked" at once, without waiting on its busy timeout, so that is retried here (blocking: this
+    runs in a worker thread) for up to the busy timeout.
+    """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(
-            path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
-        )
-    except (OSError, sqlite3.Error) as exc:
+    except OSError as exc:
         raise StoreError(f"cannot open the state database {path}: {exc}") from None
-    connection.row_factory = sqlite3.Row
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    pause = 0.01
+    while True:
+        try:
+            return _configured_connection(path)
+        except sqlite3.Error as exc:
+            fault = _machine_fault(exc, path)
+            if fault == "locked" and time.monotonic() + pause < deadline:
+                time.sleep(pause)
+                pause = min(pause * 2, 0.5)
+                continue
+            if fault is not None and fault != "damaged":
+                raise StoreWriteError(_explain(fault, exc, path)) from None
+            raise StoreError(
+                f"the state database {path} is unusable ({exc}); move it aside and restart "
+                "(jobs and conversations in it will be forgotten)"
+            ) from None
+
+
+def _configured_connection(path: Path) -> sqlite3.Connection:
+    """Open, configure and migrate; the connection is closed again if any step fails."""
+    connection = sqlite3.connect(
+        path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
+    )
     try:
+        connection.row_factory = sqlite3.Row
         connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_SECONDS * 1000}")
         connection.execute("PRAGMA journal_mode = WAL")
         # FULL: a job row (and its idempotency key) must be on disk before the paid request leaves.
         connection.execute("PRAGMA synchronous = FULL")
         connection.execute("PRAGMA foreign_keys = ON")
         _migrate(connection, path)
-    except sqlite3.Error as exc:
-        connection.close()
-        fault = _machine_fault(exc, path)
-        if fault is not None and fault != "damaged":
-            raise StoreWriteError(_explain(fault, exc, path)) from None
-        raise StoreError(
-            f"the state database {path} is unusable ({exc}); move it aside and restart "
-            "(jobs and conversations in it will be forgotten)"
-        ) from None
-    except StoreError:
+    except BaseException:
         connection.close()
         raise
     return connection
