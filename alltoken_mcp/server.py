@@ -28,6 +28,8 @@ from alltoken_mcp import __version__
 from alltoken_mcp.client import AllTokenClient
 from alltoken_mcp.job_records import JobRecord
 from alltoken_mcp.jobs import JobManager
+from alltoken_mcp.outbound import RedactingMiddleware
+from alltoken_mcp.redact import MIN_SECRET_LENGTH, Redactor
 from alltoken_mcp.settings import Settings
 from alltoken_mcp.store import Store, process_owner
 
@@ -90,6 +92,8 @@ class AppState:
     store: Store
     jobs: JobManager
     notifier: ResourceNotifier
+    redactor: Redactor
+    """Removes the configured secrets from text; applied to every result, log line and stored error."""
 
 
 def app_state(ctx: Context[Any]) -> AppState:
@@ -105,11 +109,16 @@ def job_uri(job_id: str) -> str:
 def build_server(settings: Settings) -> MCPServer[AppState]:
     """The configured server, ready for any transport. Touches neither the network nor the disk."""
     notifier = ResourceNotifier()
+    redactor = Redactor.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
         owner = process_owner()  # host:pid:rand, so a restarted server can see this one died
-        store = await Store.open(settings.database_path)
+        for name in redactor.skipped:
+            logger.warning(
+                "%s is shorter than %d characters: it is not redacted from output", name, MIN_SECRET_LENGTH
+            )
+        store = await Store.open(settings.database_path, redactor=redactor)
         # Everything allocated so far lives for the whole process: take it out of the cyclic GC's
         # view, so full collections stay short and do not stall the event loop (measured: 50–60 ms).
         # No gc.collect() first: it would cost ~40 ms before `initialize` can be answered. The CLI
@@ -129,7 +138,7 @@ def build_server(settings: Settings) -> MCPServer[AppState]:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(jobs.run)
                     try:
-                        yield AppState(settings, client, store, jobs, notifier)
+                        yield AppState(settings, client, store, jobs, notifier, redactor)
                     finally:
                         # Without this the poller keeps the process alive after stdin closes.
                         tg.cancel_scope.cancel()
@@ -145,6 +154,7 @@ def build_server(settings: Settings) -> MCPServer[AppState]:
         lifespan=lifespan,
         subscriptions=notifier.bus,
         log_level="WARNING",
+        middleware=[RedactingMiddleware(redactor)],
     )
     _install_legacy_subscriptions(server, notifier)
 

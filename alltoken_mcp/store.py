@@ -8,6 +8,11 @@ read-modify-write steps, a busy timeout for contention).
 The schema is versioned with `PRAGMA user_version` and ordered migrations; a database written by a newer
 release is refused rather than guessed at. Ids are checked against strict patterns before they reach SQL
 or a file name.
+
+Secrets are redacted at this boundary (see `redact.py`): the free-text columns that can carry what an
+upstream said (a job's error and note, conversation turns, cached listings) are cleaned before they are
+written, so no code path can store the API key. A job's prompt and request are stored as given: they
+are re-sent byte-identical when a submit is retried.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import anyio.to_thread
+
+from alltoken_mcp.redact import Redactor
 
 SCHEMA_VERSION = 1
 
@@ -182,6 +189,7 @@ class Job:
 
 _JOB_COLUMNS = tuple(f.name for f in fields(Job))
 _JSON_COLUMNS = {"request", "files", "sources", "usage"}
+_REDACTED_COLUMNS = ("error_code", "error_message", "note")
 
 
 def _job_from_row(row: sqlite3.Row) -> Job:
@@ -220,17 +228,19 @@ T = TypeVar("T")
 class Store:
     """Async facade over one SQLite connection. Open with `await Store.open(path)`."""
 
-    def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
+    def __init__(self, connection: sqlite3.Connection, path: Path, redactor: Redactor | None = None) -> None:
         self._db = connection
         self._lock = threading.Lock()
         self._limiter: anyio.CapacityLimiter | None = None
+        self._redactor = redactor or Redactor()
         self.path = path
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     @classmethod
-    async def open(cls, path: Path) -> Store:
+    async def open(cls, path: Path, *, redactor: Redactor | None = None) -> Store:
         store = await anyio.to_thread.run_sync(cls._open_sync, path)
+        store._redactor = redactor or Redactor()
         # Store calls run one at a time anyway (one connection); a limiter of their own keeps queued
         # calls from parking threads of anyio's shared pool, which the stdio transport also uses.
         store._limiter = anyio.CapacityLimiter(1)
@@ -288,7 +298,7 @@ class Store:
     async def insert_job(self, job: Job) -> None:
         columns = ", ".join(_JOB_COLUMNS)
         marks = ", ".join("?" for _ in _JOB_COLUMNS)
-        values = [_to_column(name, getattr(job, name)) for name in _JOB_COLUMNS]
+        values = [_to_column(name, self._clean(name, getattr(job, name))) for name in _JOB_COLUMNS]
         await self._run(self._db.execute, f"INSERT INTO jobs ({columns}) VALUES ({marks})", values)
 
     async def get_job(self, job_id: str) -> Job | None:
@@ -322,7 +332,7 @@ class Store:
 
         def apply(db: sqlite3.Connection) -> Job | None:
             assignments = ", ".join(f"{name} = ?" for name in changes)
-            values = [_to_column(name, value) for name, value in changes.items()]
+            values = [_to_column(name, self._clean(name, value)) for name, value in changes.items()]
             where = "job_id = ?"
             params: list[Any] = [*values, job_id]
             if owner is not None:
@@ -337,6 +347,11 @@ class Store:
             return _job_from_row(db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone())
 
         return await self._run(self._transaction, apply)
+
+    def _clean(self, column: str, value: Any) -> Any:
+        if column in _REDACTED_COLUMNS and isinstance(value, str):
+            return self._redactor.redact(value)
+        return value
 
     async def list_jobs(
         self, *, kind: str | None = None, status: str | None = None, limit: int = 20
@@ -476,7 +491,13 @@ class Store:
     ) -> str:
         """Record one chat turn in a single transaction: create the conversation when `conversation_id`
         is None, else replace its system prompt when `system` is given; then append `messages`.
-        Returns the conversation id. (One fsync per turn instead of two or three.)"""
+        Returns the conversation id. (One fsync per turn instead of two or three.)
+
+        Every text is redacted first: an answer that echoes a secret is stored (and later re-sent as
+        history) with `[redacted]` in its place, which is also what the caller was shown."""
+        redact = self._redactor.redact
+        system = None if system is None else redact(system)
+        messages = [{**m, "content": redact(m["content"])} for m in messages]
 
         def save(db: sqlite3.Connection) -> str:
             now = time.time()
@@ -505,7 +526,7 @@ class Store:
         await self._run(
             self._db.execute,
             "INSERT OR REPLACE INTO cache (key, value, stored_at) VALUES (?, ?, ?)",
-            (key, json.dumps(value, ensure_ascii=False), time.time()),
+            (key, json.dumps(self._redactor.scrub(value), ensure_ascii=False), time.time()),
         )
 
     async def cache_get(self, key: str) -> Any:
