@@ -21,8 +21,10 @@ import mcp_types as t
 from mcp.server import MCPServer
 from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.server.session import ServerSession
 from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
+from pydantic import ValidationError
 
 from alltoken_mcp import __version__
 from alltoken_mcp.client import AllTokenClient
@@ -32,6 +34,7 @@ from alltoken_mcp.outbound import RedactingMiddleware
 from alltoken_mcp.redact import MIN_SECRET_LENGTH, Redactor
 from alltoken_mcp.settings import Settings
 from alltoken_mcp.store import Store, process_owner
+from alltoken_mcp.tools.errors import invalid_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +148,7 @@ def build_server(settings: Settings) -> MCPServer[AppState]:
         finally:
             await store.close()
 
-    server: MCPServer[AppState] = MCPServer(
+    server: MCPServer[AppState] = _AllTokenServer(
         name="alltoken",
         title="AllToken",
         version=__version__,
@@ -164,6 +167,27 @@ def build_server(settings: Settings) -> MCPServer[AppState]:
     catalog.register(server)
     media.register(server)
     return server
+
+
+class _AllTokenServer(MCPServer[AppState]):
+    """MCPServer, with argument validation failures reported in one line.
+
+    The SDK answers a call whose arguments fail the input schema with pydantic's multi-line dump (input
+    values, error types, a documentation URL per error). `call_tool` is where that failure is still a
+    `ValidationError` rather than text, so it is reworded here; everything else passes through.
+    """
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[AppState, Any] | None = None
+    ) -> t.CallToolResult | t.InputRequiredResult:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            cause = exc.__cause__
+            if isinstance(exc, UnexpectedToolError) or not isinstance(cause, ValidationError):
+                raise
+            # From the ValidationError, so the SDK still logs field names only (never the values).
+            raise ToolError(invalid_arguments(name, cause)) from cause
 
 
 def _install_legacy_subscriptions(server: MCPServer[AppState], notifier: ResourceNotifier) -> None:
