@@ -1,5 +1,6 @@
 """Arguments that do not fit a tool's input schema are answered with one line naming each argument and
-what it accepts — not pydantic's multi-line dump with the rejected values and documentation URLs."""
+what it accepts — not pydantic's multi-line dump with the rejected values and documentation URLs — and a
+frame path the caller got wrong is quoted on one short line however long or odd it is."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from alltoken_mcp.simulator import RunningSimulator
 from tests.serverkit import ERAS, connect, error_text, settings_for
 
 
@@ -42,3 +44,19 @@ async def test_text_with_a_lone_surrogate_is_named_as_invalid_unicode(tmp_path: 
         "Invalid arguments for job_status: job_id: not valid Unicode text (it contains a lone surrogate). "
         "Fix them (see the tool's input schema) and retry."
     )
+
+
+@pytest.mark.parametrize(
+    "frame",
+    ["line one\nline two.png", "x" * 4096, "/" + "deep/" * 800 + "a.png"],
+    ids=["newline", "long-relative", "long-absolute"],
+)
+async def test_a_wrong_frame_path_is_quoted_on_one_short_line(
+    sim: RunningSimulator, tmp_path: Path, frame: str
+) -> None:
+    async with connect(settings_for(tmp_path, sim.base_url)) as client:
+        result = await client.call_tool("alltoken_video", {"prompt": "a river", "first_frame": frame})
+    text = error_text(result)
+    assert "\n" not in text
+    assert len(text) < 600
+    assert text.startswith("Error executing tool alltoken_video: first_frame: '")  # the path, quoted
