@@ -112,9 +112,12 @@ def _serve(args: argparse.Namespace) -> int:
     # cyclic GC passes over them are wasted work before `initialize`. The server's lifespan freezes
     # what exists by then and turns the collector back on.
     gc.disable()
+    from alltoken_mcp.redact import Redactor, install_log_redaction
     from alltoken_mcp.serve import serve
 
     settings = _settings_from(args)
+    # Before anything can log: an upstream error quoting the key must not reach stderr.
+    install_log_redaction(Redactor.from_settings(settings))
     if args.http and not (1 <= args.port <= 65535):
         raise SettingsError(f"--port {args.port} is not a TCP port (1-65535)")
     return serve(

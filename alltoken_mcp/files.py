@@ -646,6 +646,19 @@ def _content_length(response: httpx2.Response) -> int | None:
 # ---------------------------------------------------------------------------------------------- inputs
 
 
+MAX_SHOWN_PATH = 200
+
+
+def _shown(path: str | Path) -> str:
+    """A caller-given path for a one-line message: quoted and escaped (a newline or control character
+    in it must not break the line) and, past MAX_SHOWN_PATH characters, shortened in the middle."""
+    text = repr(str(path))
+    if len(text) > MAX_SHOWN_PATH:
+        keep = (MAX_SHOWN_PATH - 1) // 2
+        text = f"{text[:keep]}…{text[-keep:]}"
+    return text
+
+
 def _allowed_text(allowed: Sequence[Path]) -> str:
     dirs = ", ".join(str(d) for d in allowed) or "(none)"
     return (
@@ -668,12 +681,12 @@ def resolve_input_file(raw: str, allowed_dirs: Sequence[Path], *, max_bytes: int
     if text.lower().startswith("file://"):
         parts = urlsplit(text)
         if parts.netloc not in ("", "localhost"):
-            raise InputFileError(f"{raw!r} names a file on another host; pass a local path.")
+            raise InputFileError(f"{_shown(raw)} names a file on another host; pass a local path.")
         text = unquote(parts.path)
     allowed = [Path(d).expanduser().resolve() for d in allowed_dirs]
     given = Path(text).expanduser()
     if ".." in given.parts:
-        raise InputFileError(f"{raw!r} contains '..'; pass the file's absolute path without '..'.")
+        raise InputFileError(f"{_shown(raw)} contains '..'; pass the file's absolute path without '..'.")
     if given.is_absolute():
         candidates = [given]
     else:
@@ -681,31 +694,31 @@ def resolve_input_file(raw: str, allowed_dirs: Sequence[Path], *, max_bytes: int
         candidates = [c for c in candidates if os.path.lexists(c)] or candidates[:1]
     if not candidates:
         raise InputFileError(
-            f"{raw!r} is a relative path and no input directory is allowed. {_allowed_text(allowed)}"
+            f"{_shown(raw)} is a relative path and no input directory is allowed. {_allowed_text(allowed)}"
         )
     try:
         resolved = candidates[0].resolve()
     except (OSError, RuntimeError) as exc:  # symlink loops, over-long names
-        raise InputFileError(f"{raw!r} cannot be resolved: {exc}.") from None
+        raise InputFileError(f"{_shown(raw)} cannot be resolved: {exc}.") from None
     if not any(resolved.is_relative_to(d) for d in allowed):
-        shown = f"{raw!r}" + (f" (which resolves to {resolved})" if str(resolved) != text else "")
+        shown = _shown(raw) + (f" (which resolves to {_shown(resolved)})" if str(resolved) != text else "")
         raise InputFileError(f"{shown} is outside the allowed input directories. {_allowed_text(allowed)}")
     try:
         info = resolved.stat()
     except FileNotFoundError:
         where = "" if given.is_absolute() else " (relative paths are looked up in the allowed directories)"
-        raise InputFileError(f"{resolved} does not exist{where}. Check the path.") from None
+        raise InputFileError(f"{_shown(resolved)} does not exist{where}. Check the path.") from None
     except OSError as exc:
-        raise InputFileError(f"{resolved} cannot be read: {exc.strerror or exc}.") from None
+        raise InputFileError(f"{_shown(resolved)} cannot be read: {exc.strerror or exc}.") from None
     if stat.S_ISDIR(info.st_mode):
-        raise InputFileError(f"{resolved} is a directory; pass the path of a file inside it.")
+        raise InputFileError(f"{_shown(resolved)} is a directory; pass the path of a file inside it.")
     if not stat.S_ISREG(info.st_mode):
         raise InputFileError(
-            f"{resolved} is not a regular file (a device, pipe or socket); pass an image file."
+            f"{_shown(resolved)} is not a regular file (a device, pipe or socket); pass an image file."
         )
     if info.st_size > max_bytes:
         raise InputFileError(
-            f"{resolved} is {_human(info.st_size)}, over the {_human(max_bytes)} limit; "
+            f"{_shown(resolved)} is {_human(info.st_size)}, over the {_human(max_bytes)} limit; "
             "pass a smaller file (or compress it first)."
         )
     try:
@@ -713,7 +726,7 @@ def resolve_input_file(raw: str, allowed_dirs: Sequence[Path], *, max_bytes: int
             pass
     except OSError as exc:
         raise InputFileError(
-            f"{resolved} cannot be read: {exc.strerror or exc}. Check its permissions."
+            f"{_shown(resolved)} cannot be read: {exc.strerror or exc}. Check its permissions."
         ) from None
     return resolved
 

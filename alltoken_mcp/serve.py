@@ -18,6 +18,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import anyio
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from alltoken_mcp.redact import Redactor, install_log_redaction
 from alltoken_mcp.settings import Settings, SettingsError
 
 logger = logging.getLogger(__name__)
@@ -168,6 +169,8 @@ async def _serve_http(
     async with _maybe_simulated(settings, simulate) as effective:
         app = http_app(effective, host, allowed_hosts)
         config = uvicorn.Config(app, host=host, port=port, log_level=log_level.lower(), access_log=False)
+        # uvicorn has just installed its own handlers, which the CLI's log redaction does not cover.
+        install_log_redaction(Redactor.from_settings(effective), [logging.getLogger("uvicorn")])
         await uvicorn.Server(config).serve()
 
 

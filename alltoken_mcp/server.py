@@ -21,15 +21,20 @@ import mcp_types as t
 from mcp.server import MCPServer
 from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.server.session import ServerSession
 from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
+from pydantic import ValidationError
 
 from alltoken_mcp import __version__
 from alltoken_mcp.client import AllTokenClient
 from alltoken_mcp.job_records import JobRecord
 from alltoken_mcp.jobs import JobManager
+from alltoken_mcp.outbound import RedactingMiddleware
+from alltoken_mcp.redact import MIN_SECRET_LENGTH, Redactor
 from alltoken_mcp.settings import Settings
 from alltoken_mcp.store import Store, process_owner
+from alltoken_mcp.tools.errors import invalid_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +95,8 @@ class AppState:
     store: Store
     jobs: JobManager
     notifier: ResourceNotifier
+    redactor: Redactor
+    """Removes the configured secrets from text; applied to every result, log line and stored error."""
 
 
 def app_state(ctx: Context[Any]) -> AppState:
@@ -105,11 +112,16 @@ def job_uri(job_id: str) -> str:
 def build_server(settings: Settings) -> MCPServer[AppState]:
     """The configured server, ready for any transport. Touches neither the network nor the disk."""
     notifier = ResourceNotifier()
+    redactor = Redactor.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
         owner = process_owner()  # host:pid:rand, so a restarted server can see this one died
-        store = await Store.open(settings.database_path)
+        for name in redactor.skipped:
+            logger.warning(
+                "%s is shorter than %d characters: it is not redacted from output", name, MIN_SECRET_LENGTH
+            )
+        store = await Store.open(settings.database_path, redactor=redactor)
         # Everything allocated so far lives for the whole process: take it out of the cyclic GC's
         # view, so full collections stay short and do not stall the event loop (measured: 50–60 ms).
         # No gc.collect() first: it would cost ~40 ms before `initialize` can be answered. The CLI
@@ -129,14 +141,14 @@ def build_server(settings: Settings) -> MCPServer[AppState]:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(jobs.run)
                     try:
-                        yield AppState(settings, client, store, jobs, notifier)
+                        yield AppState(settings, client, store, jobs, notifier, redactor)
                     finally:
                         # Without this the poller keeps the process alive after stdin closes.
                         tg.cancel_scope.cancel()
         finally:
             await store.close()
 
-    server: MCPServer[AppState] = MCPServer(
+    server: MCPServer[AppState] = _AllTokenServer(
         name="alltoken",
         title="AllToken",
         version=__version__,
@@ -145,6 +157,7 @@ def build_server(settings: Settings) -> MCPServer[AppState]:
         lifespan=lifespan,
         subscriptions=notifier.bus,
         log_level="WARNING",
+        middleware=[RedactingMiddleware(redactor)],
     )
     _install_legacy_subscriptions(server, notifier)
 
@@ -157,6 +170,27 @@ def build_server(settings: Settings) -> MCPServer[AppState]:
     catalog.register(server)
     media.register(server)
     return server
+
+
+class _AllTokenServer(MCPServer[AppState]):
+    """MCPServer, with argument validation failures reported in one line.
+
+    The SDK answers a call whose arguments fail the input schema with pydantic's multi-line dump (input
+    values, error types, a documentation URL per error). `call_tool` is where that failure is still a
+    `ValidationError` rather than text, so it is reworded here; everything else passes through.
+    """
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[AppState, Any] | None = None
+    ) -> t.CallToolResult | t.InputRequiredResult:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            cause = exc.__cause__
+            if isinstance(exc, UnexpectedToolError) or not isinstance(cause, ValidationError):
+                raise
+            # From the ValidationError, so the SDK still logs field names only (never the values).
+            raise ToolError(invalid_arguments(name, cause)) from cause
 
 
 def _install_legacy_subscriptions(server: MCPServer[AppState], notifier: ResourceNotifier) -> None:

@@ -25,6 +25,7 @@ DEFAULT_IMAGE_MODEL = "gpt-image-2"
 DEFAULT_VIDEO_MODEL = "seedance-1.5-pro"
 
 API_KEY_VAR = "ALLTOKEN_API_KEY"
+MCP_TOKEN_VAR = "ALLTOKEN_MCP_TOKEN"
 
 
 class SettingsError(ValueError):
@@ -205,5 +206,5 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
             get("ALLTOKEN_DEFAULT_VIDEO_MODEL") or DEFAULT_VIDEO_MODEL, "ALLTOKEN_DEFAULT_VIDEO_MODEL"
         ),
         input_dirs=_input_dirs(get("ALLTOKEN_INPUT_DIRS"), "ALLTOKEN_INPUT_DIRS"),
-        mcp_token=get("ALLTOKEN_MCP_TOKEN"),
+        mcp_token=get(MCP_TOKEN_VAR),
     )

@@ -13,6 +13,11 @@ Failures of the machine (full disk, read-only or immutable file, file-size limit
 too long) are mapped in one place (`_machine_fault`, `_explain`) to a `StoreWriteError` whose one line
 says what failed, where, and what to free or fix. The statement's transaction is rolled back, the
 connection stays usable, and the next call simply tries again, so the server recovers when the disk does.
+
+Secrets are redacted at this boundary (see `redact.py`): the free-text columns that can carry what an
+upstream said (a job's error and note, conversation turns, cached listings) are cleaned before they are
+written, so no code path can store the API key. A job's prompt and request are stored as given: they
+are re-sent byte-identical when a submit is retried.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import anyio.to_thread
+
+from alltoken_mcp.redact import Redactor
 
 logger = logging.getLogger(__name__)
 
@@ -207,6 +214,7 @@ class Job:
 
 _JOB_COLUMNS = tuple(f.name for f in fields(Job))
 _JSON_COLUMNS = {"request", "files", "sources", "usage"}
+_REDACTED_COLUMNS = ("error_code", "error_message", "note")
 
 
 def _job_from_row(row: sqlite3.Row) -> Job:
@@ -245,17 +253,19 @@ T = TypeVar("T")
 class Store:
     """Async facade over one SQLite connection. Open with `await Store.open(path)`."""
 
-    def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
+    def __init__(self, connection: sqlite3.Connection, path: Path, redactor: Redactor | None = None) -> None:
         self._db = connection
         self._lock = threading.Lock()
         self._limiter: anyio.CapacityLimiter | None = None
+        self._redactor = redactor or Redactor()
         self.path = path
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     @classmethod
-    async def open(cls, path: Path) -> Store:
+    async def open(cls, path: Path, *, redactor: Redactor | None = None) -> Store:
         store = await anyio.to_thread.run_sync(cls._open_sync, path)
+        store._redactor = redactor or Redactor()
         # Store calls run one at a time anyway (one connection); a limiter of their own keeps queued
         # calls from parking threads of anyio's shared pool, which the stdio transport also uses.
         store._limiter = anyio.CapacityLimiter(1)
@@ -328,7 +338,7 @@ class Store:
     async def insert_job(self, job: Job) -> None:
         columns = ", ".join(_JOB_COLUMNS)
         marks = ", ".join("?" for _ in _JOB_COLUMNS)
-        values = [_to_column(name, getattr(job, name)) for name in _JOB_COLUMNS]
+        values = [_to_column(name, self._clean(name, getattr(job, name))) for name in _JOB_COLUMNS]
         await self._run(self._execute, f"INSERT INTO jobs ({columns}) VALUES ({marks})", values)
 
     async def get_job(self, job_id: str) -> Job | None:
@@ -362,7 +372,7 @@ class Store:
 
         def apply(db: sqlite3.Connection) -> Job | None:
             assignments = ", ".join(f"{name} = ?" for name in changes)
-            values = [_to_column(name, value) for name, value in changes.items()]
+            values = [_to_column(name, self._clean(name, value)) for name, value in changes.items()]
             where = "job_id = ?"
             params: list[Any] = [*values, job_id]
             if owner is not None:
@@ -377,6 +387,11 @@ class Store:
             return _job_from_row(db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone())
 
         return await self._run(self._transaction, apply)
+
+    def _clean(self, column: str, value: Any) -> Any:
+        if column in _REDACTED_COLUMNS and isinstance(value, str):
+            return self._redactor.redact(value)
+        return value
 
     async def list_jobs(
         self, *, kind: str | None = None, status: str | None = None, limit: int = 20
@@ -516,7 +531,13 @@ class Store:
     ) -> str:
         """Record one chat turn in a single transaction: create the conversation when `conversation_id`
         is None, else replace its system prompt when `system` is given; then append `messages`.
-        Returns the conversation id. (One fsync per turn instead of two or three.)"""
+        Returns the conversation id. (One fsync per turn instead of two or three.)
+
+        Every text is redacted first: an answer that echoes a secret is stored (and later re-sent as
+        history) with `[redacted]` in its place, which is also what the caller was shown."""
+        redact = self._redactor.redact
+        system = None if system is None else redact(system)
+        messages = [{**m, "content": redact(m["content"])} for m in messages]
 
         def save(db: sqlite3.Connection) -> str:
             now = time.time()
@@ -545,7 +566,7 @@ class Store:
         await self._run(
             self._execute,
             "INSERT OR REPLACE INTO cache (key, value, stored_at) VALUES (?, ?, ?)",
-            (key, json.dumps(value, ensure_ascii=False), time.time()),
+            (key, json.dumps(self._redactor.scrub(value), ensure_ascii=False), time.time()),
         )
 
     async def cache_get(self, key: str) -> Any:
