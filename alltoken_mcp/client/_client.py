@@ -268,7 +268,6 @@ class AllTokenClient:
         headers: Mapping[str, str] | None = None,
         stream: bool = False,
         content_factory: Callable[[], AsyncIterator[bytes]] | None = None,
-        follow_redirects: bool = False,
         send_before: float | None = None,
     ) -> tuple[httpx2.Response, bytes]:
         """One logical request with retries: a 2xx response and its body (b"" if `stream`), or raises.
@@ -313,7 +312,7 @@ class AllTokenClient:
             )
             where = _where(request.url)
             try:
-                response, body = await self._attempt(request, seconds, stream, follow_redirects, max_body)
+                response, body = await self._attempt(request, seconds, stream, max_body)
             except httpx2.TransportError as exc:
                 reached = reached or not _never_arrived(exc)
                 retryable = is_retryable_exception(exc, replay_safe=replay_safe)
@@ -354,7 +353,7 @@ class AllTokenClient:
             raise _marked(error_from_response(status, body, retry_after=retry_after), reached)
 
     async def _attempt(
-        self, request: httpx2.Request, seconds: float, stream: bool, follow_redirects: bool, max_body: int
+        self, request: httpx2.Request, seconds: float, stream: bool, max_body: int
     ) -> tuple[httpx2.Response, bytes]:
         """Send once; read an error body (capped) or, unless streaming, the whole body (capped).
 
@@ -364,9 +363,9 @@ class AllTokenClient:
         response: httpx2.Response | None = None
         body = b""
         with anyio.move_on_after(seconds) as scope:
-            response = await self._http.send(request, stream=True, follow_redirects=follow_redirects)
-            # Bodies are read inside the same `try` as the send: a connection dropped after the status
-            # line (e.g. a 202 whose body never arrives) is a transport failure like any other.
+            response = await self._http.send(request, stream=True)
+            # Bodies are read as part of the attempt: a connection dropped after the status line (e.g. a
+            # 202 whose body never arrives) is a transport failure like any other, retried like one.
             if response.status_code >= 400:
                 try:
                     body = await _read_capped(response, MAX_ERROR_BODY)
@@ -386,15 +385,15 @@ class AllTokenClient:
         return response, body
 
     @staticmethod
-    def _transport_message(method: str, where: str, attempts: int, exc: Exception, replay_safe: bool) -> str:
+    def _transport_message(
+        method: str, where: str, attempts: int, exc: httpx2.TransportError, replay_safe: bool
+    ) -> str:
         detail = str(exc) or "no detail"
         text = (
             f"Could not complete {method} {where}: {type(exc).__name__} ({detail}) "
             f"after {attempts} attempt{'s' if attempts != 1 else ''}."
         )
-        if not replay_safe and not isinstance(
-            exc, (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)
-        ):
+        if not replay_safe and not _never_arrived(exc):
             text += " Not retried: the request may have reached AllToken and repeating it could duplicate it."
         elif isinstance(exc, (httpx2.ConnectError, httpx2.ConnectTimeout)):
             text += " Check the network and ALLTOKEN_BASE_URL."
