@@ -14,11 +14,14 @@ import logging
 import math
 import os
 import re
+import signal
 import socket
+import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import anyio
+from anyio.abc import TaskStatus
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from alltoken_mcp.settings import Settings, SettingsError
@@ -215,9 +218,28 @@ async def _maybe_simulated(settings: Settings, simulate: bool) -> AsyncIterator[
 
 async def _serve_stdio(settings: Settings, simulate: bool) -> None:
     from alltoken_mcp.server import build_server
+    from alltoken_mcp.stdio import serve_stdio
 
-    async with _maybe_simulated(settings, simulate) as effective:
-        await build_server(effective).run_stdio_async()
+    async with anyio.create_task_group() as tg:
+        await tg.start(_cancel_on_sigterm, tg.cancel_scope)
+        async with _maybe_simulated(settings, simulate) as effective:
+            await serve_stdio(build_server(effective))
+        tg.cancel_scope.cancel()
+
+
+async def _cancel_on_sigterm(scope: anyio.CancelScope, *, task_status: TaskStatus[None]) -> None:
+    """SIGTERM stops the stdio server as stdin EOF does: in-flight calls are abandoned, the lifespan's
+    cleanup runs (the job poller stops and releases its leases) and the process exits 0. Without a
+    handler Python would die at once, leaving leases to expire and temp files behind."""
+    if sys.platform == "win32":  # no signal handlers on the Windows event loop
+        task_status.started()
+        return
+    with anyio.open_signal_receiver(signal.SIGTERM) as signals:
+        task_status.started()
+        async for _ in signals:
+            logger.info("SIGTERM: shutting down")
+            scope.cancel()
+            return
 
 
 async def _serve_http(
