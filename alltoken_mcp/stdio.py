@@ -55,15 +55,15 @@ async def stdio_streams() -> AsyncIterator[
     """The (read, write) stream pair the low-level server runs on, for the process's stdin/stdout."""
     incoming_send, incoming = anyio.create_memory_object_stream[SessionMessage | Exception](0)
     outgoing, outgoing_receive = anyio.create_memory_object_stream[SessionMessage](0)
-    chunks_send, chunks = anyio.create_memory_object_stream[bytes](0)
+    lines_send, lines = anyio.create_memory_object_stream[list[bytes]](0)
     with _claimed_std_fds() as (in_fd, out_fd):
         async with BlockingPortal() as portal, anyio.create_task_group() as tg:
             pump = threading.Thread(
-                target=_pump_stdin, args=(in_fd, portal, chunks_send), name="stdin reader", daemon=True
+                target=_pump_stdin, args=(in_fd, portal, lines_send), name="stdin reader", daemon=True
             )
             pump.start()
             reading = anyio.CancelScope()
-            tg.start_soon(_read_messages, reading, chunks, incoming_send, outgoing.clone())
+            tg.start_soon(_read_messages, reading, lines, incoming_send, outgoing.clone())
             tg.start_soon(_write_messages, out_fd, outgoing_receive)
             try:
                 yield incoming, outgoing
@@ -74,42 +74,44 @@ async def stdio_streams() -> AsyncIterator[
                 outgoing.close()
 
 
-def _pump_stdin(fd: int, portal: BlockingPortal, chunks: MemoryObjectSendStream[bytes]) -> None:
-    """Thread body: hand stdin's bytes to the event loop until EOF (a read error counts as EOF) or until
-    the transport stops listening."""
+def _pump_stdin(fd: int, portal: BlockingPortal, lines: MemoryObjectSendStream[list[bytes]]) -> None:
+    """Thread body: hand stdin's complete lines to the event loop, a batch per read (one hand-over for a
+    large message, not one per pipe buffer), until EOF (a read error counts as EOF) or until the
+    transport stops listening."""
+    partial = bytearray()  # (appending to bytes would copy a long line once per read)
     try:
-        while True:
-            try:
-                data = os.read(fd, READ_CHUNK)
-            except OSError:
-                data = b""
-            if not data:
-                portal.call(chunks.aclose)
-                return
-            portal.call(chunks.send, data)
+        while data := _read(fd):
+            *complete, rest = data.split(b"\n")
+            if complete:
+                complete[0] = bytes(partial) + complete[0]
+                partial.clear()
+                portal.call(lines.send, complete)
+            partial += rest
+        if partial:  # a last line without its newline
+            portal.call(lines.send, [bytes(partial)])
+        portal.call(lines.aclose)
     except (RuntimeError, anyio.BrokenResourceError, anyio.ClosedResourceError):
         return  # the portal or the stream is closed: the transport has shut down
 
 
+def _read(fd: int) -> bytes:
+    try:
+        return os.read(fd, READ_CHUNK)
+    except OSError:
+        return b""
+
+
 async def _read_messages(
     scope: anyio.CancelScope,
-    chunks: MemoryObjectReceiveStream[bytes],
+    lines: MemoryObjectReceiveStream[list[bytes]],
     incoming: MemoryObjectSendStream[SessionMessage | Exception],
     replies: MemoryObjectSendStream[SessionMessage],
 ) -> None:
     # Closing `incoming` at EOF is what tells the server stdin has ended.
-    with scope, chunks, incoming, replies:
-        line = bytearray()
-        async for data in chunks:
-            start = 0
-            while (end := data.find(b"\n", start)) != -1:
-                line += data[start:end]
-                await _deliver(bytes(line), incoming, replies)
-                line.clear()
-                start = end + 1
-            line += data[start:]
-        if line:  # a last line without its newline
-            await _deliver(bytes(line), incoming, replies)
+    with scope, lines, incoming, replies:
+        async for batch in lines:
+            for line in batch:
+                await _deliver(line, incoming, replies)
 
 
 async def _deliver(
