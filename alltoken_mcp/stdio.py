@@ -235,7 +235,9 @@ def envelope_of(line: str) -> Envelope:
     """The top-level "id", "method" and "result"/"error" members of the JSON object on `line`.
 
     Scans iteratively and decodes only scalars, so a line too deep or too odd for a full parse (the
-    reason it is being refused) still yields its id. Anything unreadable yields an empty envelope."""
+    reason it is being refused) still yields its id. Where the line stops making sense (cut short, a
+    syntax error), the members read before that point are the answer; a line that is not an object
+    yields an empty envelope."""
     request_id: int | str | None = None
     keys: set[str] = set()
     try:
@@ -243,28 +245,25 @@ def envelope_of(line: str) -> Envelope:
         if line[pos] != "{":
             return Envelope()
         pos = _skip_space(line, pos + 1)
-        while line[pos] != "}":
-            if line[pos] != '"':
-                return Envelope()
+        while line[pos] == '"':
             key, pos = _DECODER.raw_decode(line, pos)
             pos = _skip_space(line, pos)
             if line[pos] != ":":
-                return Envelope()
+                break
             pos = _skip_space(line, pos + 1)
-            keys.add(key)
             if key == "id" and line[pos] not in "[{":
                 value, pos = _DECODER.raw_decode(line, pos)
                 valid = isinstance(value, (int, str)) and not isinstance(value, bool)
                 request_id = value if valid else None
             else:
                 pos = _skip_value(line, pos)
+            keys.add(key)  # (only once its value was read whole)
             pos = _skip_space(line, pos)
-            if line[pos] == ",":
-                pos = _skip_space(line, pos + 1)
-            elif line[pos] != "}":
-                return Envelope()
+            if line[pos] != ",":
+                break
+            pos = _skip_space(line, pos + 1)
     except (ValueError, IndexError):
-        return Envelope()
+        pass
     return Envelope(request_id, "method" in keys, bool(keys & {"result", "error"}))
 
 

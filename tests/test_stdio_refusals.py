@@ -66,6 +66,13 @@ def chat_call_line(request_id: Any, prompt_json: str, *, id_last: bool = False) 
         ),
         pytest.param(b"this is not json", None, PARSE_ERROR, "Invalid JSON", id="not-json"),
         pytest.param(
+            b'{"jsonrpc":"2.0","id":45,"method":"tools/call","params":{"name":"alltoken_ch',
+            45,
+            PARSE_ERROR,
+            "Invalid JSON: EOF while parsing",
+            id="cut-short",
+        ),
+        pytest.param(
             b'[{"jsonrpc":"2.0","id":44,"method":"ping"}]',
             None,
             INVALID_REQUEST,
@@ -138,8 +145,12 @@ async def test_a_malformed_response_from_the_client_is_not_answered(
         ('{"id":true,"method":"x"}', Envelope(None, has_method=True)),
         ('{"id":[1],"method":"x"}', Envelope(None, has_method=True)),
         ('{"id":1,"result":{}}', Envelope(1, has_outcome=True)),
-        ('{"id":1,"method":"x"', Envelope()),
-        ('{"id":1 "method":"x"}', Envelope()),
+        ('{"id":1,"method":"x"', Envelope(1, has_method=True)),  # cut short after the members
+        ('{"id":1,"method":"tools/call","params":{"name":', Envelope(1, has_method=True)),
+        ('{"id":1,"method":"x","params":[[[', Envelope(1, has_method=True)),
+        ('{"id":1,"meth', Envelope(1)),
+        ('{"id":1 "method":"x"}', Envelope(1)),
+        ('{"id":"unterminated', Envelope()),
         ("[1, 2]", Envelope()),
         ("", Envelope()),
     ],
