@@ -10,9 +10,9 @@ transport reads the lines itself, hands every valid message to the server unchan
 with the request's id when the line has one (found without a recursive parse, so depth cannot hide it).
 
 Like the SDK's transport it serves from private duplicates of fd 0 and 1 while pointing fd 0 at the null
-device and fd 1 at stderr, so stray prints cannot corrupt the protocol stream. Reads happen in a daemon
-thread: a blocking read of a pipe cannot be interrupted, and the process must still be able to exit on
-SIGTERM while the host keeps stdin open.
+device and fd 1 at stderr, so stray prints cannot corrupt the protocol stream. Reads and writes happen in
+daemon threads: a blocking read or write of a pipe cannot be interrupted, and the process must still be
+able to exit on SIGTERM while the host keeps stdin open, or has stopped reading stdout.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import re
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -38,6 +39,7 @@ from pydantic import ValidationError
 logger = logging.getLogger(__name__)
 
 READ_CHUNK = 1 << 16
+FINISH_WRITE_SECONDS = 1.0
 
 
 async def serve_stdio(server: MCPServer[Any]) -> None:
@@ -64,7 +66,7 @@ async def stdio_streams() -> AsyncIterator[
             pump.start()
             reading = anyio.CancelScope()
             tg.start_soon(_read_messages, reading, lines, incoming_send, outgoing.clone())
-            tg.start_soon(_write_messages, out_fd, outgoing_receive)
+            tg.start_soon(_write_messages, out_fd, portal, outgoing_receive)
             try:
                 yield incoming, outgoing
             finally:
@@ -132,17 +134,53 @@ async def _deliver(
     await incoming.send(SessionMessage(message))
 
 
-async def _write_messages(out_fd: int, outgoing: MemoryObjectReceiveStream[SessionMessage]) -> None:
-    async with outgoing:
-        async for item in outgoing:
-            data = item.message.model_dump_json(by_alias=True, exclude_unset=True).encode() + b"\n"
-            await anyio.to_thread.run_sync(_write_all, out_fd, data)
+async def _write_messages(
+    out_fd: int, portal: BlockingPortal, outgoing: MemoryObjectReceiveStream[SessionMessage]
+) -> None:
+    """Write each message the server sends as one line. The writes happen in a daemon thread, for the
+    reason reads do: a write to a pipe the host no longer reads blocks, and must not keep the process
+    alive after SIGTERM."""
+    writes: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
+    threading.Thread(target=_drain, args=(out_fd, portal, writes), name="stdout writer", daemon=True).start()
+    try:
+        async with outgoing:
+            async for item in outgoing:
+                data = item.message.model_dump_json(by_alias=True, exclude_unset=True).encode() + b"\n"
+                write = _Write(data)
+                writes.put(write)
+                try:
+                    await write.done.wait()
+                except anyio.get_cancelled_exc_class():
+                    # Shutting down: finish the line being written, unless the host stopped reading.
+                    with anyio.CancelScope(shield=True), anyio.move_on_after(FINISH_WRITE_SECONDS):
+                        await write.done.wait()
+                    raise
+                if write.error is not None:
+                    raise write.error
+    finally:
+        writes.put(None)
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+@dataclass
+class _Write:
+    data: bytes
+    done: anyio.Event = field(default_factory=anyio.Event)
+    error: OSError | None = None
+
+
+def _drain(fd: int, portal: BlockingPortal, writes: queue.SimpleQueue[_Write | None]) -> None:
+    """Thread body: perform the writes, each reported done to the event loop, until told to stop."""
+    while (write := writes.get()) is not None:
+        try:
+            view = memoryview(write.data)
+            while view:
+                view = view[os.write(fd, view) :]
+        except OSError as exc:
+            write.error = exc
+        try:
+            portal.call(write.done.set)
+        except RuntimeError:
+            return  # the portal is closed: the transport has shut down
 
 
 @contextmanager

@@ -9,9 +9,15 @@ signal always arrives while the file is half written.
 
 from __future__ import annotations
 
+import array
+import fcntl
+import json
 import os
 import signal
 import sqlite3
+import sys
+import tempfile
+import termios
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -23,7 +29,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from alltoken_mcp.simulator import RunningSimulator, SimConfig
-from tests.rawstdio import raw_stdio_server
+from tests.rawstdio import ENTRY_POINT, INITIALIZE_PARAMS, raw_stdio_server
 from tests.test_http import http_server_process
 from tests.test_jobs_crash import finish_all, partial_files, server_env, until
 
@@ -166,3 +172,41 @@ async def test_sigterm_stops_the_http_server_mid_download_and_releases_the_lease
             stderr = "\n".join(server.stderr)
     assert_shut_down_cleanly(status, stderr, home)
     assert "ERROR" not in stderr  # the event streams cut short by the shutdown are not reported as errors
+
+
+def unread_bytes(fd: int) -> int:
+    waiting = array.array("i", [0])
+    fcntl.ioctl(fd, termios.FIONREAD, waiting)
+    return waiting[0]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="measures the pipe with Linux fcntl/ioctl calls")
+async def test_sigterm_ends_the_stdio_server_even_when_the_host_stopped_reading_stdout(
+    tmp_path: Path,
+) -> None:
+    """A write to a full pipe blocks and cannot be interrupted; it must not keep the process alive."""
+    env = server_env(tmp_path / "home", "http://127.0.0.1:9/v1")
+    initialize = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": INITIALIZE_PARAMS}
+    requests = [initialize] + [{"jsonrpc": "2.0", "id": i, "method": "tools/list"} for i in range(1, 200)]
+    unread, server_stdout = os.pipe()  # this test never reads it
+    try:
+        capacity = fcntl.fcntl(unread, fcntl.F_GETPIPE_SZ)
+        with tempfile.TemporaryFile("w+b") as errlog, anyio.fail_after(40):
+            command = [ENTRY_POINT, "--log-level", "INFO"]
+            async with await anyio.open_process(
+                command, env=env, stdout=server_stdout, stderr=errlog
+            ) as process:
+                os.close(server_stdout)
+                assert process.stdin is not None
+                await process.stdin.send(b"".join(json.dumps(r).encode() + b"\n" for r in requests))
+                # The answers (megabytes) cannot fit: once the pipe is mostly full the writer is stuck.
+                await until(lambda: unread_bytes(unread) >= capacity * 3 // 4, "the stdout pipe to fill up")
+                process.send_signal(signal.SIGTERM)
+                with anyio.fail_after(EXIT_SECONDS):
+                    status = await process.wait()
+            errlog.seek(0)
+            stderr = errlog.read().decode()
+    finally:
+        os.close(unread)
+    assert status == 0, stderr
+    assert "Traceback" not in stderr
