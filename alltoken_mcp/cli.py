@@ -43,6 +43,13 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
         help="with --http: also accept requests for this host name (e.g. a reverse proxy's public "
         "name); repeatable. The bind address and this machine's names are always accepted.",
     )
+    parser.add_argument(
+        "--read-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="with --http: seconds a client has to send a complete request (headers and body) before "
+        "its connection is closed (default 10)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="WARNING",
         help="stderr log level (default WARNING)",
     )
-    parser.set_defaults(simulate=False, http=False, host="127.0.0.1", port=8000, allowed_host=None)
+    parser.set_defaults(
+        simulate=False, http=False, host="127.0.0.1", port=8000, allowed_host=None, read_timeout=None
+    )
     _add_serve_options(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -128,6 +137,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         log_level=args.log_level,
         allowed_hosts=args.allowed_host or [],
+        read_timeout=args.read_timeout,
     )
 
 

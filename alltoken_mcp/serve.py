@@ -7,23 +7,33 @@ imports the simulator, and only when asked.
 
 from __future__ import annotations
 
+import errno
 import hmac
 import ipaddress
 import logging
+import math
+import os
 import re
+import signal
 import socket
+import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import anyio
+from anyio.abc import TaskStatus
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from alltoken_mcp.redact import Redactor, install_log_redaction
+from alltoken_mcp.redact import Redactor
 from alltoken_mcp.settings import Settings, SettingsError
 
 logger = logging.getLogger(__name__)
 
 TOKEN_VAR = "ALLTOKEN_MCP_TOKEN"
+DEFAULT_READ_TIMEOUT = 10.0
+"""Seconds an HTTP client has to deliver a whole request, headers and body, once its connection waits for
+one (see `http_listener`). MCP requests are small JSON bodies sent at once; only a stalled or hostile
+client needs longer."""
 
 
 def is_loopback(host: str) -> bool:
@@ -33,6 +43,19 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def normalize_host(host: str) -> str:
+    """The bind address as sockets take it: an IPv6 address without the brackets URLs put around it."""
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            address = ipaddress.ip_address(host[1:-1])
+        except ValueError:
+            address = None
+        if address is None or address.version != 6:
+            raise SettingsError(f"--host {host!r}: brackets go only around an IPv6 address, e.g. [::1]")
+        return host[1:-1]
+    return host
 
 
 def check_http_bind(settings: Settings, host: str) -> None:
@@ -82,14 +105,13 @@ class BearerTokenMiddleware:
 def _host_names(bind: str) -> list[str]:
     """The names a client may put in the Host header to reach this server.
 
-    Loopback names always. For a specific address, that address. For a wildcard bind (0.0.0.0, ::) the
+    Loopback names always, and the bind address itself (also another loopback address such as
+    127.0.0.2). For a wildcard bind (0.0.0.0, ::) the
     machine's own host name, its fully qualified name and the addresses they resolve to: that is what
     clients on the network use. Anything else (a DNS name pointing elsewhere) is what DNS rebinding looks
     like, and is refused.
     """
-    names = ["127.0.0.1", "localhost", "::1"]
-    if not is_loopback(bind):
-        names.append(bind.strip("[]"))
+    names = ["127.0.0.1", "localhost", "::1", bind.strip("[]")]
     if bind.strip("[]") in ("0.0.0.0", "::", ""):
         for name in {socket.gethostname(), socket.getfqdn()}:
             names.append(name)
@@ -142,6 +164,47 @@ def check_host_name(name: str) -> str:
     return name.lower()
 
 
+def bind_sockets(host: str, port: int) -> list[socket.socket]:
+    """Sockets bound to every address `host` resolves to, as asyncio's `create_server` would bind them
+    (SO_REUSEADDR on POSIX, IPv6 sockets IPv6-only); uvicorn then listens on them.
+
+    Bound here, before anything starts, so that a name that does not resolve, an address this machine
+    does not have or a port already in use is one line and exit status 2 (uvicorn would find out only
+    after start-up, and exit 3), and nothing can take the port in between."""
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise SettingsError(f"--host {host!r} does not resolve to an address ({exc.strerror})") from None
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(addresses):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            if os.name == "posix":
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                raise SettingsError(_bind_error(str(address[0]), port, exc)) from None
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def _bind_error(address: str, port: int, exc: OSError) -> str:
+    where = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+    hint = {
+        errno.EADDRINUSE: "another process is listening there; stop it or choose another --port",
+        errno.EADDRNOTAVAIL: "this machine has no such address; give one of its own, or 127.0.0.1",
+        errno.EACCES: "ports below 1024 need privileges; choose a higher --port",
+    }.get(exc.errno or 0, "check --host and --port")
+    return f"cannot listen on {where}: {exc.strerror} ({hint})"
+
+
 @asynccontextmanager
 async def _maybe_simulated(settings: Settings, simulate: bool) -> AsyncIterator[Settings]:
     async with AsyncExitStack() as stack:
@@ -156,22 +219,45 @@ async def _maybe_simulated(settings: Settings, simulate: bool) -> AsyncIterator[
 
 async def _serve_stdio(settings: Settings, simulate: bool) -> None:
     from alltoken_mcp.server import build_server
+    from alltoken_mcp.stdio import serve_stdio
 
-    async with _maybe_simulated(settings, simulate) as effective:
-        await build_server(effective).run_stdio_async()
+    async with anyio.create_task_group() as tg:
+        await tg.start(_cancel_on_sigterm, tg.cancel_scope)
+        async with _maybe_simulated(settings, simulate) as effective:
+            await serve_stdio(build_server(effective))
+        tg.cancel_scope.cancel()
+
+
+async def _cancel_on_sigterm(scope: anyio.CancelScope, *, task_status: TaskStatus[None]) -> None:
+    """SIGTERM stops the stdio server as stdin EOF does: in-flight calls are abandoned, the lifespan's
+    cleanup runs (the job poller stops and releases its leases) and the process exits 0. Without a
+    handler Python would die at once, leaving leases to expire and temp files behind."""
+    if sys.platform == "win32":  # no signal handlers on the Windows event loop
+        task_status.started()
+        return
+    with anyio.open_signal_receiver(signal.SIGTERM) as signals:
+        task_status.started()
+        async for _ in signals:
+            logger.info("SIGTERM: shutting down")
+            scope.cancel()
+            return
 
 
 async def _serve_http(
-    settings: Settings, simulate: bool, host: str, port: int, log_level: str, allowed_hosts: Sequence[str]
+    settings: Settings,
+    simulate: bool,
+    host: str,
+    sockets: Sequence[socket.socket],
+    log_level: str,
+    allowed_hosts: Sequence[str],
+    read_timeout: float,
 ) -> None:
-    import uvicorn
+    from alltoken_mcp.http_listener import serve_uvicorn
 
     async with _maybe_simulated(settings, simulate) as effective:
         app = http_app(effective, host, allowed_hosts)
-        config = uvicorn.Config(app, host=host, port=port, log_level=log_level.lower(), access_log=False)
-        # uvicorn has just installed its own handlers, which the CLI's log redaction does not cover.
-        install_log_redaction(Redactor.from_settings(effective), [logging.getLogger("uvicorn")])
-        await uvicorn.Server(config).serve()
+        redactor = Redactor.from_settings(effective)
+        await serve_uvicorn(app, sockets, log_level=log_level, read_timeout=read_timeout, redactor=redactor)
 
 
 def serve(
@@ -183,13 +269,24 @@ def serve(
     port: int,
     log_level: str,
     allowed_hosts: Sequence[str] = (),
+    read_timeout: float | None = None,
 ) -> int:
-    if http:
-        # Checked before anything starts so a refusal is the only thing the user sees.
-        check_http_bind(settings, host)
-        for name in allowed_hosts:
-            check_host_name(name)
-        anyio.run(_serve_http, settings, simulate, host, port, log_level, allowed_hosts)
-    else:
+    if not http:
         anyio.run(_serve_stdio, settings, simulate)
+        return 0
+    # Everything is checked, and the port bound, before anything starts, so that a refusal is the only
+    # thing the user sees.
+    host = normalize_host(host)
+    check_http_bind(settings, host)
+    for name in allowed_hosts:
+        check_host_name(name)
+    read_timeout = DEFAULT_READ_TIMEOUT if read_timeout is None else read_timeout
+    if not (0 < read_timeout < math.inf):
+        raise SettingsError(f"--read-timeout {read_timeout} must be a positive number of seconds")
+    sockets = bind_sockets(host, port)
+    try:
+        anyio.run(_serve_http, settings, simulate, host, sockets, log_level, allowed_hosts, read_timeout)
+    finally:
+        for sock in sockets:
+            sock.close()
     return 0

@@ -146,7 +146,9 @@ def build_server(settings: Settings) -> MCPServer[AppState]:
                         # Without this the poller keeps the process alive after stdin closes.
                         tg.cancel_scope.cancel()
         finally:
-            await store.close()
+            # Shielded: on SIGTERM the lifespan unwinds by cancellation, and the store must still close.
+            with anyio.CancelScope(shield=True):
+                await store.close()
 
     server: MCPServer[AppState] = _AllTokenServer(
         name="alltoken",

@@ -5,16 +5,18 @@ DNS-rebinding guard, and the refusal to expose the server to the network without
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
 import httpx2
 import pytest
-from anyio.abc import ByteReceiveStream
+from anyio.abc import ByteReceiveStream, ByteStream, Process
 from mcp import Client, MCPError
 from mcp.client.streamable_http import streamable_http_client
 
@@ -62,16 +64,33 @@ async def _collect(stream: ByteReceiveStream, into: list[str], ready: anyio.Even
         *lines, buffer = buffer.split(b"\n")
         for line in lines:
             into.append(line.decode(errors="replace"))
-            # uvicorn announces the listening socket at INFO once startup (our lifespan too) is done.
-            if "Uvicorn running on" in into[-1]:
+            # The server announces its URL at INFO once start-up (our lifespan too) is done.
+            if "serving MCP (Streamable HTTP) at" in into[-1]:
                 ready.set()
 
 
+@dataclass
+class RunningHTTPServer:
+    process: Process
+    url: str
+    stderr: list[str]
+    """Its stderr lines so far."""
+
+
+def url_host(bind: str) -> str:
+    """The host part of a URL that reaches a server bound to `bind`."""
+    host = bind.strip("[]")
+    if host in ("0.0.0.0", "::"):
+        return "127.0.0.1" if host == "0.0.0.0" else "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
 @asynccontextmanager
-async def http_server(
+async def http_server_process(
     env: dict[str, str], host: str = "127.0.0.1", extra_args: Sequence[str] = ()
-) -> AsyncIterator[str]:
-    """Start `alltoken-mcp serve --http` and yield its /mcp URL once it accepts connections."""
+) -> AsyncIterator[RunningHTTPServer]:
+    """Start `alltoken-mcp serve --http` and yield it once it accepts connections. It is stopped with
+    SIGTERM on exit unless the test already ended it; its stderr is shown if the test fails."""
     port = free_port()
     command = [ENTRY_POINT, "serve", "--http", "--host", host, "--port", str(port), "--log-level", "INFO"]
     command += extra_args
@@ -83,15 +102,25 @@ async def http_server(
         try:
             with anyio.fail_after(20):
                 await ready.wait()
-            yield f"http://127.0.0.1:{port}/mcp"
+            yield RunningHTTPServer(process, f"http://{url_host(host)}:{port}/mcp", stderr)
         except BaseException:
             sys.stderr.write("server stderr:\n" + "\n".join(stderr) + "\n")
             raise
         finally:
-            process.terminate()
+            if process.returncode is None:
+                process.terminate()
             with anyio.fail_after(10):
                 await process.wait()
             tg.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def http_server(
+    env: dict[str, str], host: str = "127.0.0.1", extra_args: Sequence[str] = ()
+) -> AsyncIterator[str]:
+    """Start `alltoken-mcp serve --http` and yield its /mcp URL once it accepts connections."""
+    async with http_server_process(env, host, extra_args) as server:
+        yield server.url
 
 
 @asynccontextmanager
@@ -239,3 +268,171 @@ async def test_a_network_bind_with_a_token_serves_and_still_checks_it(tmp_path: 
             refused = await http.post(url, json=INITIALIZE, headers=MCP_HEADERS)
     assert "alltoken_chat" in tools
     assert refused.status_code == 401
+
+
+# ----------------------------------------------------------------------------------- bind addresses
+
+
+async def test_another_loopback_address_serves_and_still_guards_the_host_header(tmp_path: Path) -> None:
+    """127.0.0.2 is loopback too (no token needed); requests naming it must not be taken for rebinding."""
+    async with http_server(server_env(tmp_path), host="127.0.0.2") as url:
+        assert url.startswith("http://127.0.0.2:")
+        async with httpx2.AsyncClient(timeout=10) as http:
+            direct = await http.post(url, json=INITIALIZE, headers=MCP_HEADERS)
+            foreign = await http.post(url, json=INITIALIZE, headers={**MCP_HEADERS, "Host": "evil.example"})
+    assert direct.status_code == 200
+    assert foreign.status_code == 421
+
+
+def ipv6_loopback_available() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not ipv6_loopback_available(), reason="this machine has no IPv6 loopback")
+@pytest.mark.parametrize("host", ["[::1]", "::1"])
+async def test_the_ipv6_loopback_serves_with_or_without_brackets(tmp_path: Path, host: str) -> None:
+    async with http_server(server_env(tmp_path), host=host) as url:
+        assert url.startswith("http://[::1]:")
+        with anyio.fail_after(30):
+            async with connect(url, "auto") as client:
+                tools = {tool.name for tool in (await client.list_tools()).tools}
+    assert "alltoken_chat" in tools
+
+
+@pytest.mark.parametrize(
+    ("args", "token", "message"),
+    [
+        (["--host", "nosuch.invalid"], TOKEN, "--host 'nosuch.invalid' does not resolve to an address"),
+        (["--host", "203.0.113.7"], TOKEN, "cannot listen on 203.0.113.7:{port}: "),
+        (["--host", "[127.0.0.1]"], None, "brackets go only around an IPv6 address"),
+        (["--read-timeout", "0"], None, "--read-timeout 0.0 must be a positive number of seconds"),
+        (["--read-timeout", "inf"], None, "--read-timeout inf must be a positive number of seconds"),
+    ],
+)
+async def test_a_bind_that_cannot_work_is_refused_in_one_line_before_anything_starts(
+    tmp_path: Path, args: list[str], token: str | None, message: str
+) -> None:
+    port = free_port()
+    env = server_env(tmp_path, **({"ALLTOKEN_MCP_TOKEN": token} if token else {}))
+    with anyio.fail_after(20):
+        result = await anyio.run_process(
+            [ENTRY_POINT, "serve", "--http", "--port", str(port), *args], env=env, check=False
+        )
+    stderr = result.stderr.decode()
+    assert result.returncode == 2, stderr
+    assert stderr.count("\n") == 1, stderr  # one line: nothing started, nothing logged
+    assert message.format(port=port) in stderr
+    assert result.stdout == b""
+    assert not (tmp_path / "state.sqlite3").exists()
+
+
+async def test_a_port_in_use_is_refused_in_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with anyio.fail_after(20):
+            result = await anyio.run_process(
+                [ENTRY_POINT, "serve", "--http", "--port", str(port)], env=server_env(tmp_path), check=False
+            )
+    stderr = result.stderr.decode()
+    assert result.returncode == 2, stderr
+    assert stderr.count("\n") == 1, stderr
+    assert f"cannot listen on 127.0.0.1:{port}: " in stderr
+    assert "choose another --port" in stderr
+
+
+# ---------------------------------------------------------------------------------- slow clients
+
+READ_TIMEOUT = 1.0
+SLOW_BYTE_EVERY = 0.25
+"""Well inside the read timeout: the connection is never idle for long, it just never finishes."""
+REQUEST_HEAD = (
+    b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    b"Accept: application/json, text/event-stream\r\nContent-Length: 200\r\n\r\n"
+)
+
+
+KEEP_ALIVE_REQUEST = b"GET /not-here HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+
+
+async def _read_response(stream: ByteStream) -> bytes:
+    """One whole HTTP response with a Content-Length body."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        received += await stream.receive()
+    head, _, body = received.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+    while len(body) < length:
+        body += await stream.receive()
+    return head
+
+
+async def _seconds_until_closed(url: str, keep_alive: bool, first: bytes, trickle: bytes) -> float:
+    """Optionally complete one request on the connection first; then send `first` at once and `trickle`
+    one byte at a time. How long the server took to hang up, counted from when it had nothing to send."""
+    port = int(url.split(":")[2].split("/")[0])
+    async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+        if keep_alive:
+            await stream.send(KEEP_ALIVE_REQUEST)
+            assert b" 404 " in await _read_response(stream)
+        started = anyio.current_time()
+        try:
+            if first:
+                await stream.send(first)
+            for byte in trickle:
+                with anyio.move_on_after(SLOW_BYTE_EVERY):
+                    answer = await stream.receive()
+                    raise AssertionError(f"the server answered an unfinished request: {answer[:100]!r}")
+                await stream.send(bytes([byte]))
+            with anyio.move_on_after(30):  # a silent connection: only wait
+                await stream.receive()
+        except (anyio.EndOfStream, anyio.BrokenResourceError, ConnectionError):
+            return anyio.current_time() - started
+    raise AssertionError("the server kept a connection that never finished its request")
+
+
+@pytest.mark.parametrize(
+    ("keep_alive", "first", "trickle"),
+    [
+        pytest.param(False, b"", REQUEST_HEAD, id="headers-trickle"),
+        pytest.param(False, REQUEST_HEAD, b"x" * 200, id="body-trickle"),
+        pytest.param(False, b"", b"", id="silent"),
+        pytest.param(True, b"", REQUEST_HEAD, id="headers-trickle-after-a-request"),
+        pytest.param(True, b"", b"", id="silent-after-a-request"),  # sooner than uvicorn's 5 s keep-alive
+    ],
+)
+async def test_a_connection_that_never_finishes_its_request_is_closed_at_the_read_timeout(
+    tmp_path: Path, keep_alive: bool, first: bytes, trickle: bytes
+) -> None:
+    """Slowloris: uvicorn has no deadline of its own for a request still arriving (its keep-alive timer
+    stops at the first byte of the next request)."""
+    async with http_server(server_env(tmp_path), extra_args=["--read-timeout", str(READ_TIMEOUT)]) as url:
+        with anyio.fail_after(40):
+            seconds = await _seconds_until_closed(url, keep_alive, first, trickle)
+            # The server is not worse for it.
+            async with httpx2.AsyncClient(timeout=10) as http:
+                after = await http.post(url, json=INITIALIZE, headers=MCP_HEADERS)
+    assert READ_TIMEOUT - 0.1 <= seconds < READ_TIMEOUT + 2
+    assert after.status_code == 200
+
+
+async def test_a_response_slower_than_the_read_timeout_is_still_delivered(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
+    """The deadline covers receiving the request, not the time the server takes to answer it."""
+    sim.state.add_fault(path="/v1/chat/completions", method="POST", latency_ms=READ_TIMEOUT * 1500)
+    extra = ["--read-timeout", str(READ_TIMEOUT)]
+    async with http_server(server_env(tmp_path, sim.base_url), extra_args=extra) as url:
+        with anyio.fail_after(30):
+            async with connect(url, "legacy") as client:
+                started = anyio.current_time()
+                chat = data(await client.call_tool("alltoken_chat", {"prompt": "take your time"}))
+                seconds = anyio.current_time() - started
+    assert chat["text"] == "Echo: take your time"
+    assert seconds > READ_TIMEOUT
