@@ -267,3 +267,25 @@ async def test_a_create_refused_with_429_starts_no_key_window_so_a_late_resend_s
             done = data(await client.call_tool("job_status", {"job_id": job["job_id"], "wait_seconds": 15}))
     assert done["status"] == "completed", done
     assert len(sim.state.images) == 1
+
+
+async def test_a_burst_of_list_models_behind_a_failing_fetch_shares_its_outcome(tmp_path: Path) -> None:
+    failing = RawResponse(
+        status=503, headers=[("Content-Type", "application/json")], pieces=[b"{}"], framing="length"
+    )
+    async with raw_server(*[failing] * 400) as upstream:
+        settings = settings_for(tmp_path, upstream.base_url, ALLTOKEN_MAX_WAIT_SECONDS="30")
+        async with connect(settings) as client:
+            results: list[t.CallToolResult] = []
+
+            async def one() -> None:
+                results.append(await client.call_tool("list_models", {}))
+
+            with anyio.fail_after(25):
+                async with anyio.create_task_group() as tg:
+                    for _ in range(10):
+                        tg.start_soon(one)
+        requests = len(upstream.requests)
+    assert len(results) == 10
+    assert all("server error" in error_text(result) for result in results)
+    assert requests <= 16  # one fetch: 4 listings × 4 attempts, not one fetch per queued call

@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 CATALOG_TTL_SECONDS = 6 * 3600.0
 # A listing that missed a source is re-fetched soon rather than hiding, say, video constraints for hours.
 PARTIAL_TTL_SECONDS = 120.0
+FAILED_FETCH_REUSE_SECONDS = 10.0
+"""A catalog fetch that failed this recently is not repeated: its error (or the older copy) is served."""
 CACHE_FORMAT = 1
 
 # alltoken-api.md §2.6: families whose models really search with `enable_search`.
@@ -269,6 +271,10 @@ def merge_listings(
 T = TypeVar("T")
 
 
+def _stale_warning(snapshot: CatalogSnapshot, exc: AllTokenError) -> str:
+    return f"Could not refresh the catalog ({exc}); showing the copy fetched {_age(snapshot.fetched_at)} ago."
+
+
 class CatalogCache:
     """The merged catalog for one state database: memory first, then the store, then AllToken.
 
@@ -281,6 +287,7 @@ class CatalogCache:
         self._lock = anyio.Lock()
         self._snapshot: CatalogSnapshot | None = None
         self._loaded = False
+        self._failure: tuple[float, AllTokenError] | None = None
         self.cache_key = f"catalog:{client.base_url}:{'key' if client.has_api_key else 'public'}"
 
     @staticmethod
@@ -297,15 +304,23 @@ class CatalogCache:
             current = self._snapshot
             if current is not None and not refresh and self._fresh(current):
                 return current, False, list(current.warnings)
+            failed = None if refresh else self._failure
+            if failed is not None and time.monotonic() - failed[0] < FAILED_FETCH_REUSE_SECONDS:
+                # A burst of calls queued behind a fetch that just failed share its outcome instead of
+                # each failing again in turn (N callers would otherwise wait N fetches).
+                exc = failed[1]
+                if current is None:
+                    raise exc
+                return current, True, [*current.warnings, _stale_warning(current, exc)]
             try:
                 fetched = await self._fetch()
+                self._failure = None
             except AllTokenError as exc:
+                self._failure = (time.monotonic(), exc)
                 if current is None:
                     raise
-                age = _age(current.fetched_at)
-                logger.warning("catalog refresh failed, serving the copy from %s ago: %s", age, exc)
-                warning = f"Could not refresh the catalog ({exc}); showing the copy fetched {age} ago."
-                return current, True, [*current.warnings, warning]
+                logger.warning("catalog refresh failed, serving an older copy: %s", exc)
+                return current, True, [*current.warnings, _stale_warning(current, exc)]
             self._snapshot = fetched
             try:
                 await self._store.cache_put(self.cache_key, fetched.model_dump(mode="json"))
