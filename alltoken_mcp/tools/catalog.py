@@ -36,8 +36,6 @@ logger = logging.getLogger(__name__)
 CATALOG_TTL_SECONDS = 6 * 3600.0
 # A listing that missed a source is re-fetched soon rather than hiding, say, video constraints for hours.
 PARTIAL_TTL_SECONDS = 120.0
-FAILED_FETCH_REUSE_SECONDS = 10.0
-"""A catalog fetch that failed this recently is not repeated: its error (or the older copy) is served."""
 CACHE_FORMAT = 1
 
 # alltoken-api.md §2.6: families whose models really search with `enable_search`.
@@ -287,7 +285,9 @@ class CatalogCache:
         self._lock = anyio.Lock()
         self._snapshot: CatalogSnapshot | None = None
         self._loaded = False
-        self._failure: tuple[float, AllTokenError] | None = None
+        self._fetches_done = 0
+        self._failure: tuple[int, AllTokenError] | None = None
+        """The last fetch's error, with the number it had among the finished fetches (None: it worked)."""
         self.cache_key = f"catalog:{client.base_url}:{'key' if client.has_api_key else 'public'}"
 
     @staticmethod
@@ -297,6 +297,7 @@ class CatalogCache:
 
     async def get(self, *, refresh: bool = False) -> tuple[CatalogSnapshot, bool, list[str]]:
         """(snapshot, stale, warnings). Raises the fetch error only when no copy exists at all."""
+        arrived_after = self._fetches_done
         async with self._lock:
             if not self._loaded:
                 self._snapshot = await self._load()
@@ -305,22 +306,24 @@ class CatalogCache:
             if current is not None and not refresh and self._fresh(current):
                 return current, False, list(current.warnings)
             failed = None if refresh else self._failure
-            if failed is not None and time.monotonic() - failed[0] < FAILED_FETCH_REUSE_SECONDS:
-                # A burst of calls queued behind a fetch that just failed share its outcome instead of
-                # each failing again in turn (N callers would otherwise wait N fetches).
+            if failed is not None and failed[0] > arrived_after:
+                # This call queued behind a fetch that failed meanwhile: share its outcome instead of
+                # failing again in turn (N queued callers would otherwise wait N fetches).
                 exc = failed[1]
                 if current is None:
                     raise exc
                 return current, True, [*current.warnings, _stale_warning(current, exc)]
             try:
                 fetched = await self._fetch()
-                self._failure = None
             except AllTokenError as exc:
-                self._failure = (time.monotonic(), exc)
+                self._fetches_done += 1
+                self._failure = (self._fetches_done, exc)
                 if current is None:
                     raise
                 logger.warning("catalog refresh failed, serving an older copy: %s", exc)
                 return current, True, [*current.warnings, _stale_warning(current, exc)]
+            self._fetches_done += 1
+            self._failure = None
             self._snapshot = fetched
             try:
                 await self._store.cache_put(self.cache_key, fetched.model_dump(mode="json"))
