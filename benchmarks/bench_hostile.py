@@ -3,7 +3,9 @@
 Run from the repo root (the driver is imported from tests/):
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_hostile.py [--only memory,storms] [--budget 5]
-        [--memory-budget 60] [--kill-above-mb 1024] [--storms LABEL,...] [--scenarios LABEL,...]
+        [--memory-budget 60] [--kill-above-mb 1024] [--scenarios TEXT,...] [--storms TEXT,...]
+
+(--scenarios / --storms: run only those whose label contains one of the texts.)
 
 The upstream runs in this process: the bundled simulator behind an ASGI layer (`Hostile`) that answers
 the requests its rule picks with hostile behaviour (endless bodies, 429 storms, silence, a trickle) and
@@ -14,17 +16,19 @@ pid is known and a call that kills it is noticed.
 
 1. memory (issue 8 items 3-4; bound 300 MB). One fresh server per scenario, with
    ALLTOKEN_MAX_WAIT_SECONDS = --memory-budget (long, so the size bounds rather than the clock end the
-   reading). While the call runs its VmRSS is sampled every 20 ms; VmHWM (the kernel's peak) is read
-   after. Reported: RSS after initialize, the peak, the call's duration, the bytes the upstream wrote
-   ("sent"), whether the server still answers afterwards, and the call's answer. A server that passes
-   --kill-above-mb is killed and reported as "> N MB" (the machine has other work to do).
+   reading). Endless bodies (chat streams of every shape, JSON listings, an image task poll) and the
+   largest bodies each cap still accepts, made as dense in JSON objects as possible. While the call
+   runs its VmRSS is sampled every 20 ms; VmHWM (the kernel's peak) is read after. Reported: RSS after
+   initialize, the peak, the call's duration, the bytes the upstream wrote ("sent"), whether the server
+   still answers afterwards, and the call's answer. A server that passes --kill-above-mb is killed and
+   reported as "> N MB" (the machine has other work to do).
 2. storms (issue 8 item 5). ALLTOKEN_MAX_WAIT_SECONDS = --budget. For each upstream behaviour one server:
    every tool is called, one at a time, first on the cold server (the media tools' model listings hit
    the upstream), then, once the catalog was fetched and an image and a video job were created while the
-   upstream behaved, again (now the creates hit it, and list_models has a copy to fall back on), with
-   job_status / job_cancel / list_jobs on those jobs. Reported per call:
-   duration, isError, hostile answers the upstream gave meanwhile (the server's poller included), and
-   the first line of its text. The figure is the longest call, judged against the budget + the 1 s
+   upstream behaved, again (now the creates and a frame upload hit it, and list_models has a copy to
+   fall back on), with job_status / job_cancel / list_jobs on those jobs. Reported per call: duration,
+   isError, hostile answers the upstream gave meanwhile (the server's poller included), and the first
+   line of its text. The figure is the longest call, judged against the budget + the 1 s
    grace + 0.5 s of slack.
 """
 
@@ -52,7 +56,8 @@ import uvicorn
 from procs import MemoryWatch, memory_mb, watch_memory
 
 from alltoken_mcp.budget import GRACE_SECONDS
-from alltoken_mcp.client._client import MAX_LIST_BODY
+from alltoken_mcp.client._b64scan import MAX_REMAINDER
+from alltoken_mcp.client._client import MAX_CHAT_BODY, MAX_LIST_BODY
 from alltoken_mcp.simulator import SIM_API_KEY, SimConfig, SimState
 from alltoken_mcp.simulator import media as sim_media
 from alltoken_mcp.simulator.app import build_app
@@ -140,6 +145,12 @@ def rate_limited(retry_after: Callable[[], str] | None) -> Behaviour:
         await canned(body, status=429, headers=headers)(send)
 
     return respond
+
+
+UNAVAILABLE = canned(
+    b'{"error": {"message": "All providers failed", "type": "server_error", "code": "all_providers_failed"}}',
+    status=503,
+)
 
 
 async def silent(send: Send) -> None:
@@ -360,23 +371,41 @@ def new_tool_call_each_time() -> Iterator[bytes]:
 MODEL_ITEM = b'{"id": "m", "object": "model"},'
 
 
+def dense(head: bytes, item: bytes, tail: bytes, size: int) -> bytes:
+    """`head`, then `item` repeated (comma-separated), then `tail`: `size` bytes at most. Valid JSON as
+    dense in objects as it gets, for a body just under a cap."""
+    count = (size - len(head) - len(tail)) // (len(item) + 1)
+    return head + b",".join([item] * count) + tail
+
+
 def largest_accepted_listing() -> bytes:
-    """A valid listing just under the cap, as dense in objects as JSON allows."""
-    item = b'{"id":"a"},'
-    count = (MAX_LIST_BODY - 64) // len(item)
-    return b'{"data":[' + item * count + b'{"id":"a"}]}'
+    return dense(b'{"data":[', b'{"id":"a"}', b"]}", MAX_LIST_BODY)
+
+
+def largest_accepted_chat_json() -> bytes:
+    """A non-streamed answer (the stream flag ignored) padded with empty objects to just under the cap."""
+    answer = b'{"choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],'
+    return dense(answer + b'"pad":[', b"{}", b"]}", MAX_CHAT_BODY)
+
+
+def largest_image_task() -> bytes:
+    """A completed image task whose JSON outside the base64 values is just under the scanner's cap."""
+    return dense(b'{"id":"igen_x","status":"completed","data":[', b"{}", b"]}", MAX_REMAINDER)
 
 
 @dataclass
 class Scenario:
     label: str
     routes: dict[str, Callable[[], Behaviour]]
-    """"METHOD path" → the hostile answer; every other request reaches the simulator."""
+    """"METHOD path" (or "METHOD prefix*") → the hostile answer; other requests reach the simulator."""
     tool: str
     arguments: dict[str, Any]
+    image_job: bool = False
+    """Create an image job (upstream behaving) first; the call's `job_id` is its id."""
 
 
 CHAT = "POST /v1/chat/completions"
+IMAGE_POLL = "GET /v1/images/generations/*"
 LISTINGS = ("GET /api-account/models", "GET /v1/models", "GET /v1/images/models", "GET /v1/videos/models")
 
 
@@ -438,6 +467,12 @@ SCENARIOS = [
         {"prompt": "fail forever"},
     ),
     Scenario(
+        "chat: 16 MiB JSON answer (stream ignored) padded with {}",
+        {CHAT: lambda: canned(largest_accepted_chat_json())},
+        "alltoken_chat",
+        {"prompt": "answer in JSON"},
+    ),
+    Scenario(
         "video: endless 200 JSON on /v1/videos/models",
         {"GET /v1/videos/models": endless_listing},
         "alltoken_video",
@@ -467,6 +502,20 @@ SCENARIOS = [
         "list_models",
         {"refresh": True},
     ),
+    Scenario(
+        "image poll (job_status wait): endless 200 JSON",
+        {IMAGE_POLL: lambda: endless(repeat(block(b"{},")), head=b'{"status":"completed","data":[')},
+        "job_status",
+        {"wait_seconds": 60},
+        image_job=True,
+    ),
+    Scenario(
+        "image poll (job_status wait): 16 MiB task padded with {}",
+        {IMAGE_POLL: lambda: canned(largest_image_task())},
+        "job_status",
+        {"wait_seconds": 60},
+        image_job=True,
+    ),
 ]
 
 
@@ -486,7 +535,11 @@ async def measure_memory(scenario: Scenario, wait_seconds: float, kill_above_mb:
     behaviours = {route: make() for route, make in scenario.routes.items()}
 
     def rule(method: str, path: str) -> Behaviour | None:
-        return behaviours.get(f"{method} {path}")
+        request = f"{method} {path}"
+        for route, behaviour in behaviours.items():
+            if request == route or (route.endswith("*") and request.startswith(route[:-1])):
+                return behaviour
+        return None
 
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
@@ -494,12 +547,18 @@ async def measure_memory(scenario: Scenario, wait_seconds: float, kill_above_mb:
             hostile_upstream(SimConfig(speed=0.01)) as (upstream, base_url),
             stdio_server(home, base_url, wait_seconds) as server,
         ):
+            arguments = scenario.arguments
+            if scenario.image_job:
+                job = await server.tool(
+                    "alltoken_image", {"prompt": "a fox", "quality": "low", "wait_seconds": 0}
+                )
+                arguments = {**arguments, "job_id": job["job_id"]}
             baseline = memory_mb(server.pid)["VmRSS"]
             watch = MemoryWatch(peak_rss_mb=baseline)
-            upstream.rule = rule
+            upstream.rule = rule  # (before the job's first poll, due 0.5 s after its create was accepted)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(lambda: watch_memory(server.pid, watch, kill_above_mb=kill_above_mb))
-                call = await timed_call(server, upstream, scenario.label, scenario.tool, scenario.arguments)
+                call = await timed_call(server, upstream, scenario.label, scenario.tool, arguments)
                 tg.cancel_scope.cancel()
             upstream.rule = behaving
             alive = False
@@ -579,16 +638,19 @@ STORMS: dict[str, Callable[[str], Behaviour]] = {
     "429 Retry-After: <date in 3 s>": lambda path: rate_limited(_date_in(3)),
     "429 Retry-After: <date in 60 s>": lambda path: rate_limited(_date_in(60)),
     "429 without Retry-After": lambda path: rate_limited(None),
+    "503 all_providers_failed": lambda path: UNAVAILABLE,
     "never answers": lambda path: silent,  # the connection is accepted, the request read
     "body at 1 byte/s": _trickle_for,
     "200 headers, then silence": _headers_only_for,
     "whole answer, body left open": _left_open_for,
 }
 
+FALLBACKS = ["gpt-5.4-nano", "claude-sonnet-4-6"]
 IMAGE = {"prompt": "a fox in the snow"}
 VIDEO = {"prompt": "waves at dusk"}
 COLD_CALLS: list[tuple[str, str, dict[str, Any]]] = [
     ("alltoken_chat", "alltoken_chat", {"prompt": "hi"}),
+    ("alltoken_chat (2 fallbacks)", "alltoken_chat", {"prompt": "hi", "fallback_models": FALLBACKS}),
     ("list_models refresh", "list_models", {"refresh": True}),
     ("route_health", "route_health", {}),
     ("alltoken_image (model list)", "alltoken_image", IMAGE),
