@@ -1,4 +1,5 @@
-"""Reading our own child processes from /proc (Linux): which ones exist, their CPU time and memory.
+"""Reading our own child processes from /proc (Linux): which ones exist, their CPU time and memory, and a
+sampler that keeps an eye on a child's memory while a benchmark runs.
 
 The stdio client starts the server for us, so the benchmarks find its pid by parent and command line.
 """
@@ -6,8 +7,12 @@ The stdio client starts the server for us, so the benchmarks find its pid by par
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+
+import anyio
 
 
 def child_pids(matches: Callable[[bytes], bool]) -> list[int]:
@@ -41,3 +46,34 @@ def memory_mb(pid: int) -> dict[str, float]:
         if name in ("VmRSS", "VmHWM"):
             fields[name] = int(value.split()[0]) / 1024
     return fields
+
+
+@dataclass
+class MemoryWatch:
+    """What `watch_memory` saw: the highest VmRSS sampled, and whether it had to kill the process."""
+
+    peak_rss_mb: float = 0.0
+    killed_at_mb: float | None = None
+
+
+async def watch_memory(
+    pid: int, watch: MemoryWatch, *, interval: float = 0.02, kill_above_mb: float | None = None
+) -> None:
+    """Sample `pid`'s resident set until it exits (or the caller cancels); SIGKILL it above the limit.
+
+    The limit protects the machine from a process whose memory runs away: the sample that crosses it
+    is the last one, and the report says "more than N MB" instead of waiting for the OOM killer.
+    """
+    while True:
+        try:
+            rss = memory_mb(pid).get("VmRSS")
+        except OSError:
+            return  # gone
+        if rss is None:
+            return  # a zombie: no memory left to measure
+        watch.peak_rss_mb = max(watch.peak_rss_mb, rss)
+        if kill_above_mb is not None and rss > kill_above_mb:
+            watch.killed_at_mb = rss
+            os.kill(pid, signal.SIGKILL)
+            return
+        await anyio.sleep(interval)
