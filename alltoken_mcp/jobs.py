@@ -53,6 +53,7 @@ from alltoken_mcp.store import (
     Store,
     StoreError,
     StoreWriteError,
+    UpstreamTaskTaken,
     new_job_id,
 )
 
@@ -84,6 +85,8 @@ WAIT_RECHECK_SECONDS = 0.5
 PROGRESS_EVERY_SECONDS = 1.0
 UPSTREAM_DEFAULT_DURATION = 5
 """What AllToken renders when a video request gives no duration (alltoken-api.md §5.1)."""
+MAX_RECONCILE_RIVALS = 1000
+"""How many of our own queued videos are looked at for a rival claim on a listed task."""
 CLOCK_SKEW_SECONDS = 10.0
 """How far this machine's clock may be from AllToken's when matching a listed task's creation time."""
 STORE_RETRY_SECONDS = 5.0
@@ -297,19 +300,31 @@ class JobManager:
     async def _past_window(self, job: Job) -> Job:
         """The create may have reached AllToken and its key is forgotten: adopt the one task that can
         only be ours, or say the truth. Never send it again."""
-        candidates = await self._reconcile_candidates(job) if job.kind == "video" else None
-        if candidates is not None and len(candidates) == 1:
-            task = candidates[0]
-            return await self._accept(job, task.id, task.status, note="recovered from AllToken's video list")
-        if candidates is None:
+        if job.kind == "image":
             found = "AllToken offers no way to look up an image task without its id. "
-        elif candidates:
-            found = (
-                f"{len(candidates)} videos in AllToken's task list match it equally well "
-                f"({', '.join(t.id for t in candidates[:5])}), so none was adopted. "
-            )
         else:
-            found = "No matching video was found in AllToken's task list. "
+            candidates, rivals = await self._reconcile_candidates(job)
+            if len(candidates) == 1 and not rivals:
+                task = candidates[0]
+                try:
+                    return await self._accept(
+                        job, task.id, task.status, note="recovered from AllToken's video list"
+                    )
+                except UpstreamTaskTaken:  # another job claimed it meanwhile: it was never only ours
+                    rivals = ["another job"]
+            if not candidates:
+                found = "No matching video was found in AllToken's task list. "
+            elif rivals:
+                found = (
+                    f"The one matching video in AllToken's task list ({candidates[0].id}) could equally be "
+                    f"that of {', '.join(rivals[:3])}, whose create was not confirmed either, so it was "
+                    "not adopted. "
+                )
+            else:
+                found = (
+                    f"{len(candidates)} videos in AllToken's task list match it equally well "
+                    f"({', '.join(t.id for t in candidates[:5])}), so none was adopted. "
+                )
         return await self._finish(
             job,
             "failed",
@@ -323,22 +338,35 @@ class JobManager:
             ),
         )
 
-    async def _reconcile_candidates(self, job: Job) -> list[VideoTask]:
-        """The listed videos that could be this job's: same model and parameters, created inside the
-        time our attempts could have been processed, and not already another job's."""
+    async def _reconcile_candidates(self, job: Job) -> tuple[list[VideoTask], list[str]]:
+        """The listed videos that could be this job's — same model and parameters, created inside the
+        time our attempts could have been processed, not already another job's — and, when exactly one
+        is, our other unconfirmed videos that could own it just as well (the listing cannot say which
+        of them AllToken created it for)."""
         listing = await self._client.list_videos(limit=100)
-        assert job.submitted_at is not None
-        low = job.submitted_at - CLOCK_SKEW_SECONDS
-        high = job.submitted_at + IDEMPOTENCY_TRUST_SECONDS + DEFAULT_TIMEOUT + CLOCK_SKEW_SECONDS
         candidates = []
         for task in listing.items:
             created = _to_epoch(task.created_at)
-            if created is None or not low <= created <= high or not _same_request(job.request, task):
+            if created is None or not _in_submit_window(job, created) or not _same_request(job.request, task):
                 continue
             if await self._store.find_job_by_upstream(task.id) is not None:
                 continue  # another job already owns it
             candidates.append(task)
-        return candidates
+        if len(candidates) != 1:
+            return candidates, []
+        created = _to_epoch(candidates[0].created_at)
+        assert created is not None
+        waiting = await self._store.list_jobs(kind="video", status="queued", limit=MAX_RECONCILE_RIVALS)
+        rivals = [
+            other.job_id
+            for other in waiting
+            if other.job_id != job.job_id
+            and other.upstream_id is None
+            and other.submitted_at is not None
+            and _in_submit_window(other, created)
+            and _same_request(other.request, candidates[0])
+        ]
+        return candidates, rivals
 
     # -- waiting ---------------------------------------------------------------------------------
 
@@ -979,6 +1007,15 @@ _ECHOED_PARAMETERS = (
     "safety_identifier",
 )
 """Request fields a listed video task echoes back; `prompt` only if AllToken ever lists it."""
+
+
+def _in_submit_window(job: Job, created: float) -> bool:
+    """Whether a task created at `created` (Unix time) could come from one of the job's create attempts:
+    none left before `submitted_at` or after the key window, and each is answered within the timeout."""
+    assert job.submitted_at is not None
+    low = job.submitted_at - CLOCK_SKEW_SECONDS
+    high = job.submitted_at + IDEMPOTENCY_TRUST_SECONDS + DEFAULT_TIMEOUT + CLOCK_SKEW_SECONDS
+    return low <= created <= high
 
 
 def _input_type(request: dict[str, Any]) -> str:

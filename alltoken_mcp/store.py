@@ -135,6 +135,13 @@ class StoreWriteError(StoreError):
     fix; the statement's transaction was rolled back, so the database is as it was before the call."""
 
 
+class UpstreamTaskTaken(StoreError):
+    """Another job already records this upstream task (each task belongs to one job)."""
+
+    def __init__(self, upstream_id: str) -> None:
+        super().__init__(f"AllToken task {upstream_id} already belongs to another job")
+
+
 def new_job_id() -> str:
     return f"job_{secrets.token_hex(8)}"
 
@@ -381,7 +388,12 @@ class Store:
             if only_if_active:
                 where += f" AND {ACTIVE_CONDITION}"
                 params.extend(ACTIVE_STATUSES)
-            cursor = db.execute(f"UPDATE jobs SET {assignments} WHERE {where}", params)
+            try:
+                cursor = db.execute(f"UPDATE jobs SET {assignments} WHERE {where}", params)
+            except sqlite3.IntegrityError as exc:
+                if "upstream_id" in str(exc):
+                    raise UpstreamTaskTaken(str(changes.get("upstream_id"))) from exc
+                raise
             if cursor.rowcount == 0:
                 return None
             return _job_from_row(db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone())

@@ -453,7 +453,8 @@ async def test_exhausted_rate_limit_retries_raise_rate_limit_error_with_retry_af
     sim.state.add_fault(path="/v1/models", status=429, count=None, retry_after=120)
     with pytest.raises(RateLimitError) as caught:
         await client.list_models()
-    assert caught.value.retry_after == 60.0  # capped by RetryPolicy.max_retry_after
+    assert caught.value.retry_after == 120.0  # what the server asked for: the caller is told that
+    # ...while the loop itself never sleeps longer than RetryPolicy.max_retry_after
     assert sleeps.waits == [60.0, 60.0, 60.0]
     assert sim.state.requests["GET /v1/models"] == 4
 

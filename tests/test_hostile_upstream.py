@@ -13,6 +13,7 @@ import itertools
 import json
 import sqlite3
 import time
+from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 
@@ -121,16 +122,17 @@ async def test_an_endless_json_listing_is_refused_at_its_cap(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("tool", ["alltoken_video", "list_models", "route_health", "alltoken_chat"])
+@pytest.mark.parametrize("retry_after", [20, 120])
 async def test_a_429_storm_ends_the_call_inside_the_budget_with_the_retry_after(
-    tmp_path: Path, tool: str
+    tmp_path: Path, tool: str, retry_after: int
 ) -> None:
     arguments: dict[str, object] = {"prompt": "hi"} if tool.startswith("alltoken_") else {}
-    async with raw_server(*[rate_limited(20)] * 40) as upstream:
+    async with raw_server(*[rate_limited(retry_after)] * 40) as upstream:
         result, took = await timed_call(tmp_path, upstream.base_url, tool, arguments)
         requests = len(upstream.requests)
     text = error_text(result)
     assert "rate-limiting" in text
-    assert "Retry in 20 s" in text
+    assert f"Retry in {retry_after} s" in text  # the server's own figure, not the loop's sleep cap
     assert took < BOUND
     assert requests <= 4  # one per listing fetched, none repeated: a 20 s wait does not fit
 
@@ -291,3 +293,56 @@ async def test_a_burst_of_list_models_behind_a_failing_fetch_shares_its_outcome(
     assert len(results) == 11
     assert all("server error" in error_text(result) for result in results)
     assert 0 < burst <= 16  # one fetch: 4 listings × 4 attempts, not one fetch per queued call
+
+
+# ------------------------------------------------------------------------------ shapes that cost memory
+
+
+async def test_endless_new_tool_calls_reach_the_answer_bound(tmp_path: Path) -> None:
+    def calls() -> Iterator[bytes]:
+        for index in itertools.count():
+            call = {"index": index, "id": f"c{index}", "function": {"name": "f", "arguments": ""}}
+            yield sse({"tool_calls": [call]})  # type: ignore[dict-item]
+
+    async with raw_server(RawResponse(pieces=calls())) as upstream:
+        settings = settings_for(tmp_path, upstream.base_url, ALLTOKEN_MAX_WAIT_SECONDS="30")
+        async with connect(settings) as client:
+            with anyio.fail_after(30):
+                text = error_text(await client.call_tool("alltoken_chat", {"prompt": "call tools forever"}))
+    assert "characters of reasoning or tool calls and no answer" in text
+
+
+async def test_an_event_that_never_ends_is_refused(tmp_path: Path) -> None:
+    endless = RawResponse(pieces=itertools.repeat(b"data: x\n" * 1000))
+    async with raw_server(endless) as upstream:
+        settings = settings_for(tmp_path, upstream.base_url, ALLTOKEN_MAX_WAIT_SECONDS="30")
+        async with connect(settings) as client:
+            with anyio.fail_after(30):
+                text = error_text(await client.call_tool("alltoken_chat", {"prompt": "hi"}))
+    assert "data lines" in text
+    assert "without ending it" in text
+
+
+async def test_a_listing_with_too_many_entries_is_refused_before_it_is_validated(tmp_path: Path) -> None:
+    rows = json.dumps({"data": [{"id": f"m{i}"} for i in range(5000)]}).encode()
+    listing = RawResponse(headers=[("Content-Type", "application/json")], pieces=[rows], framing="length")
+    async with raw_server(listing) as upstream:
+        result, took = await timed_call(
+            tmp_path, upstream.base_url, "alltoken_video", {"prompt": "a wave", "wait_seconds": 0}
+        )
+    assert "listed 5000 entries" in error_text(result)
+    assert took < BOUND
+
+
+async def test_a_complete_answer_whose_stream_stays_open_is_complete_and_saved(tmp_path: Path) -> None:
+    answer = [
+        sse({"content": "All done."}),
+        b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n',
+        b"data: [DONE]\n\n",
+    ]
+    async with raw_server(RawResponse(pieces=answer, hold=True)) as upstream:
+        result, took = await timed_call(tmp_path, upstream.base_url, "alltoken_chat", {"prompt": "q"})
+    out = data(result)
+    assert (out["text"], out["finish_reason"]) == ("All done.", "stop")
+    assert out["conversation_id"] is not None
+    assert took < BUDGET

@@ -477,16 +477,16 @@ async def test_killed_mid_r2_download_recovers_from_the_kept_r2_url(
 async def test_a_resend_rate_limited_past_the_key_window_is_not_sent_and_fails_truthfully(
     sim: RunningSimulator, tmp_path: Path
 ) -> None:
-    # The create was processed but its answer lost; the server died. On restart, 48 s into the 50 s the
-    # key is trusted for, the resend is refused with 429 and Retry-After 3: waiting it out would land
+    # The create was processed but its answer lost; the server died. On restart, 42 s into the 50 s the
+    # key is trusted for, the resend is refused with 429 and Retry-After 10: waiting it out would land
     # the resend after AllToken forgot the key (here: as soon as our own window closes) — a second task.
     home = tmp_path / "home"
     with anyio.fail_after(40):
         await lose_the_create_answer(sim, home, "image")
-        await anyio.to_thread.run_sync(age_submission, home, 48.0)
+        await anyio.to_thread.run_sync(age_submission, home, 42.0)
         ((_, remembered_at),) = sim.state.idempotency.values()
-        sim.state.update_config(idempotency_window_s=sim.state.now() - remembered_at + 2.0)
-        sim.state.add_fault(path=IMAGE_CREATE, method="POST", status=429, retry_after=3)
+        sim.state.update_config(idempotency_window_s=sim.state.now() - remembered_at + 8.0)
+        sim.state.add_fault(path=IMAGE_CREATE, method="POST", status=429, retry_after=10)
         job_id = only_job(home)["job_id"]
         async with mcp_server(home, sim.base_url) as second:
             record = await settled(second, job_id)
@@ -540,3 +540,31 @@ async def test_after_the_key_window_a_strangers_video_is_never_adopted(
     assert "no second task was created" in record["error"]["message"]
     assert len(sim.state.videos) == len(strangers)  # ours was never created, and not sent again
     assert not (home / "out").exists() or list((home / "out").iterdir()) == []
+
+
+async def test_after_the_key_window_a_sibling_jobs_video_is_not_adopted(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
+    # Two of our own videos with the same parameters: X's create never reached AllToken, Y's was created
+    # but its answer lost. The listing cannot tell whose the one task is, so neither job adopts it.
+    home = tmp_path / "home"
+    sim.state.add_fault(path=VIDEO_CREATE, method="POST", latency_ms=HOLD_MS)  # X: never processed
+    sim.state.add_fault(path=VIDEO_CREATE, method="POST", hold_ms=HOLD_MS)  # Y: created, answer lost
+    with anyio.fail_after(40):
+        async with mcp_server(home, sim.base_url) as first:
+            await first.start_tool(*tool_call("video"))
+            await until(lambda: sim.state.requests[f"POST {VIDEO_CREATE}"] == 1, "X's create request")
+            await first.start_tool(*tool_call("video"))
+            await until(lambda: len(sim.state.videos) == 1, "Y's task to be created")
+            await first.kill()
+        sim.state.faults.clear()
+        sim.state.forget_idempotency()
+        await anyio.to_thread.run_sync(age_submission, home, 70.0)
+        finish_all(sim)
+        async with mcp_server(home, sim.base_url) as second:
+            records = [await settled(second, row["job_id"]) for row in job_rows(home)]
+    assert [r["status"] for r in records] == ["failed", "failed"], records
+    for record in records:
+        assert record["upstream_id"] is None
+        assert "could equally be that of job_" in record["error"]["message"]
+    assert len(sim.state.videos) == 1  # nothing sent again

@@ -28,8 +28,9 @@ __all__ = ["B64JsonScanner", "B64Piece", "B64ScanError", "ImageSink", "decode_pi
 
 PIECE_CHARS = 1024 * 1024
 """Base64 characters per piece (a multiple of 4): 768 KiB of image, ~2 ms to decode."""
-MAX_REMAINDER = 16 * 1024 * 1024
-"""The JSON outside the base64 values is a few KB; more than this is not an image task answer."""
+MAX_REMAINDER = 256 * 1024
+"""The JSON outside the base64 values is a few KB; more than this is not an image task answer (and JSON
+dense in small objects would cost ~200x its size once parsed)."""
 MAX_KEY_BYTES = 256  # longer keys are kept in the remainder but never compared: none of ours is that long
 MAX_DATA_URL_HEADER = 256
 

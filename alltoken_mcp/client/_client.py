@@ -33,6 +33,7 @@ from alltoken_mcp.client._retry import (
     RetryPolicy,
     is_retryable_exception,
     is_retryable_status,
+    retry_after_from_headers,
 )
 from alltoken_mcp.client._sse import DEFAULT_MAX_CHARS, ChatStream, chat_result_from_completion, snippet
 from alltoken_mcp.client.models import (
@@ -73,12 +74,17 @@ CONNECT_TIMEOUT = 15.0
 # far below what would hurt the process. A bigger 2xx body is refused (`ResponseTooLargeError`); an
 # error body is cut (a proxy's HTML page still gets quoted).
 MAX_ERROR_BODY = 64 * 1024
-MAX_SMALL_BODY = 1024 * 1024
+# JSON dense in small objects costs ~100-200x its size once parsed and validated, so the caps are set
+# by what the parsed form may cost, not by what the bytes do.
+MAX_SMALL_BODY = 256 * 1024
 """One task, a presign answer, a health summary: a few KiB each."""
-MAX_LIST_BODY = 16 * 1024 * 1024
-"""A model listing, the public catalog, the route-health table, the video task list."""
-MAX_CHAT_BODY = 16 * 1024 * 1024
-"""A non-streamed chat completion (or a JSON answer to a streamed request)."""
+MAX_LIST_BODY = 2 * 1024 * 1024
+"""A model listing, the public catalog, the route-health table, the video task list (tens of KiB)."""
+MAX_LIST_ENTRIES = 2000
+"""Entries in one listing: AllToken lists about fifty models; checked before any entry is validated."""
+MAX_CHAT_BODY = 8 * 1024 * 1024
+"""A non-streamed chat completion (or a JSON answer to a streamed request): 1,000,000 characters of
+answer, escaped."""
 MAX_IMAGE_BODY = 96 * 1024 * 1024
 """A whole image task with base64 data, when it is not streamed into files (`get_image` without a sink)."""
 
@@ -170,6 +176,8 @@ def _window_message(method: str, url: httpx2.URL) -> str:
 LARGE_BODY_BYTES = 1 << 20
 """Bodies above this are parsed in a worker thread so the event loop stays responsive."""
 SNIPPET_BYTES = 200
+MAX_REPORTED_RETRY_AFTER = 86400.0
+"""A Retry-After longer than a day is reported as a day."""
 IMAGE_ANSWER_SECONDS = 300.0
 """The longest a streamed image answer may take to arrive whole (27 MB per 20 MB image)."""
 THREAD_DECODE_CHARS = 256 * 1024
@@ -344,7 +352,9 @@ class AllTokenClient:
             if status < 400:
                 return response, body
             reached = reached or status not in ALWAYS_RETRYABLE_STATUSES
-            retry_after = policy.retry_after(response.headers)
+            # The server's own figure goes into the error (the caller is told when to come back); the
+            # policy caps only how long this loop itself would sleep.
+            retry_after = retry_after_from_headers(response.headers, cap=MAX_REPORTED_RETRY_AFTER)
             if is_retryable_status(status, replay_safe=replay_safe) and attempt < policy.max_attempts:
                 delay = policy.delay(attempt, retry_after)
                 if _fits(delay, send_before):
@@ -446,15 +456,25 @@ class AllTokenClient:
 
     @staticmethod
     def _list_of(payload: Any, what: str, *keys: str) -> list[Any]:
-        """The list inside `{data: [...]}`, `{items: [...]}` or a bare list."""
+        """The list inside `{data: [...]}`, `{items: [...]}` or a bare list, at most MAX_LIST_ENTRIES long."""
         payload = unwrap_data(payload)
+        rows: list[Any] | None = None
         if isinstance(payload, dict):
-            for key in ("data", "items", *keys):
-                if isinstance(payload.get(key), list):
-                    return list(payload[key])
-        if isinstance(payload, list):
-            return payload
-        raise TransportError(f"AllToken {what} answered with an unexpected shape: {snippet(repr(payload))}")
+            rows = next(
+                (payload[key] for key in ("data", "items", *keys) if isinstance(payload.get(key), list)), None
+            )
+        elif isinstance(payload, list):
+            rows = payload
+        if rows is None:
+            raise TransportError(
+                f"AllToken {what} answered with an unexpected shape: {snippet(repr(payload)[:1000])}"
+            )
+        if len(rows) > MAX_LIST_ENTRIES:
+            raise ResponseTooLargeError(
+                f"AllToken {what} listed {len(rows)} entries, far more than such a listing holds "
+                f"(the bound is {MAX_LIST_ENTRIES}); it was not read."
+            )
+        return list(rows)
 
     # ------------------------------------------------------------------------------------ chat
 
@@ -703,7 +723,12 @@ class AllTokenClient:
         payload, _ = await self._json(
             "GET", self._v1("/videos/generations"), replay_safe=True, max_body=MAX_LIST_BODY, params=params
         )
-        return VideoList.model_validate(payload)
+        rows = self._list_of(payload, "GET /videos/generations")
+        total = payload.get("total") if isinstance(payload, dict) else None
+        return VideoList(
+            items=[VideoTask.model_validate(row) for row in rows],
+            total=total if isinstance(total, int) else None,
+        )
 
     async def cancel_video(self, task_id: str) -> VideoTask:
         path = f"/videos/generations/{_task_path('video', task_id)}/cancel"

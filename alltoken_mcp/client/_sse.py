@@ -25,13 +25,22 @@ import anyio
 import httpx2
 from pydantic_core import from_json
 
+from alltoken_mcp import budget
 from alltoken_mcp.client.models import ChatEvent, ChatResult, Cost, ToolCall, Usage
 from alltoken_mcp.errors import StreamError
 
 # A single SSE line longer than this is not a chat stream; refuse it rather than buffer without bound.
 MAX_LINE_BYTES = 16 * 1024 * 1024
-# How long to wait after `[DONE]` for the cost comment before giving up on it.
+# One event's data (its lines joined) may not exceed a line's bound, nor gather more lines than this:
+# each line is an object of its own, so a stream of one-byte `data:` lines costs ~50 bytes per byte.
+MAX_EVENT_LINES = 65536
+# What a new tool call counts against the answer bound besides its text: its accumulator's memory, so
+# an endless stream of new call indexes reaches the bound as surely as endless text.
+TOOL_CALL_CHARS = 1024
+# How long to wait after `[DONE]` for the cost comment before giving up on it; and how long before the
+# call's budget ends that wait stops at the latest, so a complete answer is never reported cut short.
 DEFAULT_DONE_GRACE_SECONDS = 5.0
+DONE_MARGIN_SECONDS = 0.2
 # The most answer a stream may assemble (text, reasoning and tool-call arguments together): far above
 # any model's output limit, and a bound on memory when an upstream streams without end.
 DEFAULT_MAX_CHARS = 1_000_000
@@ -75,6 +84,7 @@ class SSEDecoder:
         self._started = False
         self._head = b""
         self._data: list[bytes] = []
+        self._data_bytes = 0
         self._has_data = False
         self._event: bytes | None = None
         self._last_id: str | None = None
@@ -150,9 +160,20 @@ class SSEDecoder:
         data = self._data[0] if len(self._data) == 1 else b"\n".join(self._data)
         event = self._event.decode("utf-8", "replace") if self._event else "message"
         self._data = []
+        self._data_bytes = 0
         self._has_data = False
         self._event = None
         return SSEEvent(event, data, self._last_id)
+
+    def _add_data(self, value: bytes) -> None:
+        self._data.append(value)
+        self._data_bytes += len(value) + 1
+        self._has_data = True
+        if self._data_bytes > self._max_line or len(self._data) > MAX_EVENT_LINES:
+            raise StreamError(
+                f"AllToken stream sent an event of more than {len(self._data)} data lines / "
+                f"{self._data_bytes} bytes without ending it (after {self.bytes_received} bytes)"
+            )
 
     def _process(self, lines: list[bytes]) -> list[SSEItem]:
         items: list[SSEItem] = []
@@ -169,8 +190,7 @@ class SSEDecoder:
                 value = line[5:]
                 if value[:1] == b" ":
                     value = value[1:]
-                self._data.append(value)
-                self._has_data = True
+                self._add_data(value)
                 continue
             if line[0] == 0x3A:  # ':' → comment
                 text = line[1:]
@@ -182,8 +202,7 @@ class SSEDecoder:
             if sep and value[:1] == b" ":
                 value = value[1:]
             if name == b"data":  # "data" with no colon: an empty data line
-                self._data.append(value)
-                self._has_data = True
+                self._add_data(value)
             elif name == b"event":
                 self._event = value
             elif name == b"id" and b"\x00" not in value:
@@ -313,7 +332,7 @@ class ChatAssembler:
                 if content and isinstance(content, str):
                     if "reasoning_content" in delta or "reasoning" in delta:
                         self._reasoning(delta, out)
-                    self._count(content)
+                    self._count(len(content))
                     self.content.append(content)
                     out(ChatEvent("content", content))
                     if delta.get("tool_calls"):
@@ -326,7 +345,7 @@ class ChatAssembler:
     def _reasoning(self, delta: dict[str, Any], out: Callable[[ChatEvent], None]) -> None:
         reasoning = delta.get("reasoning_content") or delta.get("reasoning")
         if reasoning and isinstance(reasoning, str):
-            self._count(reasoning)
+            self._count(len(reasoning))
             self.reasoning.append(reasoning)
             out(ChatEvent("reasoning", reasoning))
 
@@ -352,10 +371,12 @@ class ChatAssembler:
             acc = self.tool_calls.get(index)
             if acc is None:
                 acc = self.tool_calls[index] = _ToolCallAcc()
+                self._count(TOOL_CALL_CHARS)
             if fragment.get("id"):
                 acc.id = fragment["id"]
             if fragment.get("type"):
                 acc.type = fragment["type"]
+            self._count(1)  # even an empty fragment: an endless stream of them must reach the bound
             function = fragment.get("function") or {}
             name = function.get("name") if isinstance(function, dict) else None
             if name and not acc.name:
@@ -364,12 +385,12 @@ class ChatAssembler:
             if not isinstance(args, str):
                 args = "" if args is None else json.dumps(args)
             if args:
-                self._count(args)
+                self._count(len(args))
                 acc.arguments.append(args)
             out(ChatEvent("tool_call", args, index, acc.id, acc.name or None))
 
-    def _count(self, text: str) -> None:
-        self.chars += len(text)
+    def _count(self, chars: int) -> None:
+        self.chars += chars
         if self.chars > self.max_chars:
             self.truncated = True
 
@@ -536,13 +557,15 @@ class ChatStream:
                 assembler.feed_comment(item)
 
     async def _read_after_done(self) -> None:
-        # The cost comment follows [DONE]; read until the server closes, for a bounded time, and
-        # keep what we already have if the tail breaks: the answer itself is complete.
-        with anyio.move_on_after(self._done_grace):
+        # The cost comment follows [DONE]; read until the server closes, for a bounded time that ends
+        # before the call's budget does, and keep what we already have if the tail breaks or misbehaves:
+        # the answer itself is complete.
+        grace = min(self._done_grace, max(0.0, budget.remaining() - DONE_MARGIN_SECONDS))
+        with anyio.move_on_after(grace):
             try:
                 async for chunk in self._chunks:
                     self._consume(self._decoder.feed(chunk))
-            except httpx2.TransportError:
+            except (httpx2.TransportError, StreamError):
                 return
             self._consume(self._decoder.close())
 

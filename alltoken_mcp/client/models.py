@@ -325,15 +325,6 @@ class VideoList(WireModel):
     items: list[VideoTask] = Field(default_factory=list)
     total: int | None = None
 
-    @model_validator(mode="before")
-    @classmethod
-    def _items_alias(cls, data: Any) -> Any:
-        if isinstance(data, list):
-            return {"items": data}
-        if isinstance(data, dict) and "items" not in data and isinstance(data.get("data"), list):
-            return {**data, "items": data["data"]}
-        return data
-
 
 class PresignedUpload(WireModel):
     upload_url: str
