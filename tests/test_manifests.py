@@ -50,6 +50,10 @@ EXPECTED_TOOLS = {
     "route_health",
 }
 
+HTTP_ONLY_SETTINGS = {"ALLTOKEN_MCP_TOKEN"}
+"""Settings only `serve --http` uses (the bearer token clients must send). Every manifest here starts the
+server over stdio, where they mean nothing, so they are not offered there."""
+
 USER_SHELL = {"ALLTOKEN_API_KEY": SIM_API_KEY}
 """The variables the user exported before starting a host that expands `${…}` references."""
 
@@ -295,6 +299,38 @@ def test_registry_server_json_declares_the_key_secret_and_only_real_settings() -
     assert key["isRequired"] is True
     assert [name for name, v in variables.items() if v.get("isSecret")] == ["ALLTOKEN_API_KEY"]
     assert all(v["description"] for v in variables.values())
+
+
+def test_registry_server_json_declares_every_setting_the_stdio_server_reads() -> None:
+    _, package = registry_package()
+    declared = [v["name"] for v in package["environmentVariables"]]
+    assert len(declared) == len(set(declared)), declared
+    # A registry client builds its configuration form from this list: a setting missing here cannot be set.
+    assert set(declared) == settings_variables() - HTTP_ONLY_SETTINGS
+
+
+def test_registry_server_json_defaults_are_the_servers_own(tmp_path: Path) -> None:
+    _, package = registry_package()
+    defaults = load_settings(env={"ALLTOKEN_MCP_HOME": str(tmp_path)})
+    actual = {
+        "ALLTOKEN_BASE_URL": defaults.base_url,
+        "ALLTOKEN_MAX_WAIT_SECONDS": f"{defaults.max_wait_seconds:g}",
+        "ALLTOKEN_DEFAULT_CHAT_MODEL": defaults.default_chat_model,
+        "ALLTOKEN_DEFAULT_IMAGE_MODEL": defaults.default_image_model,
+        "ALLTOKEN_DEFAULT_VIDEO_MODEL": defaults.default_video_model,
+    }
+    declared = {v["name"]: v["default"] for v in package["environmentVariables"] if "default" in v}
+    assert declared == actual
+
+
+def test_registry_server_json_names_the_repository_the_package_metadata_names() -> None:
+    document, _ = registry_package()
+    urls = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]
+    assert document["repository"]["url"] == urls["Repository"]
+    assert document["repository"]["source"] == "github"
+    # The registry name is io.github.<owner>/...: the owner must be the repository's.
+    owner = document["name"].removeprefix("io.github.").split("/")[0]
+    assert urls["Repository"].startswith(f"https://github.com/{owner}/")
 
 
 async def test_registry_server_json_package_starts_the_server(tmp_path: Path) -> None:
