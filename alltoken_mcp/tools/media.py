@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 
 from alltoken_mcp import files
 from alltoken_mcp.client import AllTokenClient, ModelInfo
-from alltoken_mcp.errors import AllTokenError, MissingAPIKeyError
+from alltoken_mcp.errors import AllTokenError
 from alltoken_mcp.job_records import JobRecord
 from alltoken_mcp.jobs import Progress, SubmitRejected, UnknownJobError
 from alltoken_mcp.server import AppState, app_state
@@ -148,8 +148,8 @@ def _progress(ctx: Context[AppState]) -> Progress:
 
 
 def _require_key(state: AppState) -> None:
-    if not state.settings.api_key:
-        raise ToolError(str(MissingAPIKeyError()))
+    if state.settings.key_problem is not None:
+        raise ToolError(str(state.settings.key_problem))
 
 
 async def _submit_and_wait(
