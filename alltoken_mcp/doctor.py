@@ -26,6 +26,7 @@ from alltoken_mcp.settings import (
     API_KEY_VAR,
     Settings,
     SettingsError,
+    Upstream,
     default_home,
     key_fingerprint,
     load_settings,
@@ -206,8 +207,9 @@ def _read_only(path: Path) -> Iterator[sqlite3.Connection]:
         yield connection
 
 
-def check_database(path: Path) -> list[Check]:
-    """Integrity and schema version, then how many jobs are still in flight."""
+def check_database(path: Path, upstream: Upstream | None = None) -> list[Check]:
+    """Integrity and schema version, then how many jobs are still in flight (and, given the configured
+    `upstream`, how many of them belong to another one, which this configuration does not continue)."""
     from alltoken_mcp.store import ACTIVE_CONDITION, ACTIVE_STATUSES, SCHEMA_VERSION
 
     if not path.exists():
@@ -223,10 +225,15 @@ def check_database(path: Path) -> list[Check]:
             has_jobs = db.execute(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobs'"
             ).fetchone()
-            pending = 0
+            pending, elsewhere = 0, 0
             if has_jobs:
                 query = f"SELECT count(*) FROM jobs WHERE {ACTIVE_CONDITION}"
                 pending = db.execute(query, ACTIVE_STATUSES).fetchone()[0]
+                columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+                if upstream is not None and "upstream_url" in columns:  # (schema 3 and later)
+                    query += " AND upstream_url IS NOT NULL AND NOT (upstream_url = ? AND upstream_key IS ?)"
+                    owned = (upstream.base_url, upstream.key_fingerprint)
+                    elsewhere = db.execute(query, (*ACTIVE_STATUSES, *owned)).fetchone()[0]
     except sqlite3.Error as exc:
         return [Check(False, "database", f"{path} cannot be read: {exc}", move_aside)]
     if integrity != "ok":
@@ -242,11 +249,13 @@ def check_database(path: Path) -> list[Check]:
         database = Check(True, "database", f"{path} is intact; schema {version} is upgraded on next start")
     else:
         database = Check(True, "database", f"{path} is intact (schema version {version})")
-    jobs = Check(
-        True,
-        "pending jobs",
-        f"{pending} queued or processing; a running server finishes them" if pending else "none",
-    )
+    summary = f"{pending} queued or processing; a running server finishes them" if pending else "none"
+    if elsewhere:
+        summary += (
+            f" ({elsewhere} of them belong{'s' if elsewhere == 1 else ''} to another base URL or API key: "
+            "only a server configured for that one continues them; list_jobs shows where)"
+        )
+    jobs = Check(True, "pending jobs", summary)
     return [database, jobs]
 
 
@@ -327,7 +336,7 @@ def run_doctor(base_url: str | None = None, home: str | None = None, *, out: Tex
             record(Check(True, "configuration", f"base URL {settings.base_url}"))
             record(check_key(settings))
             record(*anyio.run(check_upstream, settings))
-            record(*check_database(settings.with_overrides(home=state_dir).database_path))
+            record(*check_database(settings.with_overrides(home=state_dir).database_path, settings.upstream))
         else:
             record(*check_database(state_dir / DATABASE_NAME))
 

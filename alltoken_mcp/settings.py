@@ -149,6 +149,20 @@ def key_fingerprint(api_key: str) -> str:
     return hashlib.sha256(f"alltoken-mcp upstream key:{api_key}".encode()).hexdigest()[:12]
 
 
+@dataclass(frozen=True)
+class Upstream:
+    """The AllToken a job belongs to: where its task lives and which key can see it.
+
+    A job is advanced, cancelled or failed only by a server configured for the same upstream: another
+    base URL (the simulator) or another key (another account) would be told "no such task" and fail it.
+    """
+
+    base_url: str
+    """The base URL, or for `--simulate` the name of the in-process simulator (its port changes per run)."""
+    key_fingerprint: str | None
+    """`key_fingerprint(api_key)`; None for a server without a key (it creates and polls nothing)."""
+
+
 def missing_v1_hint(base_url: str) -> str | None:
     """The hint for a 404 from a base URL whose path does not end in /v1 (AllToken's API lives there)."""
     parts = urlsplit(base_url)
@@ -201,6 +215,8 @@ class Settings:
     downloads: DownloadLimits = field(default_factory=DownloadLimits)
     rejected_key: KeyProblem | None = None
     """Why the configured ALLTOKEN_API_KEY was not used (a placeholder, quotes...); None if none was set."""
+    upstream_name: str | None = None
+    """What jobs record as their upstream instead of the base URL (`--simulate` names its simulator)."""
 
     @property
     def key_problem(self) -> KeyProblem | None:
@@ -208,6 +224,14 @@ class Settings:
         if self.api_key:
             return None
         return self.rejected_key or KEY_NOT_SET
+
+    @property
+    def upstream(self) -> Upstream:
+        """The upstream this server's jobs belong to (and the only one whose jobs it touches)."""
+        return Upstream(
+            base_url=self.upstream_name or self.base_url,
+            key_fingerprint=key_fingerprint(self.api_key) if self.api_key else None,
+        )
 
     @property
     def origin(self) -> str:

@@ -46,13 +46,13 @@ def healthy_env(sim: RunningSimulator, home: Path) -> dict[str, str]:
     }
 
 
-async def store_with_active_job(path: Path) -> None:
+async def store_with_active_job(path: Path, job_id: str = "job_00000000000000a1", **upstream: str) -> None:
     store = await Store.open(path)
     try:
         now = time.time()
         await store.insert_job(
             Job(
-                job_id="job_00000000000000a1",
+                job_id=job_id,
                 kind="video",
                 status="processing",
                 model="seedance-1.5-pro",
@@ -62,7 +62,8 @@ async def store_with_active_job(path: Path) -> None:
                 submit_state="accepted",
                 created_at=now,
                 updated_at=now,
-                upstream_id="task_doctor",
+                upstream_id=f"task_{job_id}",
+                **upstream,  # type: ignore[arg-type]
             )
         )
     finally:
@@ -87,6 +88,24 @@ async def test_a_healthy_setup_passes_every_check_and_counts_pending_jobs(
     assert f"schema version {SCHEMA_VERSION}" in line(lines, "database")
     assert line(lines, "pending jobs").startswith("✓ pending jobs: 1 queued or processing")
     assert SIM_API_KEY not in "\n".join(lines)
+
+
+async def test_pending_jobs_of_another_key_are_counted_as_not_continued_here(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
+    database = tmp_path / "state.sqlite3"
+    await store_with_active_job(database, "job_00000000000000a1")  # from before upstreams: this one's
+    mine = {"upstream_url": sim.base_url, "upstream_key": key_fingerprint(SIM_API_KEY)}
+    await store_with_active_job(database, "job_00000000000000a2", **mine)
+    theirs = {"upstream_url": sim.base_url, "upstream_key": key_fingerprint(WRONG_KEY)}
+    await store_with_active_job(database, "job_00000000000000a3", **theirs)
+    code, lines = await doctor(**healthy_env(sim, tmp_path))
+    assert code == 0, "\n".join(lines)
+    assert line(lines, "pending jobs") == (
+        "✓ pending jobs: 3 queued or processing; a running server finishes them (1 of them belongs to "
+        "another base URL or API key: only a server configured for that one continues them; list_jobs shows "
+        "where)"
+    )
 
 
 async def test_a_fresh_home_is_fine_the_database_will_be_created(
