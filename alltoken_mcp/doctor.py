@@ -22,12 +22,22 @@ from typing import TextIO
 import anyio
 
 from alltoken_mcp import __version__
-from alltoken_mcp.settings import API_KEY_VAR, Settings, SettingsError, default_home, load_settings
+from alltoken_mcp.settings import (
+    API_KEY_VAR,
+    Settings,
+    SettingsError,
+    Upstream,
+    default_home,
+    key_fingerprint,
+    load_settings,
+    missing_v1_hint,
+)
 
 MIN_PYTHON = (3, 10)
 # The lower bounds pyproject.toml declares; an older copy on the path is the usual cause of odd failures.
 REQUIRED_PACKAGES = {"mcp": (2, 3), "httpx2": (2, 10), "pydantic": (2, 7)}
 NETWORK_TIMEOUT_SECONDS = 10.0
+DEMO = "alltoken-mcp demo"
 DATABASE_NAME = "state.sqlite3"
 """Only used when the settings cannot be loaded; otherwise `Settings.database_path` decides."""
 
@@ -82,22 +92,29 @@ def check_packages() -> Check:
 
 
 def check_key(settings: Settings) -> Check:
-    if settings.api_key:
-        # Nothing of the key is shown, not even its last characters.
-        return Check(True, "API key", f"{API_KEY_VAR} is set")
+    problem = settings.key_problem
+    if problem is None:
+        # Nothing of the key is shown, not even its last characters; the fingerprint is a salted hash
+        # (what job records use to tell keys apart).
+        assert settings.api_key is not None
+        return Check(
+            True, "API key", f"{API_KEY_VAR} is set (fingerprint {key_fingerprint(settings.api_key)})"
+        )
     return Check(
-        False,
-        "API key",
-        f"{API_KEY_VAR} is not set",
-        f"put {API_KEY_VAR} in the env block of your host's MCP config (hosts do not pass your shell "
-        "variables to MCP servers); create a key at https://alltoken.ai → Settings → API Keys",
+        False, "API key", problem.found, f"{problem.fix}; to try everything without a key first: {DEMO}"
     )
 
 
 async def check_upstream(settings: Settings) -> list[Check]:
     """Reachability through the public health endpoint, then the key against /v1/models."""
     from alltoken_mcp.client import AllTokenClient, RetryPolicy
-    from alltoken_mcp.errors import AllTokenError, APIStatusError, AuthenticationError, TransportError
+    from alltoken_mcp.errors import (
+        AllTokenError,
+        APIStatusError,
+        AuthenticationError,
+        NotFoundError,
+        TransportError,
+    )
 
     checks: list[Check] = []
     # One attempt: a diagnosis should be quick and say what happened, not retry it away.
@@ -133,7 +150,9 @@ async def check_upstream(settings: Settings) -> list[Check]:
             checks.append(Check(True, "AllToken reachable", f"{settings.origin} ({routes})"))
 
         if not settings.api_key:
-            checks.append(Check(False, "key accepted", "not tried: no key", f"set {API_KEY_VAR} first"))
+            checks.append(
+                Check(False, "key accepted", "not tried: no usable key", f"fix {API_KEY_VAR} first (above)")
+            )
             return checks
         try:
             models = await client.list_models()
@@ -147,9 +166,14 @@ async def check_upstream(settings: Settings) -> list[Check]:
                 )
             )
         except AllTokenError as exc:
+            # A 404 under a base URL without /v1 carries the hint (the client adds it): make it the fix.
+            hint = missing_v1_hint(settings.base_url) if isinstance(exc, NotFoundError) else None
             checks.append(
                 Check(
-                    False, "key accepted", f"GET {settings.base_url}/models failed: {exc}", "try again later"
+                    False,
+                    "key accepted",
+                    f"GET {settings.base_url}/models failed: {exc}",
+                    hint or "try again later",
                 )
             )
         else:
@@ -183,8 +207,9 @@ def _read_only(path: Path) -> Iterator[sqlite3.Connection]:
         yield connection
 
 
-def check_database(path: Path) -> list[Check]:
-    """Integrity and schema version, then how many jobs are still in flight."""
+def check_database(path: Path, upstream: Upstream | None = None) -> list[Check]:
+    """Integrity and schema version, then how many jobs are still in flight (and, given the configured
+    `upstream`, how many of them belong to another one, which this configuration does not continue)."""
     from alltoken_mcp.store import ACTIVE_CONDITION, ACTIVE_STATUSES, SCHEMA_VERSION
 
     if not path.exists():
@@ -200,10 +225,15 @@ def check_database(path: Path) -> list[Check]:
             has_jobs = db.execute(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobs'"
             ).fetchone()
-            pending = 0
+            pending, elsewhere = 0, 0
             if has_jobs:
                 query = f"SELECT count(*) FROM jobs WHERE {ACTIVE_CONDITION}"
                 pending = db.execute(query, ACTIVE_STATUSES).fetchone()[0]
+                columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+                if upstream is not None and "upstream_url" in columns:  # (schema 3 and later)
+                    query += " AND upstream_url IS NOT NULL AND NOT (upstream_url = ? AND upstream_key IS ?)"
+                    owned = (upstream.base_url, upstream.key_fingerprint)
+                    elsewhere = db.execute(query, (*ACTIVE_STATUSES, *owned)).fetchone()[0]
     except sqlite3.Error as exc:
         return [Check(False, "database", f"{path} cannot be read: {exc}", move_aside)]
     if integrity != "ok":
@@ -219,11 +249,13 @@ def check_database(path: Path) -> list[Check]:
         database = Check(True, "database", f"{path} is intact; schema {version} is upgraded on next start")
     else:
         database = Check(True, "database", f"{path} is intact (schema version {version})")
-    jobs = Check(
-        True,
-        "pending jobs",
-        f"{pending} queued or processing; a running server finishes them" if pending else "none",
-    )
+    summary = f"{pending} queued or processing; a running server finishes them" if pending else "none"
+    if elsewhere:
+        summary += (
+            f" ({elsewhere} of them belong{'s' if elsewhere == 1 else ''} to another base URL or API key: "
+            "only a server configured for that one continues them; list_jobs shows where)"
+        )
+    jobs = Check(True, "pending jobs", summary)
     return [database, jobs]
 
 
@@ -304,7 +336,7 @@ def run_doctor(base_url: str | None = None, home: str | None = None, *, out: Tex
             record(Check(True, "configuration", f"base URL {settings.base_url}"))
             record(check_key(settings))
             record(*anyio.run(check_upstream, settings))
-            record(*check_database(settings.with_overrides(home=state_dir).database_path))
+            record(*check_database(settings.with_overrides(home=state_dir).database_path, settings.upstream))
         else:
             record(*check_database(state_dir / DATABASE_NAME))
 

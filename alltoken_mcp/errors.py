@@ -1,7 +1,7 @@
 """The error hierarchy, and the one place AllToken's error envelope becomes an exception.
 
     AllTokenError
-    ├── MissingAPIKeyError          no key configured (names ALLTOKEN_API_KEY)
+    ├── MissingAPIKeyError          no usable key (says why: unset, a placeholder...; and the fix)
     ├── TransportError              connection failed / timed out after the retries
     │   └── ResponseTooLargeError       a 2xx body far larger than its kind allows (not read further)
     ├── IdempotencyWindowClosedError    a create was not resent: AllToken forgot its key
@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from alltoken_mcp.settings import API_KEY_VAR
+from alltoken_mcp.settings import KEY_NOT_SET, KeyProblem
 
 
 class AllTokenError(Exception):
@@ -46,13 +46,13 @@ class AllTokenError(Exception):
 
 
 class MissingAPIKeyError(AllTokenError):
-    def __init__(self) -> None:
-        super().__init__(
-            f"No AllToken API key is configured. Set {API_KEY_VAR} in the MCP server's environment "
-            "(the `env` block of .mcp.json / Claude Desktop / Cursor config, or "
-            "[mcp_servers.alltoken.env] in Codex's config.toml) — hosts do not pass your shell "
-            "variables to MCP servers. Create a key at https://alltoken.ai → Settings → API Keys."
-        )
+    """A call needs the key and there is no usable one; the message is `Settings.key_problem`'s."""
+
+    request_reached = False
+
+    def __init__(self, problem: KeyProblem | None = None) -> None:
+        self.problem = problem or KEY_NOT_SET
+        super().__init__(str(self.problem))
 
 
 class TransportError(AllTokenError):

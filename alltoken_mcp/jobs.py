@@ -44,8 +44,8 @@ from alltoken_mcp.errors import (
     ServerError,
     TransportError,
 )
-from alltoken_mcp.job_records import JobRecord, MediaFile, media_uri
-from alltoken_mcp.settings import Settings
+from alltoken_mcp.job_records import JobRecord, MediaFile, belongs_to, media_uri
+from alltoken_mcp.settings import Settings, Upstream
 from alltoken_mcp.store import (
     Job,
     JobKind,
@@ -103,6 +103,16 @@ class UnknownJobError(LookupError):
         self.job_id = job_id
 
 
+class ForeignJobError(Exception):
+    """The job belongs to another upstream (base URL or key): this server does not act on it."""
+
+    def __init__(self, job: Job, here: Upstream) -> None:
+        super().__init__(
+            f"Job {job.job_id} was not cancelled: it belongs to {belongs_to(job, here)}. Run the server with "
+            "that configuration to cancel it; a server configured for another AllToken never touches it."
+        )
+
+
 class SubmitRejected(Exception):
     """AllToken refused the create request; the job is recorded as failed. `cause` is the API error."""
 
@@ -143,6 +153,8 @@ class JobManager:
         self._store = store
         self._client = client
         self._settings = settings
+        self.upstream = settings.upstream
+        """The only upstream whose jobs this manager polls, waits on or cancels (see `Job.belongs_to`)."""
         self.owner = owner
         self._on_change = on_change
         self._wake = anyio.Event()
@@ -198,6 +210,8 @@ class JobManager:
             lease_owner=self.owner,
             lease_expires_at=now + LEASE_SECONDS,
             next_poll_at=now,
+            upstream_url=self.upstream.base_url,
+            upstream_key=self.upstream.key_fingerprint,
         )
         try:
             await self._store.insert_job(job)  # on disk (fsync) before a paid request can leave
@@ -374,8 +388,8 @@ class JobManager:
         """Wait up to `seconds` (capped by ALLTOKEN_MAX_WAIT_SECONDS) for the job to finish."""
         job = await self.get(job_id)
         total = max(0.0, min(seconds, self._settings.max_wait_seconds, budget.remaining()))
-        if total <= 0 or not job.active:
-            return job
+        if total <= 0 or not job.active or not job.belongs_to(self.upstream):
+            return job  # (another upstream's job does not move here: its record says so)
         self._wake.set()  # make sure the poller looks at it now
         started = time.monotonic()
         last_status, last_report = job.status, -math.inf
@@ -403,6 +417,8 @@ class JobManager:
 
     async def cancel(self, job_id: str) -> Job:
         job = await self.get(job_id)
+        if not job.belongs_to(self.upstream):
+            raise ForeignJobError(job, self.upstream)
         if not job.active:
             return await self._note(job, f"Nothing to cancel: the job is already {job.status}.")
         if job.kind == "image":
@@ -468,7 +484,8 @@ class JobManager:
     # -- the poller ------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Advance the active jobs this process can lease, forever (cancelled on shutdown).
+        """Advance the active jobs of this upstream that this process can lease, forever (cancelled on
+        shutdown). Jobs of another base URL or key are left alone: their tasks are not this key's to see.
 
         Each round reads when the next job is due (a read-only query); only when one is due does it
         take the write lock to lease jobs, so idle processes sharing the store never contend for it.
@@ -480,11 +497,14 @@ class JobManager:
                     now = time.time()
                     free = MAX_PARALLEL_POLLS - len(self._in_flight - self._downloading)
                     try:
-                        due = await self._store.next_due_at(self.owner, now=now, exclude=self._in_flight)
+                        due = await self._store.next_due_at(
+                            self.owner, upstream=self.upstream, now=now, exclude=self._in_flight
+                        )
                         claimed = []
                         if due is not None and due <= now and free > 0:
                             claimed = await self._store.claim_due_jobs(
                                 self.owner,
+                                upstream=self.upstream,
                                 now=now,
                                 lease_seconds=LEASE_SECONDS,
                                 limit=free,

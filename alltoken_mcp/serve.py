@@ -1,7 +1,8 @@
 """Running the server on a transport: stdio (what hosts spawn) or Streamable HTTP (shared deployments).
 
-`--simulate` starts the bundled simulator in the same process and points the server at it, so the
-server can be tried in a host with no key and no credits. That is the only place the serving path
+`--simulate` starts the bundled simulator in the same process and points the server at it, with state
+and files of its own, so the server can be tried in a host with no key and no credits and without
+touching real jobs. That is the only place the serving path
 imports the simulator, and only when asked.
 """
 
@@ -205,6 +206,31 @@ def _bind_error(address: str, port: int, exc: OSError) -> str:
     return f"cannot listen on {where}: {exc.strerror} ({hint})"
 
 
+SIMULATED_UPSTREAM = "the simulator of alltoken-mcp --simulate"
+"""What `--simulate` jobs record as their upstream: the in-process simulator gets a new port every run."""
+SIMULATE_DIR = "simulate"
+
+
+def simulated_settings(settings: Settings, base_url: str, api_key: str) -> Settings:
+    """`settings` pointed at an in-process simulator, with state and files of its own under
+    `<home>/simulate/`: a try-it session never sees (let alone polls, cancels or fails) the real jobs in
+    the user's state database, and its made-up media never mixes with real results."""
+    home = settings.home / SIMULATE_DIR
+    output_dir = home / "media"
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SettingsError(f"--simulate: cannot create {output_dir} ({exc.strerror or exc})") from None
+    return settings.with_overrides(
+        base_url=base_url,
+        api_key=api_key,
+        rejected_key=None,
+        upstream_name=SIMULATED_UPSTREAM,
+        home=home,
+        output_dir=output_dir,
+    )
+
+
 @asynccontextmanager
 async def _maybe_simulated(settings: Settings, simulate: bool) -> AsyncIterator[Settings]:
     async with AsyncExitStack() as stack:
@@ -212,8 +238,12 @@ async def _maybe_simulated(settings: Settings, simulate: bool) -> AsyncIterator[
             from alltoken_mcp.simulator import SIM_API_KEY, SimConfig, serve_simulator
 
             sim = await stack.enter_async_context(serve_simulator(SimConfig(speed=0.1)))
-            logger.warning("--simulate: using the local AllToken simulator at %s", sim.base_url)
-            settings = settings.with_overrides(base_url=sim.base_url, api_key=SIM_API_KEY)
+            settings = simulated_settings(settings, sim.base_url, SIM_API_KEY)
+            logger.warning(
+                "--simulate: using the local AllToken simulator at %s; state and files in %s",
+                sim.base_url,
+                settings.home,
+            )
         yield settings
 
 

@@ -129,7 +129,9 @@ def build_server(settings: Settings) -> MCPServer[AppState]:
         gc.freeze()
         gc.enable()
         try:
-            async with AllTokenClient(base_url=settings.base_url, api_key=settings.api_key) as client:
+            async with AllTokenClient(
+                base_url=settings.base_url, api_key=settings.api_key, key_problem=settings.key_problem
+            ) as client:
 
                 async def on_job_change(job: JobRecord) -> None:
                     await notifier.updated(job_uri(job.job_id))

@@ -8,7 +8,9 @@ need the key explain how to set it.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -26,10 +28,151 @@ DEFAULT_VIDEO_MODEL = "seedance-1.5-pro"
 
 API_KEY_VAR = "ALLTOKEN_API_KEY"
 MCP_TOKEN_VAR = "ALLTOKEN_MCP_TOKEN"
+KEYS_PAGE = "https://alltoken.ai → Settings → API Keys"
+KEY_HOWTO = (
+    f"Set {API_KEY_VAR} in this MCP server's environment: the `env` block of the host config "
+    "(.mcp.json, Claude Desktop, Cursor) or [mcp_servers.alltoken.env] in Codex's config.toml; hosts do "
+    f"not pass shell variables to MCP servers. Keys are at {KEYS_PAGE}."
+)
+"""Where the key goes. Said by every message about a missing, unusable or rejected key."""
 
 
 class SettingsError(ValueError):
     """A configuration value is invalid; the message is one line naming the variable."""
+
+
+@dataclass(frozen=True)
+class KeyProblem:
+    """Why the server has no usable API key: what was found, and the fix.
+
+    The one answer to "what is wrong with the key": tool calls that need the key fail with `str()` of it
+    (through `MissingAPIKeyError`), and `doctor` shows `found` as its ✗ line and `fix` as the fix. Built
+    by `key_problem`; never contains the configured value unless that value is plainly not a key.
+    """
+
+    found: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"No usable AllToken API key: {self.found}. {self.fix[:1].upper()}{self.fix[1:]}."
+
+
+KEY_NOT_SET = KeyProblem(
+    f"{API_KEY_VAR} is not set",
+    f"{KEY_HOWTO[:1].lower()}{KEY_HOWTO[1:].rstrip('.')}",
+)
+
+_REFERENCE = re.compile(
+    r".*\$\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)[^}]*\}.*"  # ${NAME}, ${NAME:-default}, also inside text
+    r"|\$(?P<bare>[A-Za-z_][A-Za-z0-9_]*)"  # $NAME
+    r"|%(?P<win>[A-Za-z_][A-Za-z0-9_]*)%",  # %NAME%
+    re.DOTALL,
+)
+_PLACEHOLDER = re.compile(
+    r"<[^<>]*>"  # <your key>, <ALLTOKEN_API_KEY>
+    r"|(?:sk-)?(?:x+|\*+|•+)"  # sk-xxxx, ****
+    r"|.*(?:\.\.\.|…).*"  # sk-..., sk-…
+    # A whole word between separators, so that a random key cannot match by chance.
+    r"|(?:.*[-_ ])?(?:your|paste|insert|replace|enter)(?:[-_ ].*)?"  # paste-your-key-here, YOUR_API_KEY
+    r"|changeme|change-me|placeholder|todo|none|null|undefined|api[-_ ]?key|key|token|secret",
+    re.IGNORECASE,
+)
+_QUOTES = "\"'`“”‘’"
+_SHOWN_CHARS = 40
+
+
+def key_problem(raw: str | None) -> KeyProblem | None:
+    """What is wrong with `raw` as an API key (the environment's value), or None when it can be used.
+
+    Surrounding whitespace is ignored: keys never contain any, and a pasted line break or a trailing space
+    in a JSON string is invisible to the user. Quotes are refused: they were typed, and say the config was
+    written wrongly (a shell or .env line copied into JSON, a string quoted twice); the message names that
+    and its fix rather than hiding it. The value is quoted back only when it is plainly not a key (a
+    variable reference, a placeholder), and then at most 40 characters of it.
+    """
+    value = (raw or "").strip()
+    if not value:
+        return KEY_NOT_SET if raw is None else KeyProblem(f"{API_KEY_VAR} is set but empty", KEY_NOT_SET.fix)
+    reference = _REFERENCE.fullmatch(value)
+    if reference is not None:
+        return _unexpanded(value, reference)
+    if value[0] in _QUOTES or value[-1] in _QUOTES:
+        return KeyProblem(
+            f"{API_KEY_VAR} is wrapped in quotes, which became part of the value (keys contain no quotes)",
+            f'remove the quotes around the key in the config: in JSON "{API_KEY_VAR}": "sk-…", in TOML '
+            f'{API_KEY_VAR} = "sk-…", in a shell export {API_KEY_VAR}=sk-…',
+        )
+    if _PLACEHOLDER.fullmatch(value):
+        return KeyProblem(
+            f"{API_KEY_VAR} is the placeholder text {_shown(value)!r}, not a key",
+            f"replace it with your key from {KEYS_PAGE}",
+        )
+    if any(c.isspace() or not c.isprintable() for c in value):
+        return KeyProblem(
+            f"{API_KEY_VAR} contains whitespace or control characters inside it, so it is not one key "
+            "(a line break, or more than the key was pasted)",
+            f"put the key alone in {API_KEY_VAR}, copied again from {KEYS_PAGE}",
+        )
+    return None
+
+
+def _shown(value: str) -> str:
+    """`value` fit for a one-line message: at most 40 characters, control characters as `?`."""
+    value = "".join(c if c.isprintable() else "?" for c in value)
+    return value if len(value) <= _SHOWN_CHARS else value[: _SHOWN_CHARS - 1] + "…"
+
+
+def _unexpanded(value: str, reference: re.Match[str]) -> KeyProblem:
+    name = reference["braced"] or reference["bare"] or reference["win"]
+    found = f"{API_KEY_VAR} is the literal text {_shown(value)}"
+    if reference["braced"]:
+        found += (
+            f": Claude Code passes that when {name} is not set in the shell it was started from (it expands "
+            "${…} in .mcp.json from its own environment)"
+        )
+        fix = f"export {name} before starting claude, or put the key itself in the config"
+    elif reference["win"]:
+        found += f": a Windows variable reference that nothing expanded ({name} is not set, or the host "
+        found += "does not expand %…%)"
+        fix = f"set {name} before starting the host, or put the key itself in the config"
+    else:
+        found += ": a shell variable reference, but hosts start MCP servers without a shell to expand it"
+        fix = (
+            "put the key itself in the config, or reference the variable the way your host expands it "
+            f"(${{{name}}} in Claude Code's .mcp.json, env_vars in Codex's config.toml)"
+        )
+    return KeyProblem(found, fix)
+
+
+def key_fingerprint(api_key: str) -> str:
+    """12 hex digits that tell keys apart without revealing anything about them (a salted SHA-256)."""
+    return hashlib.sha256(f"alltoken-mcp upstream key:{api_key}".encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """The AllToken a job belongs to: where its task lives and which key can see it.
+
+    A job is advanced, cancelled or failed only by a server configured for the same upstream: another
+    base URL (the simulator) or another key (another account) would be told "no such task" and fail it.
+    """
+
+    base_url: str
+    """The base URL, or for `--simulate` the name of the in-process simulator (its port changes per run)."""
+    key_fingerprint: str | None
+    """`key_fingerprint(api_key)`; None for a server without a key (it creates and polls nothing)."""
+
+
+def missing_v1_hint(base_url: str) -> str | None:
+    """The hint for a 404 from a base URL whose path does not end in /v1 (AllToken's API lives there)."""
+    parts = urlsplit(base_url)
+    if parts.path.rstrip("/").endswith("/v1"):
+        return None
+    suggested = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}/v1"
+    return (
+        f"ALLTOKEN_BASE_URL is {base_url}, without /v1: AllToken's API is under /v1, so set "
+        f"ALLTOKEN_BASE_URL={suggested}"
+    )
 
 
 @dataclass(frozen=True)
@@ -59,6 +202,7 @@ class DownloadLimits:
 @dataclass(frozen=True)
 class Settings:
     api_key: str | None = field(repr=False)
+    """A usable key, or None (see `key_problem` for why)."""
     base_url: str
     home: Path
     output_dir: Path
@@ -69,6 +213,25 @@ class Settings:
     input_dirs: tuple[Path, ...]
     mcp_token: str | None = field(default=None, repr=False)
     downloads: DownloadLimits = field(default_factory=DownloadLimits)
+    rejected_key: KeyProblem | None = None
+    """Why the configured ALLTOKEN_API_KEY was not used (a placeholder, quotes...); None if none was set."""
+    upstream_name: str | None = None
+    """What jobs record as their upstream instead of the base URL (`--simulate` names its simulator)."""
+
+    @property
+    def key_problem(self) -> KeyProblem | None:
+        """Why there is no usable key; None when there is one."""
+        if self.api_key:
+            return None
+        return self.rejected_key or KEY_NOT_SET
+
+    @property
+    def upstream(self) -> Upstream:
+        """The upstream this server's jobs belong to (and the only one whose jobs it touches)."""
+        return Upstream(
+            base_url=self.upstream_name or self.base_url,
+            key_fingerprint=key_fingerprint(self.api_key) if self.api_key else None,
+        )
 
     @property
     def origin(self) -> str:
@@ -166,13 +329,11 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         value = env.get(name)
         return value if value is not None and value.strip() != "" else None
 
-    api_key = overrides.get("api_key") or get(API_KEY_VAR)
-    if api_key is not None:
-        api_key = api_key.strip()
-        if any(c.isspace() or not c.isprintable() for c in api_key):
-            raise SettingsError(
-                f"{API_KEY_VAR} contains whitespace or control characters; paste the key alone"
-            )
+    # An unusable key is not a start-up error: the server starts, and the calls that need the key (and
+    # `doctor`) say what is wrong with it. A host only shows "Failed to connect" for a server that exits.
+    raw_key = overrides.get("api_key") or env.get(API_KEY_VAR)
+    rejected_key = key_problem(raw_key) if raw_key is not None else None
+    api_key = raw_key.strip() if raw_key is not None and rejected_key is None else None
 
     base_url = _validate_base_url(
         overrides.get("base_url") or get("ALLTOKEN_BASE_URL") or DEFAULT_BASE_URL, "ALLTOKEN_BASE_URL"
@@ -207,4 +368,5 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         ),
         input_dirs=_input_dirs(get("ALLTOKEN_INPUT_DIRS"), "ALLTOKEN_INPUT_DIRS"),
         mcp_token=get(MCP_TOKEN_VAR),
+        rejected_key=rejected_key,
     )

@@ -42,10 +42,11 @@ from typing import Any, Literal, TypeVar
 import anyio.to_thread
 
 from alltoken_mcp.redact import Redactor
+from alltoken_mcp.settings import Upstream
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_SECONDS = 30
 HOME_VAR = "ALLTOKEN_MCP_HOME"
 
@@ -59,6 +60,15 @@ ACTIVE_STATUSES: tuple[JobStatus, ...] = ("queued", "processing")
 TERMINAL_STATUSES: tuple[JobStatus, ...] = ("completed", "failed", "cancelled", "expired")
 ACTIVE_CONDITION = f"status IN ({', '.join('?' for _ in ACTIVE_STATUSES)})"
 """SQL condition for an active job; bind ACTIVE_STATUSES to it (also used by `doctor`)."""
+OWN_CONDITION = "((upstream_url = ? AND upstream_key IS ?) OR (upstream_url IS NULL AND ? IS NOT NULL))"
+"""SQL condition for a job a server may act on; bind `_own_params(upstream)`. A job from before upstreams
+were recorded (NULL) is taken by a server with a key, which records itself on the job when it leases it;
+a server without a key takes none of them (it could only fail them)."""
+
+
+def _own_params(upstream: Upstream) -> tuple[str, str | None, str | None]:
+    return (upstream.base_url, upstream.key_fingerprint, upstream.key_fingerprint)
+
 
 JOB_ID_RE = re.compile(r"job_[0-9a-f]{16}")
 CONVERSATION_ID_RE = re.compile(r"conv_[0-9a-f]{16}")
@@ -120,6 +130,11 @@ _MIGRATIONS: tuple[str, ...] = (
     # 2: failed attempts at downloading a finished job's files (bounded; see DownloadLimits.max_attempts)
     """
     ALTER TABLE jobs ADD COLUMN download_failures INTEGER NOT NULL DEFAULT 0;
+    """,
+    # 3: the upstream each job belongs to (see `Job.upstream_url`); rows from before are NULL
+    """
+    ALTER TABLE jobs ADD COLUMN upstream_url TEXT;
+    ALTER TABLE jobs ADD COLUMN upstream_key TEXT;
     """,
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
@@ -213,10 +228,22 @@ class Job:
     video_url_expires_at: str | None = None
     usage: dict[str, Any] | None = None
     note: str | None = None
+    upstream_url: str | None = None
+    """The upstream the job belongs to (`Upstream.base_url`): only a server configured for it (and for
+    `upstream_key`) polls, cancels or fails the job. NULL for a job recorded before upstreams were: the
+    first server with a key to lease it adopts it."""
+    upstream_key: str | None = None
+    """`Upstream.key_fingerprint` of the key that created the job (never the key)."""
 
     @property
     def active(self) -> bool:
         return self.status in ACTIVE_STATUSES
+
+    def belongs_to(self, upstream: Upstream) -> bool:
+        """Whether a server for `upstream` may act on this job (as `OWN_CONDITION` says in SQL)."""
+        if self.upstream_url is None:
+            return upstream.key_fingerprint is not None
+        return self.upstream_url == upstream.base_url and self.upstream_key == upstream.key_fingerprint
 
 
 _JOB_COLUMNS = tuple(f.name for f in fields(Job))
@@ -428,32 +455,44 @@ class Store:
         self,
         owner: str,
         *,
+        upstream: Upstream,
         now: float,
         lease_seconds: float,
         limit: int,
         exclude: Collection[str] = (),
         is_dead: Callable[[str], bool] = owner_is_dead,
     ) -> list[Job]:
-        """Lease up to `limit` active jobs that are due and not held by another live process.
+        """Lease up to `limit` active jobs of `upstream` that are due and not held by another live process.
 
-        `exclude` names jobs this process is already working on.
+        `exclude` names jobs this process is already working on. Jobs of other upstreams are never leased:
+        this process's key and base URL would not find their tasks.
         """
 
         def claim(db: sqlite3.Connection) -> list[Job]:
             rows = db.execute(
-                f"SELECT * FROM jobs WHERE {ACTIVE_CONDITION} AND next_poll_at <= ? ORDER BY next_poll_at",
-                (*ACTIVE_STATUSES, now),
+                f"SELECT * FROM jobs WHERE {ACTIVE_CONDITION} AND {OWN_CONDITION} AND next_poll_at <= ? "
+                "ORDER BY next_poll_at",
+                (*ACTIVE_STATUSES, *_own_params(upstream), now),
             ).fetchall()
             claimed: list[Job] = []
             for row in rows:
                 job = _job_from_row(row)
                 if job.job_id in exclude or not _lease_available(job, owner, now, is_dead):
                     continue
-                db.execute(
-                    "UPDATE jobs SET lease_owner = ?, lease_expires_at = ? WHERE job_id = ?",
-                    (owner, now + lease_seconds, job.job_id),
+                # A job from before upstreams were recorded becomes this upstream's (see OWN_CONDITION).
+                adopted = replace(
+                    job,
+                    upstream_url=job.upstream_url or upstream.base_url,
+                    upstream_key=job.upstream_key if job.upstream_url else upstream.key_fingerprint,
+                    lease_owner=owner,
+                    lease_expires_at=now + lease_seconds,
                 )
-                claimed.append(replace(job, lease_owner=owner, lease_expires_at=now + lease_seconds))
+                db.execute(
+                    "UPDATE jobs SET lease_owner = ?, lease_expires_at = ?, upstream_url = ?, "
+                    "upstream_key = ? WHERE job_id = ?",
+                    (owner, now + lease_seconds, adopted.upstream_url, adopted.upstream_key, job.job_id),
+                )
+                claimed.append(adopted)
                 if len(claimed) >= limit:
                     break
             return claimed
@@ -464,17 +503,18 @@ class Store:
         self,
         owner: str,
         *,
+        upstream: Upstream,
         now: float,
         exclude: Collection[str] = (),
         is_dead: Callable[[str], bool] = owner_is_dead,
     ) -> float | None:
         """When the earliest job this process could poll is due (a lease held elsewhere counts from
-        its expiry); None when no job is active anywhere. `exclude` as in `claim_due_jobs`."""
+        its expiry); None when no job of `upstream` is active. `exclude` as in `claim_due_jobs`."""
         rows = await self._run(
             lambda: self._db.execute(
                 "SELECT job_id, next_poll_at, lease_owner, lease_expires_at FROM jobs "
-                f"WHERE {ACTIVE_CONDITION}",
-                ACTIVE_STATUSES,
+                f"WHERE {ACTIVE_CONDITION} AND {OWN_CONDITION}",
+                (*ACTIVE_STATUSES, *_own_params(upstream)),
             ).fetchall()
         )
         earliest: float | None = None

@@ -15,8 +15,10 @@ from alltoken_mcp.simulator import SIM_API_KEY
 ENTRY_POINT = str(Path(sys.executable).parent / "alltoken-mcp")
 
 
-async def run_demo(cwd: Path, *args: str) -> tuple[int, str, str]:
+async def run_demo(cwd: Path, *args: str, **alltoken: str) -> tuple[int, str, str]:
+    """Run the demo with no AllToken variables but `alltoken` (ALLTOKEN_* names)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALLTOKEN_")}
+    env.update(alltoken)
     env["PYTHONIOENCODING"] = "utf-8"
     with anyio.fail_after(60):
         result = await anyio.run_process([ENTRY_POINT, *args, "demo"], cwd=cwd, env=env, check=False)
@@ -62,6 +64,20 @@ async def test_the_demo_runs_every_step_in_under_30_seconds_saves_the_files_and_
     assert SIM_API_KEY not in transcript
     assert SIM_API_KEY not in stderr
     assert "Traceback" not in stderr
+
+
+async def test_the_demo_never_touches_the_users_state_or_key(tmp_path: Path) -> None:
+    real_home = tmp_path / "real-home"
+    code, transcript, stderr = await run_demo(
+        tmp_path,
+        ALLTOKEN_MCP_HOME=str(real_home),
+        ALLTOKEN_OUTPUT_DIR=str(real_home / "media"),
+        ALLTOKEN_API_KEY="sk-the-users-real-key-0123456789",
+        ALLTOKEN_BASE_URL="http://127.0.0.1:9/v1",
+    )
+    assert code == 0, transcript + stderr
+    assert not real_home.exists()  # its state database (and the user's jobs) is never opened
+    assert len(list((tmp_path / "alltoken-demo-output").iterdir())) == 2
 
 
 async def test_the_output_dir_flag_is_where_the_files_go(tmp_path: Path) -> None:

@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 
 import anyio
+import pytest
 
+from alltoken_mcp.settings import key_fingerprint
 from alltoken_mcp.simulator import SIM_API_KEY, RunningSimulator
 from alltoken_mcp.store import SCHEMA_VERSION, Job, Store
 
@@ -44,13 +46,13 @@ def healthy_env(sim: RunningSimulator, home: Path) -> dict[str, str]:
     }
 
 
-async def store_with_active_job(path: Path) -> None:
+async def store_with_active_job(path: Path, job_id: str = "job_00000000000000a1", **upstream: str) -> None:
     store = await Store.open(path)
     try:
         now = time.time()
         await store.insert_job(
             Job(
-                job_id="job_00000000000000a1",
+                job_id=job_id,
                 kind="video",
                 status="processing",
                 model="seedance-1.5-pro",
@@ -60,7 +62,8 @@ async def store_with_active_job(path: Path) -> None:
                 submit_state="accepted",
                 created_at=now,
                 updated_at=now,
-                upstream_id="task_doctor",
+                upstream_id=f"task_{job_id}",
+                **upstream,  # type: ignore[arg-type]
             )
         )
     finally:
@@ -87,6 +90,24 @@ async def test_a_healthy_setup_passes_every_check_and_counts_pending_jobs(
     assert SIM_API_KEY not in "\n".join(lines)
 
 
+async def test_pending_jobs_of_another_key_are_counted_as_not_continued_here(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
+    database = tmp_path / "state.sqlite3"
+    await store_with_active_job(database, "job_00000000000000a1")  # from before upstreams: this one's
+    mine = {"upstream_url": sim.base_url, "upstream_key": key_fingerprint(SIM_API_KEY)}
+    await store_with_active_job(database, "job_00000000000000a2", **mine)
+    theirs = {"upstream_url": sim.base_url, "upstream_key": key_fingerprint(WRONG_KEY)}
+    await store_with_active_job(database, "job_00000000000000a3", **theirs)
+    code, lines = await doctor(**healthy_env(sim, tmp_path))
+    assert code == 0, "\n".join(lines)
+    assert line(lines, "pending jobs") == (
+        "✓ pending jobs: 3 queued or processing; a running server finishes them (1 of them belongs to "
+        "another base URL or API key: only a server configured for that one continues them; list_jobs shows "
+        "where)"
+    )
+
+
 async def test_a_fresh_home_is_fine_the_database_will_be_created(
     sim: RunningSimulator, tmp_path: Path
 ) -> None:
@@ -110,13 +131,82 @@ async def test_a_wrong_key_is_reported_as_rejected_and_never_printed(
     assert "doctor-key" not in output
 
 
-async def test_a_missing_key_fails_with_where_to_set_it(sim: RunningSimulator, tmp_path: Path) -> None:
+async def test_a_missing_key_fails_with_where_to_set_it_and_points_to_the_demo(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
     env = healthy_env(sim, tmp_path)
     del env["ALLTOKEN_API_KEY"]
     code, lines = await doctor(**env)
     assert code == 1
-    assert "env block of your host's MCP config" in line(lines, "API key")
-    assert line(lines, "API key").startswith("✗")
+    key = line(lines, "API key")
+    assert key.startswith("✗ API key: ALLTOKEN_API_KEY is not set — fix: set ALLTOKEN_API_KEY in this MCP ")
+    assert "the `env` block of the host config" in key
+    assert key.endswith("; to try everything without a key first: alltoken-mcp demo")
+    assert line(lines, "key accepted") == (
+        "✗ key accepted: not tried: no usable key — fix: fix ALLTOKEN_API_KEY first (above)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "found", "fix"),
+    [
+        (
+            "${ALLTOKEN_API_KEY}",
+            "ALLTOKEN_API_KEY is the literal text ${ALLTOKEN_API_KEY}: Claude Code passes that when "
+            "ALLTOKEN_API_KEY is not set in the shell it was started from",
+            "export ALLTOKEN_API_KEY before starting claude, or put the key itself in the config",
+        ),
+        (
+            "%ALLTOKEN_API_KEY%",
+            "ALLTOKEN_API_KEY is the literal text %ALLTOKEN_API_KEY%: a Windows variable reference",
+            "set ALLTOKEN_API_KEY before starting the host, or put the key itself in the config",
+        ),
+        (
+            "paste-your-key-here",
+            "ALLTOKEN_API_KEY is the placeholder text 'paste-your-key-here', not a key",
+            "replace it with your key from https://alltoken.ai → Settings → API Keys",
+        ),
+        (
+            f'"{SIM_API_KEY}"',
+            "ALLTOKEN_API_KEY is wrapped in quotes, which became part of the value",
+            'remove the quotes around the key in the config: in JSON "ALLTOKEN_API_KEY": "sk-…"',
+        ),
+        ("   ", "ALLTOKEN_API_KEY is set but empty", "set ALLTOKEN_API_KEY in this MCP server's environment"),
+    ],
+)
+async def test_a_value_that_is_not_a_key_is_named_with_its_fix_and_never_sent(
+    sim: RunningSimulator, tmp_path: Path, value: str, found: str, fix: str
+) -> None:
+    code, lines = await doctor(**{**healthy_env(sim, tmp_path), "ALLTOKEN_API_KEY": value})
+    assert code == 1
+    key = line(lines, "API key")
+    assert key.startswith(f"✗ API key: {found}")
+    assert f" — fix: {fix}" in key
+    assert key.endswith("alltoken-mcp demo")
+    assert line(lines, "key accepted").startswith("✗ key accepted: not tried")
+    assert not [r for r in sim.state.requests if r.startswith("GET /v1/")]  # no key was tried
+    assert SIM_API_KEY not in "\n".join(lines)
+
+
+async def test_a_base_url_without_v1_gets_the_fix_naming_v1(sim: RunningSimulator, tmp_path: Path) -> None:
+    code, lines = await doctor(**{**healthy_env(sim, tmp_path), "ALLTOKEN_BASE_URL": sim.origin})
+    assert code == 1
+    assert line(lines, "AllToken reachable").startswith("✓")
+    models = line(lines, "key accepted")
+    assert models.startswith(f"✗ key accepted: GET {sim.origin}/models failed: AllToken 404")
+    assert models.endswith(
+        f"— fix: ALLTOKEN_BASE_URL is {sim.origin}, without /v1: AllToken's API is under /v1, so set "
+        f"ALLTOKEN_BASE_URL={sim.origin}/v1"
+    )
+
+
+async def test_a_good_key_is_shown_only_as_its_fingerprint(sim: RunningSimulator, tmp_path: Path) -> None:
+    code, lines = await doctor(**{**healthy_env(sim, tmp_path), "ALLTOKEN_API_KEY": f"  {SIM_API_KEY}\n"})
+    assert code == 0, "\n".join(lines)
+    assert (
+        line(lines, "API key")
+        == f"✓ API key: ALLTOKEN_API_KEY is set (fingerprint {key_fingerprint(SIM_API_KEY)})"
+    )
 
 
 async def test_an_unreachable_url_fails_quickly_with_the_fix(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from alltoken_mcp.settings import Upstream, key_fingerprint
 from alltoken_mcp.store import (
     _JOB_COLUMNS,
     _MIGRATIONS,
@@ -23,6 +24,9 @@ from alltoken_mcp.store import (
     owner_is_dead,
     process_owner,
 )
+
+HERE = Upstream("http://127.0.0.1:9/v1", key_fingerprint("sk-test-key-here"))
+"""The upstream of the jobs `make_job` builds and of the claims below."""
 
 
 def make_job(**changes: object) -> Job:
@@ -38,6 +42,8 @@ def make_job(**changes: object) -> Job:
         submit_state="pending",
         created_at=now,
         updated_at=now,
+        upstream_url=HERE.base_url,
+        upstream_key=HERE.key_fingerprint,
     )
     values.update(changes)
     return Job(**values)  # type: ignore[arg-type]
@@ -66,26 +72,31 @@ async def test_reopening_keeps_data_and_does_not_migrate_again(tmp_path: Path) -
         await store.close()
 
 
-def _version_1_database(path: Path, job: Job) -> None:
-    """A database as release schema 1 left it, holding `job`."""
+_ADDED_AFTER = {1: ("download_failures", "upstream_url", "upstream_key"), 2: ("upstream_url", "upstream_key")}
+"""The job columns that later migrations added, by the schema version that lacks them."""
+
+
+def _old_database(path: Path, job: Job, version: int) -> None:
+    """A database as release schema `version` left it, holding `job`."""
     db = sqlite3.connect(path)
-    for statement in _MIGRATIONS[0].split(";"):
-        if statement.strip():
-            db.execute(statement)
-    columns = [c for c in _JOB_COLUMNS if c != "download_failures"]
+    for script in _MIGRATIONS[:version]:
+        for statement in script.split(";"):
+            if statement.strip():
+                db.execute(statement)
+    columns = [c for c in _JOB_COLUMNS if c not in _ADDED_AFTER[version]]
     db.execute(
         f"INSERT INTO jobs ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})",
         [_to_column(c, getattr(job, c)) for c in columns],
     )
-    db.execute("PRAGMA user_version = 1")
+    db.execute(f"PRAGMA user_version = {version}")
     db.commit()
     db.close()
 
 
 async def test_a_version_1_database_is_upgraded_and_keeps_its_jobs(tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite3"
-    job = make_job(status="processing", poll_failures=3)
-    await anyio.to_thread.run_sync(_version_1_database, path, job)
+    job = make_job(status="processing", poll_failures=3, upstream_url=None, upstream_key=None)
+    await anyio.to_thread.run_sync(_old_database, path, job, 1)
     store = await Store.open(path)
     try:
         assert await store.get_job(job.job_id) == job
@@ -95,8 +106,60 @@ async def test_a_version_1_database_is_upgraded_and_keeps_its_jobs(tmp_path: Pat
     finally:
         await store.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     db.close()
+
+
+async def test_a_version_2_job_belongs_to_no_upstream_until_a_server_with_a_key_leases_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "db.sqlite3"
+    job = make_job(status="processing", upstream_url=None, upstream_key=None)
+    await anyio.to_thread.run_sync(_old_database, path, job, 2)
+    keyless = Upstream(HERE.base_url, None)
+    store = await Store.open(path)
+    try:
+        assert await store.get_job(job.job_id) == job
+        now = time.time()
+        # A server without a key could only fail it: it neither waits for it nor takes it.
+        assert await store.next_due_at("keyless", upstream=keyless, now=now) is None
+        assert (
+            await store.claim_due_jobs("keyless", upstream=keyless, now=now, lease_seconds=30, limit=5) == []
+        )
+        [claimed] = await store.claim_due_jobs("me", upstream=HERE, now=now, lease_seconds=30, limit=5)
+        assert (claimed.upstream_url, claimed.upstream_key) == (HERE.base_url, HERE.key_fingerprint)
+        assert await store.get_job(job.job_id) == claimed
+        await store.release_lease(job.job_id, "me")
+        # Adopted: from now on it is that upstream's, and another key no longer sees it.
+        other_key = Upstream(HERE.base_url, key_fingerprint("sk-another-account-key"))
+        assert await store.claim_due_jobs("b", upstream=other_key, now=now, lease_seconds=30, limit=5) == []
+    finally:
+        await store.close()
+
+
+async def test_only_jobs_of_the_claiming_upstream_are_leased_or_waited_for(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "db.sqlite3")
+    try:
+        now = time.time()
+        mine = make_job(next_poll_at=now + 1)
+        other_url = make_job(upstream_url="http://127.0.0.1:8/v1", next_poll_at=now)
+        other_key = make_job(upstream_key=key_fingerprint("sk-another-account-key"), next_poll_at=now)
+        for job in (mine, other_url, other_key):
+            await store.insert_job(job)
+        assert await store.next_due_at("me", upstream=HERE, now=now) == pytest.approx(now + 1)
+        assert await store.claim_due_jobs("me", upstream=HERE, now=now, lease_seconds=30, limit=5) == []
+        claimed = await store.claim_due_jobs("me", upstream=HERE, now=now + 1, lease_seconds=30, limit=5)
+        assert [j.job_id for j in claimed] == [mine.job_id]
+        for job in (other_url, other_key):
+            stored = await store.get_job(job.job_id)
+            assert stored == job  # not leased, not adopted
+            there = Upstream(job.upstream_url, job.upstream_key)  # type: ignore[arg-type]
+            assert [
+                j.job_id
+                for j in await store.claim_due_jobs("x", upstream=there, now=now, lease_seconds=30, limit=5)
+            ] == [job.job_id]
+    finally:
+        await store.close()
 
 
 async def test_newer_schema_is_refused_with_advice(tmp_path: Path) -> None:
@@ -166,7 +229,7 @@ async def test_update_with_owner_fails_once_the_lease_is_lost(tmp_path: Path) ->
     try:
         job = make_job()
         await store.insert_job(job)
-        claimed = await store.claim_due_jobs("a", now=time.time(), lease_seconds=30, limit=10)
+        claimed = await store.claim_due_jobs("a", upstream=HERE, now=time.time(), lease_seconds=30, limit=10)
         assert [j.job_id for j in claimed] == [job.job_id]
         assert await store.update_job(job.job_id, owner="b", status="completed") is None
         assert (await store.get_job(job.job_id)).status == "queued"  # type: ignore[union-attr]
@@ -184,16 +247,25 @@ async def test_leases_are_exclusive_across_connections_until_they_expire(tmp_pat
             await first.insert_job(job)
         now = time.time()
         alive = lambda owner: False  # noqa: E731 - both owners are live in this test
-        mine = await first.claim_due_jobs("one", now=now, lease_seconds=30, limit=4, is_dead=alive)
-        theirs = await second.claim_due_jobs("two", now=now, lease_seconds=30, limit=10, is_dead=alive)
+        mine = await first.claim_due_jobs(
+            "one", upstream=HERE, now=now, lease_seconds=30, limit=4, is_dead=alive
+        )
+        theirs = await second.claim_due_jobs(
+            "two", upstream=HERE, now=now, lease_seconds=30, limit=10, is_dead=alive
+        )
         assert len(mine) == 4
         assert len(theirs) == 2
         assert not {j.job_id for j in mine} & {j.job_id for j in theirs}
         assert (
-            await second.claim_due_jobs("two", now=now, lease_seconds=30, limit=10, is_dead=alive) == theirs
+            await second.claim_due_jobs(
+                "two", upstream=HERE, now=now, lease_seconds=30, limit=10, is_dead=alive
+            )
+            == theirs
         )
         # "one" leases expire: "two" takes them over.
-        later = await second.claim_due_jobs("two", now=now + 31, lease_seconds=30, limit=10, is_dead=alive)
+        later = await second.claim_due_jobs(
+            "two", upstream=HERE, now=now + 31, lease_seconds=30, limit=10, is_dead=alive
+        )
         assert {j.job_id for j in later} == {j.job_id for j in jobs}
     finally:
         await first.close()
@@ -206,13 +278,17 @@ async def test_a_dead_owners_lease_is_taken_over_at_once(tmp_path: Path) -> None
         job = make_job()
         await store.insert_job(job)
         now = time.time()
-        await store.claim_due_jobs("ghost", now=now, lease_seconds=300, limit=1, is_dead=lambda o: False)
+        await store.claim_due_jobs(
+            "ghost", upstream=HERE, now=now, lease_seconds=300, limit=1, is_dead=lambda o: False
+        )
         assert (
-            await store.claim_due_jobs("me", now=now, lease_seconds=30, limit=1, is_dead=lambda o: False)
+            await store.claim_due_jobs(
+                "me", upstream=HERE, now=now, lease_seconds=30, limit=1, is_dead=lambda o: False
+            )
             == []
         )
         taken = await store.claim_due_jobs(
-            "me", now=now, lease_seconds=30, limit=1, is_dead=lambda o: o == "ghost"
+            "me", upstream=HERE, now=now, lease_seconds=30, limit=1, is_dead=lambda o: o == "ghost"
         )
         assert [j.lease_owner for j in taken] == ["me"]
     finally:
@@ -232,16 +308,18 @@ def test_owner_is_dead_checks_real_processes() -> None:
 async def test_next_due_skips_live_leases_and_idle_is_none(tmp_path: Path) -> None:
     store = await Store.open(tmp_path / "db.sqlite3")
     try:
-        assert await store.next_due_at("me", now=time.time()) is None
+        assert await store.next_due_at("me", upstream=HERE, now=time.time()) is None
         now = time.time()
         job = make_job(next_poll_at=now + 5)
         await store.insert_job(job)
-        assert await store.next_due_at("me", now=now) == pytest.approx(now + 5)
-        await store.claim_due_jobs("other", now=now + 5, lease_seconds=60, limit=1, is_dead=lambda o: False)
-        due = await store.next_due_at("me", now=now, is_dead=lambda o: False)
+        assert await store.next_due_at("me", upstream=HERE, now=now) == pytest.approx(now + 5)
+        await store.claim_due_jobs(
+            "other", upstream=HERE, now=now + 5, lease_seconds=60, limit=1, is_dead=lambda o: False
+        )
+        due = await store.next_due_at("me", upstream=HERE, now=now, is_dead=lambda o: False)
         assert due == pytest.approx(now + 65)
         await store.update_job(job.job_id, status="completed")
-        assert await store.next_due_at("me", now=now) is None
+        assert await store.next_due_at("me", upstream=HERE, now=now) is None
     finally:
         await store.close()
 

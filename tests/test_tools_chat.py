@@ -321,7 +321,7 @@ async def test_a_rejected_key_explains_where_to_set_it_without_echoing_it(
 async def test_a_missing_key_is_explained_without_touching_the_network(tmp_path: Path) -> None:
     async with connect(settings_for(tmp_path, api_key=None)) as client:
         text = error_text(await client.call_tool("alltoken_chat", {"prompt": "hi"}))
-    assert "No AllToken API key is configured" in text
+    assert "No usable AllToken API key: ALLTOKEN_API_KEY is not set" in text
     assert "ALLTOKEN_API_KEY" in text
 
 

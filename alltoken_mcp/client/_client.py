@@ -52,11 +52,14 @@ from alltoken_mcp.errors import (
     AllTokenError,
     IdempotencyWindowClosedError,
     MissingAPIKeyError,
+    ModelNotFoundError,
+    NotFoundError,
     ResponseTooLargeError,
     StreamError,
     TransportError,
     error_from_response,
 )
+from alltoken_mcp.settings import KEY_NOT_SET, KeyProblem, missing_v1_hint
 
 logger = logging.getLogger("alltoken_mcp.client")
 
@@ -198,6 +201,7 @@ class AllTokenClient:
         base_url: str,
         api_key: str | None = None,
         *,
+        key_problem: KeyProblem | None = None,
         retry: RetryPolicy | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         origin: str | None = None,
@@ -212,6 +216,7 @@ class AllTokenClient:
         self._base_url = str(url)
         self._origin = (origin or f"{url.scheme}://{url.netloc.decode('ascii')}").rstrip("/")
         self._api_key = api_key or None
+        self._key_problem = key_problem  # why there is no key: what a call that needs one says
         self._retry = retry or RetryPolicy()
         self._timeout = timeout
         # Downloads may use plain http and reach non-public addresses only on the base URL's own origin.
@@ -238,6 +243,13 @@ class AllTokenClient:
     def has_api_key(self) -> bool:
         return self._api_key is not None
 
+    @property
+    def key_problem(self) -> KeyProblem | None:
+        """Why calls that need the key cannot be made (None when there is a key)."""
+        if self._api_key is not None:
+            return None
+        return self._key_problem or KEY_NOT_SET
+
     def __repr__(self) -> str:
         return f"AllTokenClient(base_url={self._base_url!r}, api_key={'<set>' if self._api_key else None})"
 
@@ -260,7 +272,7 @@ class AllTokenClient:
 
     def _auth_headers(self) -> dict[str, str]:
         if self._api_key is None:
-            raise MissingAPIKeyError()
+            raise MissingAPIKeyError(self._key_problem)
         return {"Authorization": f"Bearer {self._api_key}"}
 
     async def _send(
@@ -360,7 +372,20 @@ class AllTokenClient:
                 if _fits(delay, send_before):
                     await policy.sleep(delay)
                     continue
-            raise _marked(error_from_response(status, body, retry_after=retry_after), reached)
+            error = error_from_response(status, body, retry_after=retry_after)
+            raise _marked(self._explain_not_found(error, url), reached)
+
+    def _explain_not_found(self, error: ErrorT, url: str) -> ErrorT:
+        """A 404 for a path under a base URL without /v1 is most likely that: say so in the error."""
+        hint = missing_v1_hint(self._base_url)
+        if (
+            hint is not None
+            and isinstance(error, NotFoundError)
+            and not isinstance(error, ModelNotFoundError)
+            and url.startswith(f"{self._base_url}/")
+        ):
+            error.message = f"{error.message.rstrip('. ')}. {hint}."
+        return error
 
     async def _attempt(
         self, request: httpx2.Request, seconds: float, stream: bool, max_body: int

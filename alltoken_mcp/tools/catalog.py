@@ -25,7 +25,7 @@ from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 from pydantic import BaseModel, Field, ValidationError
 
 from alltoken_mcp.client import AllTokenClient, CatalogModel, HealthSummary, ModelInfo, RouteHealth
-from alltoken_mcp.errors import AllTokenError, AuthenticationError, MissingAPIKeyError
+from alltoken_mcp.errors import AllTokenError, AuthenticationError
 from alltoken_mcp.server import AppState, app_state
 from alltoken_mcp.store import Store, StoreError
 from alltoken_mcp.tools.common import JSON_MIME, add_state_resource, to_json, tool_result
@@ -380,10 +380,10 @@ class CatalogCache:
                 iter(errors.values())
             )
         warnings: list[str] = []
-        if not client.has_api_key:
+        if client.key_problem is not None:
             warnings.append(
-                f"{MissingAPIKeyError().args[0].split('.')[0]}: showing AllToken's public catalog, "
-                "which may differ from what a key can call."
+                f"{client.key_problem} Until then this is AllToken's public catalog, which may differ from "
+                "what a key can call."
             )
         for name, exc in errors.items():
             path = {"catalog": "/api-account/models", "models": "/models", "images": "/images/models"}.get(

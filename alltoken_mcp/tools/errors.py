@@ -37,15 +37,10 @@ from alltoken_mcp.errors import (
     StreamError,
     TransportError,
 )
-from alltoken_mcp.settings import API_KEY_VAR
+from alltoken_mcp.settings import KEY_HOWTO
 from alltoken_mcp.store import StoreError
 
 TOP_UP_URL = "https://alltoken.ai"
-KEY_HOWTO = (
-    f"Set {API_KEY_VAR} in this MCP server's environment: the `env` block of the host config "
-    "(.mcp.json, Claude Desktop, Cursor) or [mcp_servers.alltoken.env] in Codex's config.toml; hosts do "
-    "not pass shell variables to MCP servers. Keys are at https://alltoken.ai → Settings → API Keys."
-)
 
 
 def close_matches(name: str, candidates: Iterable[str], limit: int = 5) -> list[str]:

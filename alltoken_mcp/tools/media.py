@@ -26,10 +26,11 @@ from pydantic import BaseModel, Field
 
 from alltoken_mcp import files
 from alltoken_mcp.client import AllTokenClient, ModelInfo
-from alltoken_mcp.errors import AllTokenError, MissingAPIKeyError
+from alltoken_mcp.errors import AllTokenError
 from alltoken_mcp.job_records import JobRecord
-from alltoken_mcp.jobs import Progress, SubmitRejected, UnknownJobError
+from alltoken_mcp.jobs import ForeignJobError, Progress, SubmitRejected, UnknownJobError
 from alltoken_mcp.server import AppState, app_state
+from alltoken_mcp.settings import Upstream
 from alltoken_mcp.store import Job, JobKind, JobStatus, StoreError
 from alltoken_mcp.tools.common import JSON_MIME, add_state_resource, to_json
 from alltoken_mcp.tools.errors import reports_store_errors, tool_error
@@ -90,9 +91,10 @@ async def _models(state: AppState, kind: JobKind) -> list[ModelInfo]:
 # ------------------------------------------------------------------------------- results
 
 
-def job_result(job: Job, warnings: Sequence[str] = ()) -> t.CallToolResult:
-    """Short text for the model, a resource_link per saved file, the job record as structuredContent."""
-    record = JobRecord.from_job(job)
+def job_result(job: Job, warnings: Sequence[str] = (), here: Upstream | None = None) -> t.CallToolResult:
+    """Short text for the model, a resource_link per saved file, the job record as structuredContent.
+    With `here`, a job of another upstream is marked as such (see `JobRecord.from_job`)."""
+    record = JobRecord.from_job(job, here)
     content: list[t.ContentBlock] = [t.TextContent(type="text", text=_job_text(record, warnings))]
     for saved in record.files:
         content.append(
@@ -120,7 +122,7 @@ def _job_text(record: JobRecord, warnings: Sequence[str]) -> str:
         lines.append(f"Error {record.error.code}: {record.error.message}")
     if record.note:
         lines.append(record.note)
-    if record.status in ("queued", "processing"):
+    if record.status in ("queued", "processing") and not record.foreign:
         lines.append(
             f'Still running: call job_status(job_id="{record.job_id}", wait_seconds=30) later to collect it, '
             f'or job_cancel(job_id="{record.job_id}"). The job survives server restarts.'
@@ -148,8 +150,8 @@ def _progress(ctx: Context[AppState]) -> Progress:
 
 
 def _require_key(state: AppState) -> None:
-    if not state.settings.api_key:
-        raise ToolError(str(MissingAPIKeyError()))
+    if state.settings.key_problem is not None:
+        raise ToolError(str(state.settings.key_problem))
 
 
 async def _submit_and_wait(
@@ -407,7 +409,7 @@ def register(server: MCPServer[AppState]) -> None:
             job = await app_state(ctx).jobs.wait(job_id, wait_seconds, _progress(ctx))
         except UnknownJobError as exc:
             raise ToolError(str(exc)) from exc
-        return job_result(job)
+        return job_result(job, here=app_state(ctx).jobs.upstream)
 
     @server.tool(
         name="job_cancel",
@@ -432,7 +434,7 @@ def register(server: MCPServer[AppState]) -> None:
     ) -> Annotated[t.CallToolResult, JobResult]:
         try:
             job = await app_state(ctx).jobs.cancel(job_id)
-        except UnknownJobError as exc:
+        except (UnknownJobError, ForeignJobError) as exc:
             raise ToolError(str(exc)) from exc
         except AllTokenError as exc:
             raise tool_error(exc) from exc
@@ -453,11 +455,13 @@ def register(server: MCPServer[AppState]) -> None:
         status: Annotated[JobStatus | None, Field(description="only jobs in this state")] = None,
         limit: Annotated[int, Field(ge=1, le=200, description="at most this many jobs")] = 20,
     ) -> Annotated[t.CallToolResult, JobList]:
-        jobs = await app_state(ctx).jobs.list_jobs(kind=kind, status=status, limit=limit)
-        records = [JobRecord.from_job(job) for job in jobs]
+        manager = app_state(ctx).jobs
+        jobs = await manager.list_jobs(kind=kind, status=status, limit=limit)
+        records = [JobRecord.from_job(job, manager.upstream) for job in jobs]
         lines = [f"{len(records)} job(s)."] + [
             f"{r.job_id} {r.kind} {r.status} {r.model} {r.created_at}"
             + (f" → {', '.join(f.path for f in r.files)}" if r.files else "")
+            + (f" [belongs to {r.upstream}: not this server's]" if r.foreign else "")
             for r in records
         ]
         return t.CallToolResult(
@@ -469,7 +473,7 @@ def register(server: MCPServer[AppState]) -> None:
 
     async def jobs_resource(state: AppState) -> str:
         jobs = await state.jobs.list_jobs(kind=None, status=None, limit=100)
-        return to_json(JobList(jobs=[JobRecord.from_job(j) for j in jobs]))
+        return to_json(JobList(jobs=[JobRecord.from_job(j, state.jobs.upstream) for j in jobs]))
 
     add_state_resource(
         server,
@@ -494,7 +498,7 @@ def register(server: MCPServer[AppState]) -> None:
             raise ResourceNotFoundError(str(exc)) from exc
         except StoreError as exc:
             raise ResourceError(str(exc)) from exc
-        return to_json(JobRecord.from_job(job))
+        return to_json(JobRecord.from_job(job, app_state(ctx).jobs.upstream))
 
     saved_files = files.SavedFileReader()  # this server's own threads and deadline for file reads
 
