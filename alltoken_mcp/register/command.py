@@ -326,7 +326,7 @@ def _through_cli(
         return None
     backup = save_backup(target.config)
     for step in steps:
-        _run_host_command(step, target.places.cwd)
+        _run_host_command(step, target.places.cwd, key)
     after = _lookup(target.location, read_config(target.location.path), target.name)
     if target.host.normalised(after) != target.host.normalised(desired):
         raise ConfigError(
@@ -354,19 +354,21 @@ def _through_file(
         sys.stdout.write(_masked("".join(line if line.endswith("\n") else line + "\n" for line in diff), key))
         return None
     backup = write_config(target.config, new_text)
-    confirmed = _codex_reads_it_back(target, desired, backup) if target.location.format == "toml" else ""
+    confirmed = _codex_reads_it_back(target, desired, key, backup) if target.location.format == "toml" else ""
     return f"{'wrote' if target.config.text is not None else 'created'} {path}{confirmed}" + _backup_note(
         backup
     )
 
 
-def _codex_reads_it_back(target: Target, desired: dict[str, Any] | None, backup: Path | None) -> str:
+def _codex_reads_it_back(
+    target: Target, desired: dict[str, Any] | None, key: str | None, backup: Path | None
+) -> str:
     """Codex's own parser is the judge: if it does not see what was written, put the old file back."""
     codex = shutil.which("codex")
     if codex is None:
         return ""
     step = [codex, "mcp", "get", target.name, "--json"] if desired else [codex, "mcp", "list", "--json"]
-    done = _run(step, target.places.cwd)
+    done = _run(step, target.places.cwd, key)
     seen = _parsed_json(done.stdout) if done.returncode == 0 else None
     if desired is not None:
         transport = seen.get("transport") if isinstance(seen, dict) else None
@@ -381,21 +383,25 @@ def _codex_reads_it_back(target: Target, desired: dict[str, Any] | None, backup:
     if backup is not None:
         backup.unlink(missing_ok=True)
     detail = _last_line(done) or "its answer did not show the change"
+    shown = _shown_command(step)
     raise ConfigError(
-        f"Codex does not read the new {target.location.path} as intended (`{_shown_command(step)}`: "
-        f"{detail}); the file is back as it was"
+        _masked(
+            f"Codex does not read the new {target.location.path} as intended (`{shown}`: {detail}); "
+            "the file is back as it was",
+            key,
+        )
     )
 
 
-def _run_host_command(step: list[str], cwd: Path) -> None:
-    done = _run(step, cwd)
+def _run_host_command(step: list[str], cwd: Path, key: str | None) -> None:
+    done = _run(step, cwd, key)
     if done.returncode != 0:
-        raise ConfigError(
-            f"`{_shown_command(step)}` failed: {_last_line(done) or f'exit status {done.returncode}'}"
-        )
+        detail = _last_line(done) or f"exit status {done.returncode}"
+        raise ConfigError(_masked(f"`{_shown_command(step)}` failed: {detail}", key))
 
 
-def _run(step: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+def _run(step: list[str], cwd: Path, key: str | None) -> subprocess.CompletedProcess[str]:
+    """Run a host's command; its failures to start or finish are one line, with the key masked."""
     try:
         return subprocess.run(
             step,
@@ -408,9 +414,12 @@ def _run(step: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
             check=False,
         )
     except subprocess.TimeoutExpired:
-        raise ConfigError(f"`{_shown_command(step)}` did not finish within {CLI_TIMEOUT_SECONDS} s") from None
+        shown = _masked(_shown_command(step), key)
+        raise ConfigError(f"`{shown}` did not finish within {CLI_TIMEOUT_SECONDS} s") from None
     except OSError as exc:
-        raise ConfigError(f"cannot run `{_shown_command(step)}`: {exc.strerror or exc}") from None
+        raise ConfigError(
+            f"cannot run `{_masked(_shown_command(step), key)}`: {exc.strerror or exc}"
+        ) from None
 
 
 def _parsed_json(text: str) -> Any:
