@@ -194,7 +194,7 @@ def _settings(pairs: Sequence[str]) -> dict[str, str]:
     for pair in pairs:
         name, equals, value = pair.partition("=")
         if not equals or not ENV_NAME_PATTERN.fullmatch(name):
-            raise UsageError(f"--env {pair!r}: expected NAME=VALUE")
+            raise UsageError(f"--env {name!r}: expected NAME=VALUE")  # the value may be a secret
         if name == API_KEY_VAR:
             raise UsageError("give the key with --api-key or --key-from-env, not --env")
         if name.startswith("ALLTOKEN_") and name not in SETTINGS:
