@@ -1,4 +1,4 @@
-"""Command-line entry point: `alltoken-mcp [serve|simulate|demo|doctor]`.
+"""Command-line entry point: `alltoken-mcp [serve|simulate|demo|doctor|register|unregister]`.
 
 No subcommand serves MCP over stdio — that is what hosts spawn. Each command imports what it needs
 inside its own function so that the serving path never imports the simulator and start-up stays fast.
@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from alltoken_mcp import __version__
+from alltoken_mcp.register.arguments import add_register_commands
 from alltoken_mcp.settings import Settings, SettingsError, load_settings
 
 EXIT_USAGE = 2
@@ -96,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = commands.add_parser("doctor", help="check the installation, key, connectivity and state")
     doctor.add_argument("--base-url", help="override ALLTOKEN_BASE_URL")
     doctor.add_argument("--home", help="override ALLTOKEN_MCP_HOME")
+    add_register_commands(commands)
     return parser
 
 
@@ -164,10 +166,24 @@ def _doctor(args: argparse.Namespace) -> int:
     return run_doctor(base_url=args.base_url, home=args.home)
 
 
+def _register(args: argparse.Namespace) -> int:
+    from alltoken_mcp.register.command import run
+
+    return run(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args.log_level)
-    handlers = {None: _serve, "serve": _serve, "simulate": _simulate, "demo": _demo, "doctor": _doctor}
+    handlers = {
+        None: _serve,
+        "serve": _serve,
+        "simulate": _simulate,
+        "demo": _demo,
+        "doctor": _doctor,
+        "register": _register,
+        "unregister": _register,
+    }
     try:
         return handlers[args.command](args)
     except SettingsError as exc:
