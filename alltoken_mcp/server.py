@@ -171,7 +171,7 @@ def build_server(settings: Settings) -> MCPServer[AppState]:
 
     chat.register(server)
     catalog.register(server)
-    media.register(server)
+    media.register(server, max_wait_seconds=settings.max_wait_seconds)
     return server
 
 
