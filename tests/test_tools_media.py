@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -105,9 +106,9 @@ async def test_a_short_wait_returns_the_running_job_and_the_poller_finishes_it(
 
 async def test_a_wait_beyond_the_cap_is_cut_to_it_and_the_answer_says_so(tmp_path: Path) -> None:
     async with serve_slow() as sim:
-        settings = settings_for(tmp_path, sim.base_url, ALLTOKEN_MAX_WAIT_SECONDS="0.3")
+        settings = settings_for(tmp_path, sim.base_url, ALLTOKEN_MAX_WAIT_SECONDS="1")
         async with connect(settings) as client:
-            with anyio.fail_after(5):
+            with anyio.fail_after(8):
                 image = await client.call_tool("alltoken_image", {"prompt": "slow", "wait_seconds": 3000})
                 record = data(image)
                 assert record["status"] in ("queued", "processing")
@@ -115,19 +116,27 @@ async def test_a_wait_beyond_the_cap_is_cut_to_it_and_the_answer_says_so(tmp_pat
                 within = await client.call_tool(
                     "job_status", {"job_id": record["job_id"], "wait_seconds": 0.2}
                 )
-    capped = (
-        "Waited 0.3 s, not the {} s asked: the most this server allows in one call "
-        "(ALLTOKEN_MAX_WAIT_SECONDS = 0.3 s)."
-    )
-    assert record["warnings"] == [capped.format(3000)]
-    assert f"Warning: {capped.format(3000)}" in text_of(image)
+
+    def waited(warnings: list[str], asked: int) -> float:
+        """The wait a capped-wait warning reports (the submit may have used some of the 1 s budget)."""
+        (warning,) = warnings
+        found = re.fullmatch(
+            rf"Waited ([\d.]+) s, not the {asked} s asked: the most this server allows in one call "
+            r"\(ALLTOKEN_MAX_WAIT_SECONDS = 1 s\)\.",
+            warning,
+        )
+        assert found is not None, warning
+        return float(found.group(1))
+
+    assert 0.5 <= waited(record["warnings"], 3000) <= 1
+    assert f"Warning: {record['warnings'][0]}" in text_of(image)
     assert data(again)["status"] in ("queued", "processing")
-    assert data(again)["warnings"] == [capped.format(60)]
+    assert 0.5 <= waited(data(again)["warnings"], 60) <= 1
     # A wait within the cap is not a capped wait.
     assert data(within)["warnings"] == []
     # The next step never suggests more than the server allows.
     for result in (image, again, within):
-        assert f'job_status(job_id="{record["job_id"]}", wait_seconds=0.3) later' in text_of(result)
+        assert f'job_status(job_id="{record["job_id"]}", wait_seconds=1) later' in text_of(result)
 
 
 @pytest.mark.parametrize("mode", ERAS)

@@ -123,7 +123,7 @@ def _job_text(record: JobRecord, warnings: Sequence[str], max_wait_seconds: floa
     if record.note:
         lines.append(record.note)
     if record.status in ("queued", "processing"):
-        collect = f'job_status(job_id="{record.job_id}", wait_seconds={seconds(max_wait_seconds)})'
+        collect = f'job_status(job_id="{record.job_id}", wait_seconds={_seconds(max_wait_seconds)})'
         cancel = f' or job_cancel(job_id="{record.job_id}")' if _cancel_can_help(record) else ""
         lines.append(
             f"Still running: call {collect} later to collect it{cancel}. The job survives server restarts."
@@ -141,7 +141,7 @@ def _cancel_can_help(record: JobRecord) -> bool:
     return record.kind == "image" or record.upstream_status in (None, "queued")
 
 
-def seconds(value: float) -> str:
+def _seconds(value: float) -> str:
     """A wait as a caller would write it: 45, 0.3, 12.5."""
     return f"{round(value, 1):g}"
 
@@ -179,12 +179,15 @@ async def _wait(ctx: Context[AppState], job: Job, asked: float | None) -> tuple[
     if granted <= 0 or not job.active:
         return job, []
     job = await state.jobs.wait(job.job_id, granted, _progress(ctx))
-    if asked is None or not job.active or (asked <= cap and asked - granted < 1):
+    if asked is None or not job.active:
         return job, []
-    return job, [
-        f"Waited {seconds(granted)} s, not the {seconds(asked)} s asked: the most this server allows in one "
-        f"call (ALLTOKEN_MAX_WAIT_SECONDS = {seconds(cap)} s)."
-    ]
+    # Cut past the cap, or by what earlier steps of this call (submit, frame uploads) used of its budget.
+    if asked > cap or asked - granted >= 1:
+        return job, [
+            f"Waited {_seconds(granted)} s, not the {_seconds(asked)} s asked: the most this server allows "
+            f"in one call (ALLTOKEN_MAX_WAIT_SECONDS = {_seconds(cap)} s)."
+        ]
+    return job, []
 
 
 async def _submit_and_wait(
@@ -283,7 +286,7 @@ WAIT_FIELD = Field(
 
 def register(server: MCPServer[AppState], *, max_wait_seconds: float) -> None:
     """The media tools and resources; `max_wait_seconds` (the call budget) is quoted in the descriptions."""
-    wait = seconds(max_wait_seconds)
+    wait = _seconds(max_wait_seconds)
     generating = dict(
         read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True
     )
