@@ -140,6 +140,21 @@ class _Retry(Exception):
 # --------------------------------------------------------------------------------- the manager
 
 
+def _refused_cancel_note(job_id: str, status: str, exc: ConflictError) -> str:
+    """A 409 on cancel: the video can no longer be stopped. Say what it costs and how to get it, so the
+    caller collects it instead of cancelling again."""
+    if status in ("queued", "processing"):
+        outcome = f"the video is already rendering ({status}), so it will finish and be charged"
+    elif status == "completed":
+        outcome = "the video has already finished rendering and is charged"
+    else:
+        return f"AllToken refused to cancel: the task is already {status} ({exc})."
+    return (
+        f"AllToken refused to cancel: {outcome}. This server still saves it when it is done: collect it "
+        f'with job_status(job_id="{job_id}"). ({exc})'
+    )
+
+
 class JobManager:
     def __init__(
         self,
@@ -460,13 +475,13 @@ class JobManager:
         try:
             task = await self._client.cancel_video(job.upstream_id)
         except ConflictError as exc:
-            # Already finished (or not cancellable in its current state): report what it really is.
+            # Already rendering or finished: report what it really is, and what happens now.
             current = await self._client.get_video(job.upstream_id)
             updated = await self._store.update_job(
                 job.job_id,
                 cancel_requested=False,
                 upstream_status=current.status,
-                note=f"AllToken refused to cancel (the task is {current.status}): {exc}",
+                note=_refused_cancel_note(job.job_id, current.status, exc),
             )
             assert updated is not None
             self._wake.set()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,7 +34,7 @@ from alltoken_mcp.outbound import RedactingMiddleware
 from alltoken_mcp.redact import MIN_SECRET_LENGTH, Redactor
 from alltoken_mcp.settings import Settings
 from alltoken_mcp.store import Store, process_owner
-from alltoken_mcp.tools.errors import invalid_arguments
+from alltoken_mcp.tools.arguments import invalid_arguments, make_strict
 
 logger = logging.getLogger(__name__)
 
@@ -153,6 +153,7 @@ def build_server(settings: Settings) -> MCPServer[AppState]:
                 await store.close()
 
     server: MCPServer[AppState] = _AllTokenServer(
+        max_wait_seconds=settings.max_wait_seconds,
         name="alltoken",
         title="AllToken",
         version=__version__,
@@ -172,17 +173,38 @@ def build_server(settings: Settings) -> MCPServer[AppState]:
 
     chat.register(server)
     catalog.register(server)
-    media.register(server)
+    media.register(server, max_wait_seconds=settings.max_wait_seconds)
     return server
 
 
 class _AllTokenServer(MCPServer[AppState]):
-    """MCPServer, with argument validation failures reported in one line.
+    """MCPServer with strict tool arguments, reported in one line.
 
-    The SDK answers a call whose arguments fail the input schema with pydantic's multi-line dump (input
-    values, error types, a documentation URL per error). `call_tool` is where that failure is still a
-    `ValidationError` rather than text, so it is reworded here; everything else passes through.
+    Every tool is made strict as it is registered (`arguments.make_strict`): unknown arguments are
+    refused, and `wait_seconds` publishes this server's cap as its maximum. The SDK answers a call whose
+    arguments fail the input schema with pydantic's multi-line dump; `call_tool` is where that failure is
+    still a `ValidationError` rather than text, so it is reworded here. Everything else passes through.
     """
+
+    def __init__(self, *, max_wait_seconds: float, **options: Any) -> None:
+        self._max_wait_seconds = max_wait_seconds
+        super().__init__(**options)
+
+    def add_tool(
+        self,
+        fn: Callable[..., Any],
+        name: str | None = None,
+        title: str | None = None,
+        description: str | None = None,
+        annotations: t.ToolAnnotations | None = None,
+        icons: list[t.Icon] | None = None,
+        meta: dict[str, Any] | None = None,
+        structured_output: bool | None = None,
+    ) -> None:
+        super().add_tool(fn, name, title, description, annotations, icons, meta, structured_output)
+        tool = self._tool_manager.get_tool(name or fn.__name__)
+        assert tool is not None
+        make_strict(tool, max_wait_seconds=self._max_wait_seconds)
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[AppState, Any] | None = None
@@ -191,10 +213,11 @@ class _AllTokenServer(MCPServer[AppState]):
             return await super().call_tool(name, arguments, context)
         except ToolError as exc:
             cause = exc.__cause__
-            if isinstance(exc, UnexpectedToolError) or not isinstance(cause, ValidationError):
+            tool = self._tool_manager.get_tool(name)
+            if isinstance(exc, UnexpectedToolError) or not isinstance(cause, ValidationError) or tool is None:
                 raise
             # From the ValidationError, so the SDK still logs field names only (never the values).
-            raise ToolError(invalid_arguments(name, cause)) from cause
+            raise ToolError(invalid_arguments(name, tool.parameters, cause)) from cause
 
 
 def _install_legacy_subscriptions(server: MCPServer[AppState], notifier: ResourceNotifier) -> None:

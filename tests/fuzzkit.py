@@ -348,10 +348,13 @@ REGRESSIONS: list[tuple[str, dict[str, Any]]] = [
         "alltoken_video",
         {"prompt": "p", "first_frame": "good.png", "last_frame": "/" + "deep/" * 800 + "a.png"},
     ),
-    # pydantic reports NaN against a bound ("less than or equal to 3600") and dumps everything in lines.
+    # pydantic reports NaN against a bound ("less than or equal to 2") and dumps everything in lines.
     ("job_status", {"job_id": KNOWN_JOB, "wait_seconds": float("nan")}),
     ("alltoken_chat", {"prompt": 5, "temperature": float("inf"), "messages": [{"role": "tool"}]}),
     ("list_jobs", {"limit": "\ud800"}),
+    # Issue 9: unknown arguments were dropped and the call paid at the defaults.
+    ("alltoken_video", {"prompt": "p", "length": 12, "aspect_ratio": "9:16"}),
+    ("alltoken_chat", {"prompt": "p", "model_id": "gpt-5.4", "\n": 1, "x" * 500: 2}),
 ]
 """Calls every fuzz run makes first (hypothesis explicit examples): past failures stay covered."""
 

@@ -1,5 +1,6 @@
 """The README is part of the product: its Quickstart must be the two commands CI runs, and its tool
-reference must name every tool and every argument the server really exposes."""
+reference must name every tool and every argument the server really exposes, with the numeric ranges its
+schemas publish."""
 
 from __future__ import annotations
 
@@ -42,6 +43,49 @@ async def test_every_tool_and_argument_is_documented(tmp_path: Path) -> None:
         assert f"`{tool.name}`" in reference, f"{tool.name} is missing from the README"
         for argument in tool.input_schema.get("properties", {}):
             assert f"`{argument}`" in reference, f"{tool.name}({argument}) is missing from the README"
+
+
+def _documented(reference: str, tool: str, argument: str) -> str:
+    """The README text for one argument: its row in the tool's own table, or its parenthesis in the
+    tool's row of a shared table."""
+    shared = re.search(rf"^\| `{tool}` \|.*$", reference, re.MULTILINE)
+    if shared is not None:
+        found = re.search(rf"`{argument}` \(([^)]*)\)", shared.group(0))
+        assert found is not None, f"{tool}({argument}) has no (type, default; limits) in its row"
+        return found.group(1)
+    section = reference.split(f"### `{tool}`", 1)[1].split("\n### ", 1)[0]
+    row = re.search(rf"^\| `{argument}` \|.*$", section, re.MULTILINE)
+    assert row is not None, f"{tool}({argument}) has no row in its table"
+    return row.group(0)
+
+
+def _plain(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else value
+
+
+async def test_every_numeric_range_in_the_tool_reference_is_the_one_the_schema_publishes(
+    tmp_path: Path,
+) -> None:
+    reference = README.read_text(encoding="utf-8").split("## Tools", 1)[1].split("## Configuration", 1)[0]
+    async with connect(settings_for(tmp_path)) as client:
+        tools = (await client.list_tools()).tools
+    checked = 0
+    for tool in tools:
+        for argument, spec in tool.input_schema.get("properties", {}).items():
+            number = next(
+                (b for b in spec.get("anyOf", [spec]) if b.get("type") in ("integer", "number")), {}
+            )
+            if "minimum" not in number or "maximum" not in number:
+                continue
+            low, high = _plain(number["minimum"]), _plain(number["maximum"])
+            if argument == "wait_seconds":  # the configured cap, not a number the README could repeat
+                expected = [f"{low}–`ALLTOKEN_MAX_WAIT_SECONDS`"]
+            else:
+                expected = [f"{low:,}–{high:,}", f"{low:,} to {high:,}"]
+            text = _documented(reference, tool.name, argument)
+            assert any(e in text for e in expected), f"{tool.name}({argument}): README says {text!r}"
+            checked += 1
+    assert checked >= 10
 
 
 def test_every_setting_is_in_the_configuration_table(tmp_path: Path) -> None:

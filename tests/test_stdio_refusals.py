@@ -33,8 +33,9 @@ def nested(depth: int) -> str:
 
 def chat_call_line(request_id: Any, prompt_json: str, *, id_last: bool = False) -> bytes:
     """A tools/call line with the prompt spliced in as raw JSON text (json.dumps could not write it).
-    The arguments also hold an "id" of their own, which must not be taken for the request's."""
-    params = f'{{"name":"alltoken_chat","arguments":{{"id":999,"prompt":{prompt_json}}}}}'
+    The params also hold an "id" of their own (in `_meta`: the tool refuses unknown arguments), which
+    must not be taken for the request's."""
+    params = f'{{"name":"alltoken_chat","_meta":{{"id":999}},"arguments":{{"prompt":{prompt_json}}}}}'
     head, request = '{"jsonrpc":"2.0",', f'"id":{json.dumps(request_id)}'
     if id_last:
         return f'{head}"method":"tools/call","params":{params},{request}}}'.encode()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -103,19 +104,62 @@ async def test_a_short_wait_returns_the_running_job_and_the_poller_finishes_it(
     assert "completed" in progress[-1][2]
 
 
-async def test_waits_never_exceed_the_configured_maximum(tmp_path: Path) -> None:
+async def test_a_wait_beyond_the_cap_is_cut_to_it_and_the_answer_says_so(tmp_path: Path) -> None:
     async with serve_slow() as sim:
-        settings = settings_for(tmp_path, sim.base_url, ALLTOKEN_MAX_WAIT_SECONDS="0.3")
+        settings = settings_for(tmp_path, sim.base_url, ALLTOKEN_MAX_WAIT_SECONDS="1")
         async with connect(settings) as client:
-            with anyio.fail_after(5):
-                record = data(
-                    await client.call_tool("alltoken_image", {"prompt": "slow", "wait_seconds": 3000})
-                )
+            with anyio.fail_after(8):
+                image = await client.call_tool("alltoken_image", {"prompt": "slow", "wait_seconds": 3000})
+                record = data(image)
                 assert record["status"] in ("queued", "processing")
-                again = data(
-                    await client.call_tool("job_status", {"job_id": record["job_id"], "wait_seconds": 60})
+                again = await client.call_tool("job_status", {"job_id": record["job_id"], "wait_seconds": 60})
+                within = await client.call_tool(
+                    "job_status", {"job_id": record["job_id"], "wait_seconds": 0.2}
                 )
-            assert again["status"] in ("queued", "processing")
+
+    def waited(warnings: list[str], asked: int) -> float:
+        """The wait a capped-wait warning reports (the submit may have used some of the 1 s budget)."""
+        (warning,) = warnings
+        found = re.fullmatch(
+            rf"Waited ([\d.]+) s, not the {asked} s asked: the most this server allows in one call "
+            r"\(ALLTOKEN_MAX_WAIT_SECONDS = 1 s\)\.",
+            warning,
+        )
+        assert found is not None, warning
+        return float(found.group(1))
+
+    assert 0.5 <= waited(record["warnings"], 3000) <= 1
+    assert f"Warning: {record['warnings'][0]}" in text_of(image)
+    assert data(again)["status"] in ("queued", "processing")
+    assert 0.5 <= waited(data(again)["warnings"], 60) <= 1
+    # A wait within the cap is not a capped wait.
+    assert data(within)["warnings"] == []
+    # The next step never suggests more than the server allows.
+    for result in (image, again, within):
+        assert f'job_status(job_id="{record["job_id"]}", wait_seconds=1) later' in text_of(result)
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_every_input_schema_refuses_unknown_keys_and_publishes_the_wait_cap(
+    tmp_path: Path, mode: str
+) -> None:
+    async with connect(settings_for(tmp_path, ALLTOKEN_MAX_WAIT_SECONDS="12.5"), mode) as client:
+        tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+    assert all(tool.input_schema["additionalProperties"] is False for tool in tools.values())
+    assert tools["alltoken_chat"].input_schema["$defs"]["ChatMessage"]["additionalProperties"] is False
+    waits = {
+        name: tool.input_schema["properties"]["wait_seconds"]
+        for name, tool in tools.items()
+        if "wait_seconds" in tool.input_schema["properties"]
+    }
+    assert set(waits) == {"alltoken_image", "alltoken_video", "job_status"}
+    assert waits["alltoken_image"]["anyOf"][0] == {"type": "number", "minimum": 0, "maximum": 12.5}
+    assert (waits["alltoken_video"]["maximum"], waits["job_status"]["maximum"]) == (12.5, 12.5)
+    # The descriptions quote the same cap, and suggest no longer wait.
+    assert "job_status(job_id, wait_seconds=12.5)" in (tools["alltoken_video"].description or "")
+    assert "at most 12.5 s" in (tools["job_status"].description or "")
+    assert "default and maximum: 12.5 s" in (tools["alltoken_image"].description or "")
+    assert "wait_seconds=30" not in " ".join(tool.description or "" for tool in tools.values())
 
 
 def serve_slow() -> Any:
@@ -283,7 +327,9 @@ BAD_ARGUMENTS = [
     ("alltoken_video", {"prompt": "x", "last_frame": "https://example.com/a.png"}, "first"),
     ("alltoken_video", {"prompt": "x", "seed": "abc"}, "seed"),
     ("alltoken_video", {"prompt": "x", "generate_audio": "loud"}, "generate_audio"),
-    ("alltoken_video", {"prompt": "x", "wait_seconds": 99999}, "wait_seconds"),
+    ("job_status", {"job_id": "x", "wait_seconds": -5}, "wait_seconds must be between 0 and 45 (got -5)"),
+    ("alltoken_video", {"prompt": "x", "length": 12}, "length is not an argument (did you mean duration?)"),
+    ("alltoken_image", {"prompt": "x", "count": 2}, "count is not an argument (did you mean n?)"),
     ("job_status", {"job_id": "job_0000000000000000"}, "No job"),
     ("job_status", {"job_id": "../../etc/passwd"}, "No job"),
     ("job_status", {"job_id": "job_'; DROP TABLE jobs; --"}, "No job"),
@@ -319,7 +365,10 @@ async def test_an_unknown_job_error_lists_recent_job_ids(sim: RunningSimulator, 
 @pytest.mark.parametrize("sim_config", [SLOW])
 async def test_cancelling_a_queued_video_cancels_it_upstream(sim: RunningSimulator, tmp_path: Path) -> None:
     async with connect(settings_for(tmp_path, sim.base_url)) as client:
-        job = data(await client.call_tool("alltoken_video", {"prompt": "x"}))
+        started = await client.call_tool("alltoken_video", {"prompt": "x"})
+        job = data(started)
+        # Queued: a cancel can still stop it, so the answer offers one.
+        assert f'or job_cancel(job_id="{job["job_id"]}")' in text_of(started)
         cancelled = data(await client.call_tool("job_cancel", {"job_id": job["job_id"]}))
         assert cancelled["status"] == "cancelled"
         assert sim.state.videos[job["upstream_id"]].cancelled_at is not None
@@ -340,8 +389,20 @@ async def test_a_refused_cancel_of_a_running_video_is_reported_truthfully(
         record = data(result)
         assert record["status"] in ("queued", "processing")
         assert record["upstream_status"] == "processing"
-        assert "refused to cancel" in record["note"]
+        assert record["note"].startswith(
+            "AllToken refused to cancel: the video is already rendering (processing), so it will finish and "
+            f'be charged. This server still saves it when it is done: collect it with job_status(job_id="'
+            f'{job["job_id"]}").'
+        )
         assert task.cancelled_at is None
+        # The answer says how to collect it and no longer offers to cancel it again, now or later.
+        assert f'job_status(job_id="{job["job_id"]}", wait_seconds=45) later to collect it.' in text_of(
+            result
+        )
+        assert "job_cancel(" not in text_of(result)
+        status = await client.call_tool("job_status", {"job_id": job["job_id"]})
+        assert data(status)["status"] in ("queued", "processing")
+        assert "job_cancel(" not in text_of(status)
         # The render goes on and is still collected.
         sim.state.advance_to(task.timeline.finished + 0.001)
         done = data(await client.call_tool("job_status", {"job_id": job["job_id"], "wait_seconds": 20}))

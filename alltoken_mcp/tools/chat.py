@@ -22,7 +22,7 @@ import mcp_types as t
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from alltoken_mcp import budget
 from alltoken_mcp.client import ChatResult
@@ -48,6 +48,8 @@ _FLAKY_SEARCH = ("gemini",)
 
 
 class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is refused, not silently dropped
+
     role: Literal["system", "user", "assistant"]
     content: str = Field(max_length=MAX_TEXT)
 

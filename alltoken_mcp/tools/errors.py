@@ -18,8 +18,6 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import ParamSpec, TypeVar
 
 from mcp.server.mcpserver.exceptions import ToolError
-from pydantic import ValidationError
-from pydantic_core import ErrorDetails
 
 from alltoken_mcp.errors import (
     AllProvidersFailedError,
@@ -119,42 +117,6 @@ def describe(exc: AllTokenError, *, model: str | None = None, known_models: Sequ
     else:
         text = f"AllToken answered HTTP {exc.status_code}{' ' + exc.code if exc.code else ''}: {upstream}."
     return _with_request_id(text, exc)
-
-
-MAX_ARGUMENT_PROBLEMS = 5
-_PYDANTIC_WORDING = {
-    "missing": "required",
-    "extra_forbidden": "not an argument of this tool",
-    # pydantic says "Input should be a valid string, unable to parse raw data as a unicode string".
-    "string_unicode": "not valid Unicode text (it contains a lone surrogate)",
-}
-
-
-def _location(loc: Sequence[int | str]) -> str:
-    """`messages.0.role`; a caller-chosen key is shortened and escaped so the line stays one line."""
-    parts = [str(part) if str(part).isprintable() else repr(part) for part in loc]
-    return ".".join(part if len(part) <= 40 else part[:37] + "..." for part in parts) or "arguments"
-
-
-def _reason(error: ErrorDetails) -> str:
-    value = error.get("input")
-    if isinstance(value, float) and not math.isfinite(value):
-        # NaN fails every bound, so pydantic would report "should be less than or equal to …".
-        return f"{value} is not a finite number"
-    return _PYDANTIC_WORDING.get(error["type"]) or " ".join(str(error["msg"]).split())
-
-
-def invalid_arguments(tool: str, exc: ValidationError) -> str:
-    """One line naming each argument that failed the input schema and why, without echoing the values
-    (they can be huge, and they are the caller's own). Replaces pydantic's multi-line dump."""
-    errors = exc.errors(include_url=False)
-    problems = [f"{_location(e['loc'])}: {_reason(e)}" for e in errors[:MAX_ARGUMENT_PROBLEMS]]
-    if len(errors) > MAX_ARGUMENT_PROBLEMS:
-        problems.append(f"and {len(errors) - MAX_ARGUMENT_PROBLEMS} more")
-    return (
-        f"Invalid arguments for {tool}: {'; '.join(problems)}. "
-        "Fix them (see the tool's input schema) and retry."
-    )
 
 
 def tool_error(

@@ -24,7 +24,7 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
 from pydantic import BaseModel, Field
 
-from alltoken_mcp import files
+from alltoken_mcp import budget, files
 from alltoken_mcp.client import AllTokenClient, ModelInfo
 from alltoken_mcp.errors import AllTokenError
 from alltoken_mcp.job_records import JobRecord
@@ -91,11 +91,15 @@ async def _models(state: AppState, kind: JobKind) -> list[ModelInfo]:
 # ------------------------------------------------------------------------------- results
 
 
-def job_result(job: Job, warnings: Sequence[str] = (), here: Upstream | None = None) -> t.CallToolResult:
+def job_result(
+    job: Job, warnings: Sequence[str] = (), *, max_wait_seconds: float, here: Upstream | None = None
+) -> t.CallToolResult:
     """Short text for the model, a resource_link per saved file, the job record as structuredContent.
-    With `here`, a job of another upstream is marked as such (see `JobRecord.from_job`)."""
+    `max_wait_seconds` is the longest wait the next-step hint may suggest. With `here`, a job of another
+    upstream is marked as such (see `JobRecord.from_job`)."""
     record = JobRecord.from_job(job, here)
-    content: list[t.ContentBlock] = [t.TextContent(type="text", text=_job_text(record, warnings))]
+    text = _job_text(record, warnings, max_wait_seconds)
+    content: list[t.ContentBlock] = [t.TextContent(type="text", text=text)]
     for saved in record.files:
         content.append(
             t.ResourceLink(
@@ -111,7 +115,7 @@ def job_result(job: Job, warnings: Sequence[str] = (), here: Upstream | None = N
     return t.CallToolResult(content=content, structured_content=structured.model_dump(mode="json"))
 
 
-def _job_text(record: JobRecord, warnings: Sequence[str]) -> str:
+def _job_text(record: JobRecord, warnings: Sequence[str], max_wait_seconds: float) -> str:
     head = f"{record.kind.capitalize()} job {record.job_id} ({record.model}) is {record.status}"
     if record.upstream_id:
         head += f" [AllToken task {record.upstream_id}]"
@@ -123,12 +127,27 @@ def _job_text(record: JobRecord, warnings: Sequence[str]) -> str:
     if record.note:
         lines.append(record.note)
     if record.status in ("queued", "processing") and not record.foreign:
+        collect = f'job_status(job_id="{record.job_id}", wait_seconds={_seconds(max_wait_seconds)})'
+        cancel = f' or job_cancel(job_id="{record.job_id}")' if _cancel_can_help(record) else ""
         lines.append(
-            f'Still running: call job_status(job_id="{record.job_id}", wait_seconds=30) later to collect it, '
-            f'or job_cancel(job_id="{record.job_id}"). The job survives server restarts.'
+            f"Still running: call {collect} later to collect it{cancel}. The job survives server restarts."
         )
     lines.extend(f"Warning: {w}" for w in warnings)
     return "\n".join(lines)
+
+
+def _cancel_can_help(record: JobRecord) -> bool:
+    """Whether job_cancel can still stop a running job: an image is dropped here at any time; AllToken
+    cancels a video only while it is queued (a render in progress is refused with 409), and a cancel
+    already requested is sent on its own."""
+    if record.cancel_requested:
+        return False
+    return record.kind == "image" or record.upstream_status in (None, "queued")
+
+
+def _seconds(value: float) -> str:
+    """A wait as a caller would write it: 45, 0.3, 12.5."""
+    return f"{round(value, 1):g}"
 
 
 def _size(n: int) -> str:
@@ -154,8 +173,33 @@ def _require_key(state: AppState) -> None:
         raise ToolError(str(state.settings.key_problem))
 
 
+async def _wait(ctx: Context[AppState], job: Job, asked: float | None) -> tuple[Job, list[str]]:
+    """`job` after waiting up to `asked` seconds (None: as long as this call may) for it to finish, and a
+    warning when it is still running after a wait shorter than asked — the call's budget,
+    ALLTOKEN_MAX_WAIT_SECONDS, bounds every wait."""
+    state = app_state(ctx)
+    cap = state.settings.max_wait_seconds
+    granted = max(0.0, min(cap if asked is None else asked, cap, budget.remaining()))
+    if granted <= 0 or not job.active:
+        return job, []
+    job = await state.jobs.wait(job.job_id, granted, _progress(ctx))
+    if asked is None or not job.active:
+        return job, []
+    # Cut past the cap, or by what earlier steps of this call (submit, frame uploads) used of its budget.
+    if asked > cap or asked - granted >= 1:
+        return job, [
+            f"Waited {_seconds(granted)} s, not the {_seconds(asked)} s asked: the most this server allows "
+            f"in one call (ALLTOKEN_MAX_WAIT_SECONDS = {_seconds(cap)} s)."
+        ]
+    return job, []
+
+
 async def _submit_and_wait(
-    ctx: Context[AppState], kind: JobKind, body: dict[str, object], wait_seconds: float, warnings: list[str]
+    ctx: Context[AppState],
+    kind: JobKind,
+    body: dict[str, object],
+    wait_seconds: float | None,
+    warnings: list[str],
 ) -> t.CallToolResult:
     state = app_state(ctx)
     try:
@@ -166,9 +210,10 @@ async def _submit_and_wait(
             f"{tool_error(rejected.cause, model=str(body['model']), known_models=known)} "
             f"(recorded as failed job {rejected.record.job_id})"
         ) from rejected.cause
-    if wait_seconds > 0 and job.active:
-        job = await state.jobs.wait(job.job_id, wait_seconds, _progress(ctx))
-    return job_result(job, warnings)
+    job, capped = await _wait(ctx, job, wait_seconds)
+    return job_result(
+        job, [*warnings, *capped], max_wait_seconds=state.settings.max_wait_seconds, here=state.jobs.upstream
+    )
 
 
 def _is_remote(frame: str) -> bool:
@@ -204,39 +249,50 @@ async def _upload_frame(state: AppState, raw: str, role: Literal["first_frame", 
     return FrameRef(role=role, upload_id=presigned.upload_id)
 
 
-def _wait_default(state: AppState, wait_seconds: float | None) -> float:
-    limit = state.settings.max_wait_seconds
-    return limit if wait_seconds is None else min(wait_seconds, limit)
-
-
 # ------------------------------------------------------------------------------- descriptions
 
+# `{wait}` is this server's ALLTOKEN_MAX_WAIT_SECONDS, filled in at registration.
 IMAGE_DESCRIPTION = """\
 Generate 1–10 images with an AllToken image model (default gpt-image-2). The files are saved in the
 server's output directory before the result is returned; the result lists their absolute paths. Waits
-up to wait_seconds (default and maximum: the server's ALLTOKEN_MAX_WAIT_SECONDS); if the images are not
-ready by then, the job is returned still running and is finished in the background — collect it with
-job_status. Typical time: 15–60 s."""
+up to wait_seconds (default and maximum: {wait} s, this server's ALLTOKEN_MAX_WAIT_SECONDS); if the
+images are not ready by then, the job is returned still running and is finished in the background —
+collect it with job_status. Typical time: 15–60 s."""
 
 VIDEO_DESCRIPTION = """\
 Start a video render with an AllToken video model (default seedance-1.5-pro): text-to-video, or from a
 first (and optionally last) frame given as an https URL or a local image path. Renders take minutes, so
-by default this returns a job at once (wait_seconds=0): check it with job_status(job_id, wait_seconds=30)
-and cancel it with job_cancel. Arguments are checked against the model's published limits before
-anything is paid for; list_models(modality="video") shows each model's durations, ratios and
-resolutions. The finished video (and last frame) is downloaded to the output directory."""
+by default this returns a job at once (wait_seconds=0): check it with job_status(job_id, wait_seconds={wait})
+and cancel it with job_cancel while it is queued. Arguments are checked against the model's published
+limits before anything is paid for; list_models(modality="video") shows each model's durations, ratios
+and resolutions. The finished video (and last frame) is downloaded to the output directory."""
+
+JOB_STATUS_DESCRIPTION = """\
+The current state of an image or video job, with its saved files. With wait_seconds, waits (sending
+progress) until the job finishes or the time is up — at most {wait} s, this server's
+ALLTOKEN_MAX_WAIT_SECONDS. Jobs survive server restarts."""
+
+JOB_CANCEL_DESCRIPTION = """\
+Cancel a job. Videos are cancelled at AllToken while it allows (queued); once a video is rendering
+AllToken refuses, and the result says so: the render finishes, is charged, and is still saved here
+(collect it with job_status). A video that has finished rendering (and is charged) is cancelled here:
+its download stops and nothing is saved. Images cannot be cancelled at AllToken: the job is cancelled
+here and a late result is discarded."""
 
 WAIT_FIELD = Field(
     ge=0,
-    le=3600,
-    description="seconds to wait for completion (capped by the server's ALLTOKEN_MAX_WAIT_SECONDS)",
+    allow_inf_nan=False,
+    description="seconds to wait for completion; the maximum is this server's ALLTOKEN_MAX_WAIT_SECONDS "
+    "(a longer wait is cut to it, and the answer says so)",
 )
 
 
 # ------------------------------------------------------------------------------- registration
 
 
-def register(server: MCPServer[AppState]) -> None:
+def register(server: MCPServer[AppState], *, max_wait_seconds: float) -> None:
+    """The media tools and resources; `max_wait_seconds` (the call budget) is quoted in the descriptions."""
+    wait = _seconds(max_wait_seconds)
     generating = dict(
         read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True
     )
@@ -244,7 +300,7 @@ def register(server: MCPServer[AppState]) -> None:
     @server.tool(
         name="alltoken_image",
         title="Generate images",
-        description=IMAGE_DESCRIPTION,
+        description=IMAGE_DESCRIPTION.format(wait=wait),
         annotations=t.ToolAnnotations(title="Generate images", **generating),
     )
     @reports_store_errors
@@ -294,12 +350,12 @@ def register(server: MCPServer[AppState]) -> None:
             )
         except ArgumentProblem as exc:
             raise ToolError(str(exc)) from exc
-        return await _submit_and_wait(ctx, "image", body, _wait_default(state, wait_seconds), warnings)
+        return await _submit_and_wait(ctx, "image", body, wait_seconds, warnings)
 
     @server.tool(
         name="alltoken_video",
         title="Start a video render",
-        description=VIDEO_DESCRIPTION,
+        description=VIDEO_DESCRIPTION.format(wait=wait),
         annotations=t.ToolAnnotations(title="Start a video render", **generating),
     )
     @reports_store_errors
@@ -389,9 +445,7 @@ def register(server: MCPServer[AppState]) -> None:
     @server.tool(
         name="job_status",
         title="Check a media job",
-        description="The current state of an image or video job, with its saved files. With wait_seconds, "
-        "waits (sending progress) until the job finishes or the time is up — never longer than the server's "
-        "ALLTOKEN_MAX_WAIT_SECONDS. Jobs survive server restarts.",
+        description=JOB_STATUS_DESCRIPTION.format(wait=wait),
         annotations=t.ToolAnnotations(
             title="Check a media job", read_only_hint=True, idempotent_hint=True, open_world_hint=False
         ),
@@ -404,21 +458,20 @@ def register(server: MCPServer[AppState]) -> None:
         ],
         wait_seconds: Annotated[float, WAIT_FIELD] = 0,
     ) -> Annotated[t.CallToolResult, JobResult]:
+        state = app_state(ctx)
         try:
-            # wait() returns the job as it is when there is nothing to wait for.
-            job = await app_state(ctx).jobs.wait(job_id, wait_seconds, _progress(ctx))
+            job = await state.jobs.get(job_id)
         except UnknownJobError as exc:
             raise ToolError(str(exc)) from exc
-        return job_result(job, here=app_state(ctx).jobs.upstream)
+        job, capped = await _wait(ctx, job, wait_seconds)
+        return job_result(
+            job, capped, max_wait_seconds=state.settings.max_wait_seconds, here=state.jobs.upstream
+        )
 
     @server.tool(
         name="job_cancel",
         title="Cancel a media job",
-        description="Cancel a job. Videos are cancelled at AllToken while it allows (queued); if AllToken "
-        "refuses because the video is already rendering, the result says so and the job goes on. A video "
-        "that has finished rendering (and is charged) is cancelled here: its download stops and nothing is "
-        "saved. Images cannot be cancelled at AllToken: the job is cancelled here and a late result is "
-        "discarded.",
+        description=JOB_CANCEL_DESCRIPTION,
         annotations=t.ToolAnnotations(
             title="Cancel a media job",
             read_only_hint=False,
@@ -432,13 +485,14 @@ def register(server: MCPServer[AppState]) -> None:
         ctx: Context[AppState],
         job_id: Annotated[str, Field(max_length=100, description="the job to cancel")],
     ) -> Annotated[t.CallToolResult, JobResult]:
+        state = app_state(ctx)
         try:
-            job = await app_state(ctx).jobs.cancel(job_id)
+            job = await state.jobs.cancel(job_id)
         except (UnknownJobError, ForeignJobError) as exc:
             raise ToolError(str(exc)) from exc
         except AllTokenError as exc:
             raise tool_error(exc) from exc
-        return job_result(job)
+        return job_result(job, max_wait_seconds=state.settings.max_wait_seconds, here=state.jobs.upstream)
 
     @server.tool(
         name="list_jobs",
