@@ -635,11 +635,9 @@ def link_with_node(machine: Machine, name: str, real: str) -> None:
 REAL_CODEX = shutil.which("codex")
 
 
-@pytest.mark.skipif(
-    REAL_CLAUDE is None, reason="Claude Code is not installed (npm install -g @anthropic-ai/claude-code)"
-)
+@pytest.mark.host_cli
 async def test_the_real_claude_cli_stores_an_entry_that_starts_the_server(machine: Machine) -> None:
-    assert REAL_CLAUDE is not None
+    assert REAL_CLAUDE is not None, "Claude Code is not on PATH (.ci/run installs it with npm)"
     link_with_node(machine, "claude", REAL_CLAUDE)
     done = machine.register("claude-code", "--scope", "project")
     assert done.returncode == 0, done.stderr
@@ -652,9 +650,9 @@ async def test_the_real_claude_cli_stores_an_entry_that_starts_the_server(machin
     assert json.loads((machine.project / ".mcp.json").read_text())["mcpServers"] == {}
 
 
-@pytest.mark.skipif(REAL_CODEX is None, reason="Codex is not installed (npm install -g @openai/codex)")
+@pytest.mark.host_cli
 async def test_the_real_codex_reads_back_an_entry_that_starts_the_server(machine: Machine) -> None:
-    assert REAL_CODEX is not None
+    assert REAL_CODEX is not None, "Codex is not on PATH (.ci/run installs it with npm)"
     link_with_node(machine, "codex", REAL_CODEX)
     config = machine.home / ".codex" / "config.toml"
     config.parent.mkdir()
