@@ -261,7 +261,10 @@ async def _demo(output_dir: Path, out: TextIO) -> int:
         write(f"\n{bad} {len(show.failures)} step(s) failed in {elapsed:.1f} s.")
         return 1
     write(f"\n{good} every step worked in {elapsed:.1f} s. Generated files are in {output_dir}")
-    write("Next: register the server with your host (see docs/hosts.md) and set ALLTOKEN_API_KEY.")
+    write(
+        "Next: register the server with your host (alltoken-mcp register claude-code, codex, cursor, "
+        "claude-desktop or vscode) and give it your ALLTOKEN_API_KEY."
+    )
     return 0
 
 
