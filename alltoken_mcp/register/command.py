@@ -8,6 +8,8 @@ into the file in place and written atomically with a backup. Codex's file is alw
 `codex mcp add` can set neither the per-call timeout nor `env_vars`; when `codex` is on PATH, Codex must
 then read the entry back (`codex mcp get --json`), or the old file is put back.
 
+A CLI command, never the MCP server: it reports on stdout (the prints marked stdout-ok).
+
 --dry-run prints the change (the host command, or a diff of the file) and writes nothing. The key is never
 printed: where it would appear it is shown as <your AllToken key>.
 """
@@ -154,7 +156,8 @@ def _register(args: argparse.Namespace) -> None:
 
     if target.existing is not None:
         if host.normalised(target.existing) == host.normalised(desired):
-            print(f'"{target.name}" is already registered with {target.where} as asked; nothing changed.')
+            unchanged = f'"{target.name}" is already registered with {target.where} as asked'
+            print(f"{unchanged}; nothing changed.")  # stdout-ok
             return
         if not args.force:
             raise ConfigError(
@@ -175,16 +178,16 @@ def _register(args: argparse.Namespace) -> None:
     if how is None:
         return
 
-    print(f'Registered "{target.name}" with {target.where}.')
-    print(f"  how:    {how}")
-    print(f"  starts: {shlex.join([server.command, *server.args])}  ({launch.origin})")
+    print(f'Registered "{target.name}" with {target.where}.')  # stdout-ok
+    print(f"  how:    {how}")  # stdout-ok
+    print(f"  starts: {shlex.join([server.command, *server.args])}  ({launch.origin})")  # stdout-ok
     secret = ""
     if key.key is not None:
         mode = file_mode(target.location.path)
         readers = "only you can read it" if mode is not None and not mode & 0o077 else "see the warning below"
         secret = f"; that file now holds a secret (mode {mode:o}: {readers})" if mode is not None else ""
-    print(f"  key:    {key.note}{secret}")
-    print(f"  check:  {host.check}")
+    print(f"  key:    {key.note}{secret}")  # stdout-ok
+    print(f"  check:  {host.check}")  # stdout-ok
     if key.key is not None:
         _warn_about_secret(target)
 
@@ -270,7 +273,7 @@ def _check_key(value: str, origin: str) -> None:
 def _unregister(args: argparse.Namespace) -> None:
     target = _target(args)
     if target.existing is None:
-        print(f'No "{target.name}" server in {target.location.path}; nothing changed.')
+        print(f'No "{target.name}" server in {target.location.path}; nothing changed.')  # stdout-ok
         return
     if not args.force and not _runs_alltoken(target.existing):
         raise ConfigError(
@@ -284,9 +287,9 @@ def _unregister(args: argparse.Namespace) -> None:
     else:
         how = _through_file(target, None, None, dry_run=args.dry_run)
     if how is not None:
-        print(f'Removed "{target.name}" from {target.where}; nothing else changed.')
-        print(f"  how:   {how}")
-        print(f"  check: {target.host.check}")
+        print(f'Removed "{target.name}" from {target.where}; nothing else changed.')  # stdout-ok
+        print(f"  how:   {how}")  # stdout-ok
+        print(f"  check: {target.host.check}")  # stdout-ok
 
 
 def _difference(host: Host, existing: Any, desired: dict[str, Any]) -> str:
@@ -322,7 +325,7 @@ def _through_cli(
     """Run the host's own commands, then read the file to confirm they did what was asked."""
     shown = " && ".join(_masked(_shown_command(step), key) for step in steps)
     if dry_run:
-        print(f"Dry run: nothing changed. Would run: {shown}")
+        print(f"Dry run: nothing changed. Would run: {shown}")  # stdout-ok
         return None
     backup = save_backup(target.config)
     for step in steps:
@@ -344,7 +347,7 @@ def _through_file(
     if dry_run:
         old_text = target.config.text or ""
         new_file = " (a new file)" if target.config.text is None else ""
-        print(f"Dry run: nothing written. The change to {path}{new_file}:")
+        print(f"Dry run: nothing written. The change to {path}{new_file}:")  # stdout-ok
         diff = difflib.unified_diff(
             old_text.splitlines(keepends=True),
             new_text.splitlines(keepends=True),
