@@ -86,7 +86,7 @@ PROGRESS_EVERY_SECONDS = 1.0
 UPSTREAM_DEFAULT_DURATION = 5
 """What AllToken renders when a video request gives no duration (alltoken-api.md §5.1)."""
 MAX_RECONCILE_RIVALS = 1000
-"""How many of our own queued videos are looked at for a rival claim on a listed task."""
+"""How many of our own most recent videos are looked at for a rival claim on a listed task."""
 CLOCK_SKEW_SECONDS = 10.0
 """How far this machine's clock may be from AllToken's when matching a listed task's creation time."""
 STORE_RETRY_SECONDS = 5.0
@@ -370,8 +370,8 @@ class JobManager:
     async def _reconcile_candidates(self, job: Job) -> tuple[list[VideoTask], list[str]]:
         """The listed videos that could be this job's — same model and parameters, created inside the
         time our attempts could have been processed, not already another job's — and, when exactly one
-        is, our other unconfirmed videos that could own it just as well (the listing cannot say which
-        of them AllToken created it for)."""
+        is, our other videos never confirmed (still trying, or given up) that could own it just as well
+        (the listing cannot say which of them AllToken created it for)."""
         listing = await self._client.list_videos(limit=100)
         candidates = []
         for task in listing.items:
@@ -385,12 +385,15 @@ class JobManager:
             return candidates, []
         created = _to_epoch(candidates[0].created_at)
         assert created is not None
-        waiting = await self._store.list_jobs(kind="video", status="queued", limit=MAX_RECONCILE_RIVALS)
+        # Whatever became of them: a rival that already gave up (failed as unconfirmed) may still be the
+        # one whose create AllToken processed.
+        videos = await self._store.list_jobs(kind="video", status=None, limit=MAX_RECONCILE_RIVALS)
         rivals = [
             other.job_id
-            for other in waiting
+            for other in videos
             if other.job_id != job.job_id
             and other.upstream_id is None
+            and other.submit_state != "rejected"
             and other.submitted_at is not None
             and _in_submit_window(other, created)
             and _same_request(other.request, candidates[0])

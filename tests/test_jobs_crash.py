@@ -568,3 +568,37 @@ async def test_after_the_key_window_a_sibling_jobs_video_is_not_adopted(
         assert record["upstream_id"] is None
         assert "could equally be that of job_" in record["error"]["message"]
     assert len(sim.state.videos) == 1  # nothing sent again
+
+
+async def test_after_the_key_window_the_task_of_a_job_that_gave_up_is_not_adopted_by_another(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
+    # As above, but Y already gave up earlier (failed as unconfirmed, its task unowned): X must still not
+    # take Y's task for its own.
+    home = tmp_path / "home"
+    sim.state.add_fault(path=VIDEO_CREATE, method="POST", latency_ms=HOLD_MS)  # X: never processed
+    sim.state.add_fault(path=VIDEO_CREATE, method="POST", hold_ms=HOLD_MS)  # Y: created, answer lost
+    with anyio.fail_after(40):
+        async with mcp_server(home, sim.base_url) as first:
+            await first.start_tool(*tool_call("video"))
+            await until(lambda: sim.state.requests[f"POST {VIDEO_CREATE}"] == 1, "X's create request")
+            await first.start_tool(*tool_call("video"))
+            await until(lambda: len(sim.state.videos) == 1, "Y's task to be created")
+            await first.kill()
+        (y_key,) = [key for (_, _, key) in sim.state.idempotency]
+        with closing(sqlite3.connect(home / "state.sqlite3")) as db, db:
+            db.execute(
+                "UPDATE jobs SET status = 'failed', error_code = 'submit_unconfirmed' "
+                "WHERE idempotency_key = ?",
+                (y_key,),
+            )
+        sim.state.faults.clear()
+        sim.state.forget_idempotency()
+        await anyio.to_thread.run_sync(age_submission, home, 70.0)
+        finish_all(sim)
+        (x_row,) = [row for row in job_rows(home) if row["idempotency_key"] != y_key]
+        async with mcp_server(home, sim.base_url) as second:
+            record = await settled(second, x_row["job_id"])
+    assert record["status"] == "failed", record
+    assert record["upstream_id"] is None
+    assert "could equally be that of job_" in record["error"]["message"]
