@@ -383,8 +383,6 @@ class JobManager:
             candidates.append(task)
         if len(candidates) != 1:
             return candidates, []
-        created = _to_epoch(candidates[0].created_at)
-        assert created is not None
         # Whatever became of them: a rival that already gave up (failed as unconfirmed) may still be the
         # one whose create AllToken processed.
         videos = await self._store.list_jobs(kind="video", status=None, limit=MAX_RECONCILE_RIVALS)
@@ -395,7 +393,7 @@ class JobManager:
             and other.upstream_id is None
             and other.submit_state != "rejected"
             and other.submitted_at is not None
-            and _in_submit_window(other, created)
+            and _windows_overlap(job, other)
             and _same_request(other.request, candidates[0])
         ]
         return candidates, rivals
@@ -1054,6 +1052,15 @@ def _in_submit_window(job: Job, created: float) -> bool:
     low = job.submitted_at - CLOCK_SKEW_SECONDS
     high = job.submitted_at + IDEMPOTENCY_TRUST_SECONDS + DEFAULT_TIMEOUT + CLOCK_SKEW_SECONDS
     return low <= created <= high
+
+
+def _windows_overlap(job: Job, other: Job) -> bool:
+    """Whether two jobs' create attempts could have been processed at the same time — judged on this
+    machine's clock alone, so a rival counts even when AllToken's clock is far from ours."""
+    assert job.submitted_at is not None
+    assert other.submitted_at is not None
+    span = IDEMPOTENCY_TRUST_SECONDS + DEFAULT_TIMEOUT + 2 * CLOCK_SKEW_SECONDS
+    return abs(job.submitted_at - other.submitted_at) <= span
 
 
 def _input_type(request: dict[str, Any]) -> str:
