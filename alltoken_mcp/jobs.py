@@ -85,6 +85,8 @@ WAIT_RECHECK_SECONDS = 0.5
 PROGRESS_EVERY_SECONDS = 1.0
 UPSTREAM_DEFAULT_DURATION = 5
 """What AllToken renders when a video request gives no duration (alltoken-api.md §5.1)."""
+RIVAL_SPAN_SECONDS = 86400.0
+"""Another never-confirmed video sent within this time of a job's is a rival for its listed task."""
 MAX_RECONCILE_RIVALS = 1000
 """How many of our own most recent videos are looked at for a rival claim on a listed task."""
 CLOCK_SKEW_SECONDS = 10.0
@@ -1055,12 +1057,13 @@ def _in_submit_window(job: Job, created: float) -> bool:
 
 
 def _windows_overlap(job: Job, other: Job) -> bool:
-    """Whether two jobs' create attempts could have been processed at the same time — judged on this
-    machine's clock alone, so a rival counts even when AllToken's clock is far from ours."""
+    """Whether another never-confirmed job could be the one a listed task belongs to: any sent within
+    a day of this one. With honest clocks a rival's attempts overlap ours within a couple of minutes; a
+    day also covers clocks that jumped — adopting another job's video is the worse mistake, so when in
+    doubt the job fails truthfully instead."""
     assert job.submitted_at is not None
     assert other.submitted_at is not None
-    span = IDEMPOTENCY_TRUST_SECONDS + DEFAULT_TIMEOUT + 2 * CLOCK_SKEW_SECONDS
-    return abs(job.submitted_at - other.submitted_at) <= span
+    return abs(job.submitted_at - other.submitted_at) <= RIVAL_SPAN_SECONDS
 
 
 def _input_type(request: dict[str, Any]) -> str:
