@@ -542,21 +542,29 @@ async def test_after_the_key_window_a_strangers_video_is_never_adopted(
     assert not (home / "out").exists() or list((home / "out").iterdir()) == []
 
 
+async def two_unconfirmed_siblings(sim: RunningSimulator, home: Path) -> str:
+    """Two videos with the same parameters, then kill -9: X's create never reached AllToken, Y's was
+    created but its answer lost. Returns Y's idempotency key (the one the only task was created under)."""
+    sim.state.add_fault(path=VIDEO_CREATE, method="POST", latency_ms=HOLD_MS)  # X: never processed
+    sim.state.add_fault(path=VIDEO_CREATE, method="POST", hold_ms=HOLD_MS)  # Y: created, answer lost
+    async with mcp_server(home, sim.base_url) as first:
+        await first.start_tool(*tool_call("video"))
+        await until(lambda: sim.state.requests[f"POST {VIDEO_CREATE}"] == 1, "X's create request")
+        await first.start_tool(*tool_call("video"))
+        await until(lambda: len(sim.state.videos) == 1, "Y's task to be created")
+        await first.kill()
+    (y_key,) = [key for (_, _, key) in sim.state.idempotency]
+    return y_key
+
+
 async def test_after_the_key_window_a_sibling_jobs_video_is_not_adopted(
     sim: RunningSimulator, tmp_path: Path
 ) -> None:
     # Two of our own videos with the same parameters: X's create never reached AllToken, Y's was created
     # but its answer lost. The listing cannot tell whose the one task is, so neither job adopts it.
     home = tmp_path / "home"
-    sim.state.add_fault(path=VIDEO_CREATE, method="POST", latency_ms=HOLD_MS)  # X: never processed
-    sim.state.add_fault(path=VIDEO_CREATE, method="POST", hold_ms=HOLD_MS)  # Y: created, answer lost
     with anyio.fail_after(40):
-        async with mcp_server(home, sim.base_url) as first:
-            await first.start_tool(*tool_call("video"))
-            await until(lambda: sim.state.requests[f"POST {VIDEO_CREATE}"] == 1, "X's create request")
-            await first.start_tool(*tool_call("video"))
-            await until(lambda: len(sim.state.videos) == 1, "Y's task to be created")
-            await first.kill()
+        await two_unconfirmed_siblings(sim, home)
         sim.state.faults.clear()
         sim.state.forget_idempotency()
         await anyio.to_thread.run_sync(age_submission, home, 70.0)
@@ -576,16 +584,8 @@ async def test_after_the_key_window_the_task_of_a_job_that_gave_up_is_not_adopte
     # As above, but Y already gave up earlier (failed as unconfirmed, its task unowned): X must still not
     # take Y's task for its own.
     home = tmp_path / "home"
-    sim.state.add_fault(path=VIDEO_CREATE, method="POST", latency_ms=HOLD_MS)  # X: never processed
-    sim.state.add_fault(path=VIDEO_CREATE, method="POST", hold_ms=HOLD_MS)  # Y: created, answer lost
     with anyio.fail_after(40):
-        async with mcp_server(home, sim.base_url) as first:
-            await first.start_tool(*tool_call("video"))
-            await until(lambda: sim.state.requests[f"POST {VIDEO_CREATE}"] == 1, "X's create request")
-            await first.start_tool(*tool_call("video"))
-            await until(lambda: len(sim.state.videos) == 1, "Y's task to be created")
-            await first.kill()
-        (y_key,) = [key for (_, _, key) in sim.state.idempotency]
+        y_key = await two_unconfirmed_siblings(sim, home)
         with closing(sqlite3.connect(home / "state.sqlite3")) as db, db:
             db.execute(
                 "UPDATE jobs SET status = 'failed', error_code = 'submit_unconfirmed' "
