@@ -109,15 +109,21 @@ class Host:
         entry: dict[str, Any] = {"type": "stdio"} if self.typed else {}
         entry["command"] = server.command
         entry["args"] = list(server.args)
-        env = dict(server.settings)
-        if server.key is not None:
-            env = {API_KEY_VAR: server.key, **env}
-        elif server.key_from_env:
+        if server.key_from_env:
             assert self.key_reference is not None
-            env = {API_KEY_VAR: self.key_reference, **env}
+        env = self.env(server)
         if env:
             entry["env"] = env
         return entry
+
+    def env(self, server: Server) -> dict[str, str]:
+        """The entry's `env`: the settings, with the key first — written, or referenced where this host
+        spells a reference (one that forwards variables by name does so outside `env`)."""
+        if server.key is not None:
+            return {API_KEY_VAR: server.key, **server.settings}
+        if server.key_from_env and self.key_reference is not None:
+            return {API_KEY_VAR: self.key_reference, **server.settings}
+        return dict(server.settings)
 
     def normalised(self, entry: Any) -> Any:
         """An entry with the host's defaults filled in, so that equal meanings compare equal."""
@@ -156,9 +162,7 @@ class Codex(Host):
             entry["env_vars"] = [API_KEY_VAR]
         entry["startup_timeout_sec"] = CODEX_STARTUP_TIMEOUT_SEC
         entry["tool_timeout_sec"] = codex_tool_timeout(server.settings.get(MAX_WAIT_VAR))
-        env = dict(server.settings)
-        if server.key is not None:
-            env = {API_KEY_VAR: server.key, **env}
+        env = self.env(server)
         if env:
             entry["env"] = env
         return entry
