@@ -33,6 +33,7 @@ from alltoken_mcp.client._retry import (
     RetryPolicy,
     is_retryable_exception,
     is_retryable_status,
+    never_arrived,
     retry_after_from_headers,
 )
 from alltoken_mcp.client._sse import DEFAULT_MAX_CHARS, ChatStream, chat_result_from_completion, snippet
@@ -147,11 +148,6 @@ async def _read_capped(response: httpx2.Response, limit: int, *, refuse_over: bo
                 )
             break
     return b"".join(parts)[:limit]
-
-
-def _never_arrived(exc: httpx2.TransportError) -> bool:
-    """A failure that proves the request never reached the server (nothing was sent)."""
-    return isinstance(exc, (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout))
 
 
 def _fits(delay: float, send_before: float | None) -> bool:
@@ -334,7 +330,7 @@ class AllTokenClient:
             try:
                 response, body = await self._attempt(request, seconds, stream, max_body)
             except httpx2.TransportError as exc:
-                reached = reached or not _never_arrived(exc)
+                reached = reached or not never_arrived(exc)
                 retryable = is_retryable_exception(exc, replay_safe=replay_safe)
                 delay = policy.delay(attempt) if retryable and attempt < policy.max_attempts else None
                 logger.debug(
@@ -428,7 +424,7 @@ class AllTokenClient:
             f"Could not complete {method} {where}: {type(exc).__name__} ({detail}) "
             f"after {attempts} attempt{'s' if attempts != 1 else ''}."
         )
-        if not replay_safe and not _never_arrived(exc):
+        if not replay_safe and not never_arrived(exc):
             text += " Not retried: the request may have reached AllToken and repeating it could duplicate it."
         elif isinstance(exc, (httpx2.ConnectError, httpx2.ConnectTimeout)):
             text += " Check the network and ALLTOKEN_BASE_URL."

@@ -87,9 +87,14 @@ def is_retryable_status(status_code: int, *, replay_safe: bool) -> bool:
     return replay_safe and status_code >= 500
 
 
+def never_arrived(exc: BaseException) -> bool:
+    """A failure that proves the request never reached the server (nothing was sent)."""
+    return isinstance(exc, (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout))
+
+
 def is_retryable_exception(exc: BaseException, *, replay_safe: bool) -> bool:
     """Whether a transport failure may be retried. Connect errors prove the request never arrived."""
-    if isinstance(exc, (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)):
+    if never_arrived(exc):
         return True
     if isinstance(exc, (httpx2.ReadError, httpx2.ReadTimeout, httpx2.WriteError, httpx2.WriteTimeout)):
         return replay_safe
