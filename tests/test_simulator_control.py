@@ -12,7 +12,7 @@ import anyio
 import httpx2
 import pytest
 
-from alltoken_mcp.simulator import RunningSimulator, SimConfig, serve_simulator
+from alltoken_mcp.simulator import SIM_API_KEY, RunningSimulator, SimConfig, serve_simulator
 from alltoken_mcp.simulator.app import SimApp
 from alltoken_mcp.simulator.state import SimState
 
@@ -303,3 +303,62 @@ async def test_run_simulator_prints_its_url_on_stderr_only_and_stops_on_sigint()
             assert await process.wait() == 0
             with pytest.raises(anyio.EndOfStream):  # nothing was ever written to stdout
                 await process.stdout.receive()
+
+
+async def test_the_simulator_leaves_the_host_processes_signal_handlers_alone() -> None:
+    # `alltoken-mcp --simulate` runs the simulator inside the MCP server, whose SIGTERM handling must
+    # stay in charge; stock uvicorn would install its own handlers for the duration of `serve`.
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    async with serve_simulator(SimConfig(speed=0.01)) as sim:
+        async with httpx2.AsyncClient() as client:
+            assert (await client.get(f"{sim.origin}/_sim/counters")).status_code == 200
+        assert {sig: signal.getsignal(sig) for sig in before} == before
+    assert {sig: signal.getsignal(sig) for sig in before} == before
+
+
+async def test_stopping_the_simulator_cuts_a_held_answer_and_closes_idle_connections() -> None:
+    with anyio.fail_after(10):
+        async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {SIM_API_KEY}"}) as client:
+            held_failed = anyio.Event()
+            failures: list[BaseException] = []
+
+            async def held_request(base_url: str) -> None:
+                try:
+                    await client.post(f"{base_url}/images/generations/async", json=CAT, timeout=30)
+                except httpx2.TransportError as exc:
+                    failures.append(exc)
+                held_failed.set()
+
+            async with anyio.create_task_group() as tg:
+                async with serve_simulator(SimConfig(speed=0.01)) as sim:
+                    idle = await anyio.connect_tcp("127.0.0.1", sim.port)
+                    await idle.send(b"GET /_sim/counters HTTP/1.1\r\nHost: sim\r\n\r\n")
+                    assert b"200 OK" in await idle.receive()
+                    sim.state.add_fault(path="/v1/images/generations/async", hold_ms=60_000)
+                    tg.start_soon(held_request, sim.base_url)
+                    while sim.state.tasks_created["images"] == 0:
+                        await anyio.sleep(0.005)
+                # The held answer would come in a minute; the stop cancels it within the grace period.
+                await held_failed.wait()
+                assert len(failures) == 1
+                with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
+                    await idle.receive()
+                await idle.aclose()
+
+
+def test_the_uvicorn_internals_the_simulator_relies_on_are_still_there() -> None:
+    """`simulator/server.py` subclasses `uvicorn.Server` (uvicorn is pinned below 1.0): this names what it
+    uses, so an uvicorn release that moves them fails here rather than in every test that starts one."""
+    import inspect
+
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(lambda *_: None, log_config=None))
+    for method in ("capture_signals", "startup", "main_loop", "on_tick", "shutdown", "serve"):
+        assert callable(getattr(server, method)), method
+    assert list(inspect.signature(server.startup).parameters) == ["sockets"]
+    assert list(inspect.signature(server.shutdown).parameters) == ["sockets"]
+    assert list(inspect.signature(server.on_tick).parameters) == ["counter"]
+    assert server.server_state.connections == set()
+    assert server.server_state.tasks == set()
+    assert server.should_exit is False
