@@ -4,6 +4,10 @@ uvicorn is driven directly with a pre-bound socket so the real port is known bef
 without signal handlers (the host process owns SIGINT/SIGTERM) and without uvicorn's 0.1 s polling on
 shutdown, so a test can start and stop a simulator in a few milliseconds. Logs go to stderr via the
 `logging` module; nothing is ever written to stdout.
+
+uvicorn has no public API for any of that, so `_Server` overrides `capture_signals`, `startup`, `main_loop`
+and `shutdown` and reads `servers` and `server_state`; tests/test_simulator_control.py names each of them,
+and pyproject keeps uvicorn below 1.0.
 """
 
 from __future__ import annotations
