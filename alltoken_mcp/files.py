@@ -359,10 +359,6 @@ class AtomicWriter:
         return digest.hexdigest()
 
     @property
-    def temp_path(self) -> Path | None:
-        return self._temp
-
-    @property
     def head(self) -> builtins.bytes:
         """The first bytes accepted (up to 32): enough to tell the file's type."""
         return self._head
@@ -749,23 +745,6 @@ async def file_digests(path: Path) -> tuple[int, str, str]:
         return await anyio.to_thread.run_sync(digest)
     except OSError as exc:
         raise InputFileError(f"{path} cannot be read: {exc.strerror or exc}.") from exc
-
-
-def output_dir_problem(path: Path) -> str | None:
-    """None if `path` is (or can be made) a writable directory, else the actionable message.
-
-    Blocking; meant for startup and health checks.
-    """
-    directory = _absolute(path)
-    probe = directory / f".write-probe-{os.getpid()}-{secrets.token_hex(4)}"
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        os.close(fd)
-        probe.unlink()
-    except OSError as exc:
-        return str(_output_error(exc, directory))
-    return None
 
 
 # ---------------------------------------------------------------------------------------------- saved files
