@@ -28,7 +28,7 @@ from typing import Any
 import anyio
 
 from alltoken_mcp import budget, files
-from alltoken_mcp.client import DEFAULT_TIMEOUT, AllTokenClient
+from alltoken_mcp.client import DEFAULT_TIMEOUT, AllTokenClient, RetryPolicy
 from alltoken_mcp.client.models import ImageDatum, ImageTask, VideoTask
 from alltoken_mcp.errors import (
     AllTokenError,
@@ -72,8 +72,12 @@ IDEMPOTENCY_TRUST_SECONDS = 50.0
 DEFAULT_POLL_SECONDS = 2.0
 MIN_POLL_SECONDS = 0.05
 MAX_BACKOFF_SECONDS = 60.0
-MAX_TRANSIENT_STEPS = 30
-"""Failed steps in a row (network, 5xx, 429) before a job is given up: about 25 minutes of backoff."""
+STEP_BACKOFF = RetryPolicy(base_delay=1.0, max_delay=MAX_BACKOFF_SECONDS, max_retry_after=MAX_BACKOFF_SECONDS)
+"""The wait after a failed step: the server's Retry-After, else the client's full-jitter backoff (jittered
+so the jobs of one outage do not all retry in the same second when it ends)."""
+MAX_TRANSIENT_STEPS = 50
+"""Failed steps in a row (network, 5xx, 429) before a job is given up: about 22 minutes of backoff on
+average (the jittered waits average half of the 60 s cap), long enough to ride out a gateway outage."""
 MAX_REFUSED_STEPS = 3
 """Steps in a row that AllToken refused (4xx, an oversized answer) before a job is given up."""
 MAX_PARALLEL_POLLS = 16
@@ -1017,9 +1021,8 @@ def _poll_interval(task: ImageTask | VideoTask) -> float:
 
 def _backoff(failures: int, exc: AllTokenError | None = None) -> float:
     retry_after = getattr(exc, "retry_after", None)
-    if isinstance(retry_after, (int, float)) and retry_after > 0:
-        return min(float(retry_after), MAX_BACKOFF_SECONDS)
-    return min(MAX_BACKOFF_SECONDS, float(2 ** min(failures, 6)))
+    hint = float(retry_after) if isinstance(retry_after, (int, float)) and retry_after > 0 else None
+    return STEP_BACKOFF.delay(failures + 1, hint)
 
 
 def _error_code(exc: AllTokenError) -> str:

@@ -135,3 +135,16 @@ def test_transport_failures_after_sending_are_retried_only_when_replay_safe(
     exc: Exception, replay_safe: bool, expected: bool
 ) -> None:
     assert is_retryable_exception(exc, replay_safe=replay_safe) is expected
+
+
+def test_a_failed_job_step_waits_the_servers_hint_or_a_jittered_doubling_capped_at_a_minute() -> None:
+    from alltoken_mcp import jobs
+    from alltoken_mcp.errors import RateLimitError
+
+    limited = RateLimitError("slow down", status_code=429, retry_after=7.0)
+    assert jobs._backoff(0, limited) == 7.0
+    assert jobs._backoff(0, RateLimitError("x", status_code=429, retry_after=3600.0)) == 60.0
+    waits = [jobs._backoff(3) for _ in range(200)]
+    assert all(0.0 <= wait <= 8.0 for wait in waits)
+    assert len(set(waits)) > 100  # jittered: an outage's jobs do not all come back in the same second
+    assert max(jobs._backoff(40) for _ in range(200)) <= 60.0
