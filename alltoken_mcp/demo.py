@@ -27,6 +27,7 @@ from mcp.client.stdio import stdio_client
 
 import alltoken_mcp
 from alltoken_mcp.doctor import check_marks, safe_printer
+from alltoken_mcp.formats import byte_size
 
 DEMO_SPEED = 0.03
 """Simulated render times × 0.03: a 2-minute video takes a few seconds."""
@@ -50,12 +51,8 @@ def _structured(result: t.CallToolResult, tool: str) -> dict[str, Any]:
     return structured
 
 
-def _size(n: int) -> str:
-    return f"{n / 1024:.1f} KB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.1f} MB"
-
-
 def _file_lines(job: dict[str, Any]) -> list[str]:
-    return [f"saved {f['path']} ({_size(f['bytes'])}, {f['mime_type']})" for f in job.get("files", [])]
+    return [f"saved {f['path']} ({byte_size(f['bytes'])}, {f['mime_type']})" for f in job.get("files", [])]
 
 
 def _expect_status(job: dict[str, Any], wanted: str) -> None:

@@ -44,6 +44,7 @@ import httpx2
 from alltoken_mcp import urlpolicy
 from alltoken_mcp.client import AllTokenClient
 from alltoken_mcp.errors import APIStatusError, TransportError
+from alltoken_mcp.formats import byte_size
 from alltoken_mcp.settings import DownloadLimits
 
 OUTPUT_DIR_VAR = "ALLTOKEN_OUTPUT_DIR"
@@ -231,15 +232,6 @@ def _output_error(exc: OSError, directory: Path) -> OutputFileError:
     return error
 
 
-def _human(size: int) -> str:
-    value = float(size)
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{int(value)} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
 def _where(url: str) -> str:
     """Host + path for messages: presigned query strings carry signatures and stay out."""
     try:
@@ -376,7 +368,7 @@ class AtomicWriter:
         if self._fd is None:
             raise RuntimeError("write() after the atomic_file block has ended")
         if self._max_bytes is not None and self._bytes + len(chunk) > self._max_bytes:
-            limit = _human(self._max_bytes)
+            limit = byte_size(self._max_bytes)
             raise FileProblem(
                 f"{self._final.name} would exceed its size limit of {limit}; nothing was saved."
             )
@@ -547,8 +539,8 @@ async def download(
                 declared = _content_length(response)
                 if declared is not None and declared > max_bytes:
                     raise DownloadError(
-                        f"{where} is {_human(declared)}, over the {_human(max_bytes)} limit for this file; "
-                        "nothing was saved.",
+                        f"{where} is {byte_size(declared)}, over the {byte_size(max_bytes)} limit for this "
+                        "file; nothing was saved.",
                         permanent=True,
                     )
                 content_type = _mime_base(response.headers.get("content-type"))
@@ -560,7 +552,7 @@ async def download(
                     async for chunk in response.aiter_bytes():
                         if writer.bytes + len(chunk) > max_bytes:
                             raise DownloadError(
-                                f"{where} sent more than the {_human(max_bytes)} limit for this file; "
+                                f"{where} sent more than the {byte_size(max_bytes)} limit for this file; "
                                 "nothing was saved.",
                                 permanent=True,
                             )
@@ -604,8 +596,8 @@ async def download(
         received = streaming.num_bytes_downloaded if streaming is not None else 0
         raise DownloadError(
             f"Downloading {where} was abandoned: it sent {window_bytes} bytes in "
-            f"{limits.window_seconds:g} s, below the minimum rate of {_human(limits.min_bytes_per_second)}/s "
-            f"({received} bytes in all); nothing was saved.",
+            f"{limits.window_seconds:g} s, below the minimum rate of "
+            f"{byte_size(limits.min_bytes_per_second)}/s ({received} bytes in all); nothing was saved.",
             permanent=False,
         )
     return writer.saved
@@ -714,7 +706,7 @@ def resolve_input_file(raw: str, allowed_dirs: Sequence[Path], *, max_bytes: int
         )
     if info.st_size > max_bytes:
         raise InputFileError(
-            f"{_shown(resolved)} is {_human(info.st_size)}, over the {_human(max_bytes)} limit; "
+            f"{_shown(resolved)} is {byte_size(info.st_size)}, over the {byte_size(max_bytes)} limit; "
             "pass a smaller file (or compress it first)."
         )
     try:
