@@ -336,7 +336,8 @@ async def test_stopping_the_simulator_cuts_a_held_answer_and_closes_idle_connect
                     assert b"200 OK" in await idle.receive()
                     sim.state.add_fault(path="/v1/images/generations/async", hold_ms=60_000)
                     tg.start_soon(held_request, sim.base_url)
-                    while sim.state.tasks_created["images"] == 0:
+                    # The simulator has no event for "request received"; its counter is the truth.
+                    while sim.state.tasks_created["images"] == 0:  # noqa: ASYNC110
                         await anyio.sleep(0.005)
                 # The held answer would come in a minute; the stop cancels it within the grace period.
                 await held_failed.wait()
