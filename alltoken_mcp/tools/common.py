@@ -57,7 +57,7 @@ class _StateMiddleware:
 
 
 def _install_middleware(server: MCPServer[AppState]) -> None:
-    middleware = server._lowlevel_server.middleware
+    middleware = server.middleware
     if not any(isinstance(m, _StateMiddleware) for m in middleware):
         middleware.append(_StateMiddleware())
 
