@@ -71,7 +71,8 @@ async def run(jobs: int) -> None:
                 whole = len(tokens.encode(compact(result)))
                 print(
                     f"names + descriptions + input schemas: {input_total} tokens (bound {INPUT_BOUND}); "
-                    f"whole tools/list: {whole} tokens, {len(compact(result))} characters (bound {LIST_BOUND})"
+                    f"whole tools/list: {whole} tokens, {len(compact(result))} characters "
+                    f"(bound {LIST_BOUND})"
                 )
                 await answers(client, jobs)
 
@@ -95,13 +96,15 @@ async def answers(client: Client, jobs: int) -> None:
     status = await client.call_tool("job_status", {"job_id": first["job_id"]})
     text, structured = sizes(status)
     print(
-        f"job_status: text {text} characters, structuredContent {structured} ({structured / text:.1f}x; bound 2x)"
+        f"job_status: text {text} characters, structuredContent {structured} "
+        f"({structured / text:.1f}x; bound 2x)"
     )
     listed = await client.call_tool("list_jobs", {"limit": jobs})
     text, structured = sizes(listed)
     total = text + structured
     print(
-        f"list_jobs of {jobs}: text {text} + structuredContent {structured} = {total / 1000:.1f} KB (bound 40 KB)"
+        f"list_jobs of {jobs}: text {text} + structuredContent {structured} = {total / 1000:.1f} KB "
+        "(bound 40 KB)"
     )
 
 
