@@ -11,7 +11,7 @@ The upstream runs in this process: the bundled simulator behind an ASGI layer (`
 the requests its rule picks with hostile behaviour (endless bodies, 429 storms, silence, a trickle) and
 passes everything else to the simulator, so a job can be created against a well-behaved AllToken and then
 watched while it turns hostile. The server is the installed `alltoken-mcp` entry point next to
-sys.executable, spoken to in raw JSON-RPC over its pipes (`tests.test_jobs_crash.ServerProcess`), so its
+sys.executable, spoken to in raw JSON-RPC over its pipes (`tests.rawstdio.StdioServer`), so its
 pid is known and a call that kills it is noticed.
 
 1. memory (issue 8 items 3-4; bound 300 MB). One fresh server per scenario, with
@@ -39,12 +39,11 @@ import contextlib
 import json
 import os
 import socket
-import sys
 import tempfile
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
@@ -61,9 +60,8 @@ from alltoken_mcp.client._client import MAX_CHAT_BODY, MAX_LIST_BODY
 from alltoken_mcp.simulator import SIM_API_KEY, SimConfig, SimState
 from alltoken_mcp.simulator import media as sim_media
 from alltoken_mcp.simulator.app import build_app
-from tests.test_jobs_crash import ServerGone, ServerProcess
+from tests.rawstdio import ServerGone, StdioServer, stdio_server
 
-ENTRY_POINT = str(Path(sys.executable).parent / "alltoken-mcp")
 SLACK_SECONDS = 0.5
 RSS_BOUND_MB = 300.0
 PIECE = 64 * 1024
@@ -275,9 +273,10 @@ async def hostile_upstream(config: SimConfig) -> AsyncIterator[tuple[Hostile, st
 # ------------------------------------------------------------------------------------ the server
 
 
-@asynccontextmanager
-async def stdio_server(home: Path, base_url: str, wait_seconds: float) -> AsyncIterator[ServerProcess]:
-    """An initialized `alltoken-mcp` over stdio; its stderr goes to home/server.stderr."""
+def stdio_server_on(
+    home: Path, base_url: str, wait_seconds: float
+) -> AbstractAsyncContextManager[StdioServer]:
+    """An initialized `alltoken-mcp` over stdio."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("ALLTOKEN_")}
     env.update(
         ALLTOKEN_BASE_URL=base_url,
@@ -287,21 +286,7 @@ async def stdio_server(home: Path, base_url: str, wait_seconds: float) -> AsyncI
         ALLTOKEN_INPUT_DIRS=str(home),
         ALLTOKEN_MAX_WAIT_SECONDS=f"{wait_seconds:g}",
     )
-    with (home / "server.stderr").open("wb") as errlog:
-        process = await anyio.open_process([ENTRY_POINT], env=env, stderr=errlog)
-        server = ServerProcess(process)
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(server.read_forever)
-                with anyio.fail_after(30):
-                    await server.initialize()
-                yield server
-                tg.cancel_scope.cancel()
-        finally:
-            if process.returncode is None:
-                process.kill()
-            with anyio.CancelScope(shield=True):
-                await process.aclose()
+    return stdio_server(env)
 
 
 @dataclass
@@ -325,7 +310,7 @@ class Call:
 
 
 async def timed_call(
-    server: ServerProcess, upstream: Hostile, label: str, tool: str, arguments: dict[str, Any]
+    server: StdioServer, upstream: Hostile, label: str, tool: str, arguments: dict[str, Any]
 ) -> Call:
     before = upstream.answers.total()
     started = time.monotonic()
@@ -545,7 +530,7 @@ async def measure_memory(scenario: Scenario, wait_seconds: float, kill_above_mb:
         home = Path(tmp)
         async with (
             hostile_upstream(SimConfig(speed=0.01)) as (upstream, base_url),
-            stdio_server(home, base_url, wait_seconds) as server,
+            stdio_server_on(home, base_url, wait_seconds) as server,
         ):
             arguments = scenario.arguments
             if scenario.image_job:
@@ -683,7 +668,7 @@ async def run_storm(label: str, answer_for: Callable[[str], Behaviour], budget_s
         # speed 1: renders take 15 s (images) to minutes (videos), so the jobs stay active throughout.
         async with (
             hostile_upstream(SimConfig(speed=1.0)) as (upstream, base_url),
-            stdio_server(home, base_url, budget_s) as server,
+            stdio_server_on(home, base_url, budget_s) as server,
         ):
             upstream.rule = hostile
             for name, tool, arguments in COLD_CALLS:

@@ -53,13 +53,13 @@ import anyio
 
 from alltoken_mcp.simulator import RunningSimulator, SimConfig, serve_simulator
 from alltoken_mcp.simulator import media as sim_media
+from tests.rawstdio import StdioServer
 from tests.test_jobs_crash import (
     HOLD_MS,
     IMAGE_CREATE,
     IMAGE_TASK,
     VIDEO_CREATE,
     VIDEO_TASK,
-    ServerProcess,
     job_rows,
     mcp_server,
     partial_files,
@@ -182,7 +182,7 @@ async def one_round(soak: Soak, number: int) -> str:
     return f"{phase}{'' if hit else ' (not reached: killed anyway)'}, {len(kinds)} job(s): {', '.join(kinds)}"
 
 
-async def start_job(server: ServerProcess, kind: str, prompt: str, rng: random.Random) -> None:
+async def start_job(server: StdioServer, kind: str, prompt: str, rng: random.Random) -> None:
     """Send the call without waiting for its answer: the kill may come first. Videos get one of 18
     duration × resolution pairs, so a video found in AllToken's list after the key window is usually,
     not always, the only one that fits (AllToken's list does not echo the prompt)."""

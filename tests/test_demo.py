@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from pathlib import Path
 
 import anyio
 
 from alltoken_mcp.simulator import SIM_API_KEY
-
-ENTRY_POINT = str(Path(sys.executable).parent / "alltoken-mcp")
+from tests.rawstdio import ENTRY_POINT
 
 
 async def run_demo(cwd: Path, *args: str, **alltoken: str) -> tuple[int, str, str]:

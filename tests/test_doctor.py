@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
-import sys
 import time
 from pathlib import Path
 
@@ -16,8 +15,8 @@ import pytest
 from alltoken_mcp.settings import key_fingerprint
 from alltoken_mcp.simulator import SIM_API_KEY, RunningSimulator
 from alltoken_mcp.store import SCHEMA_VERSION, Job, Store
+from tests.rawstdio import ENTRY_POINT
 
-ENTRY_POINT = str(Path(sys.executable).parent / "alltoken-mcp")
 DEAD_BASE_URL = "http://127.0.0.1:9/v1"
 WRONG_KEY = "sk-wrong-doctor-key-zq9x7"
 

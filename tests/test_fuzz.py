@@ -11,7 +11,6 @@ Runs are derandomized (no example database), so CI sees the same cases every tim
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +31,10 @@ from tests.fuzzkit import (
     stdio_safe,
     tool_call_requests,
 )
+from tests.rawstdio import ENTRY_POINT
 
 IN_MEMORY_CALLS = 2000
 STDIO_CALLS = 300
-ENTRY_POINT = str(Path(sys.executable).parent / "alltoken-mcp")
 
 
 def test_every_tool_answers_any_arguments_with_a_result_or_one_specific_error_line(

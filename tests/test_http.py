@@ -21,9 +21,9 @@ from mcp import Client, MCPError
 from mcp.client.streamable_http import streamable_http_client
 
 from alltoken_mcp.simulator import SIM_API_KEY, RunningSimulator
+from tests.rawstdio import ENTRY_POINT
 from tests.serverkit import DEAD_BASE_URL, data
 
-ENTRY_POINT = str(Path(sys.executable).parent / "alltoken-mcp")
 TOKEN = "test-token-9f8e7d6c5b4a39281706f5e4d3c2b1a0"
 INITIALIZE = {
     "jsonrpc": "2.0",

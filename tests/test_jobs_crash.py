@@ -2,7 +2,7 @@
 and check that the job finishes with no lost result and no second paid task.
 
 The server is the installed `alltoken-mcp` entry point, spoken to in raw JSON-RPC over its pipes so the
-test holds its pid (`ServerProcess`); the simulator runs in this process and is reached over loopback.
+test holds its pid (`StdioServer`); the simulator runs in this process and is reached over loopback.
 Phases are pinned with simulator faults rather than timing: a `latency_ms` fault keeps a request from
 being processed (nothing created yet), a `hold_ms` fault processes it and keeps the answer back (created,
 but never heard of), a `mid_body` hold stops a download after its file was opened.
@@ -13,25 +13,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import sqlite3
-import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import ExitStack, asynccontextmanager, closing
+from contextlib import asynccontextmanager, closing
 from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx2
 import pytest
-from anyio.abc import Process
 
 from alltoken_mcp.simulator import SIM_API_KEY, RunningSimulator, SimConfig
 from alltoken_mcp.simulator.state import ImageTask, VideoTask
+from tests.rawstdio import StdioServer, stdio_servers
 
-ENTRY_POINT = str(Path(sys.executable).parent / "alltoken-mcp")
 IMAGE_CREATE = "/v1/images/generations/async"
 IMAGE_TASK = "/v1/images/generations/{task_id}"
 VIDEO_CREATE = "/v1/videos/generations"
@@ -50,94 +46,6 @@ def sim_config() -> SimConfig:
 # ----------------------------------------------------------------------------------- the subprocess
 
 
-class ServerGone(Exception):
-    """The server's stdout closed before it answered."""
-
-
-class ServerProcess:
-    """One `alltoken-mcp` stdio process. Requests go out as JSON lines; answers are matched by id."""
-
-    def __init__(self, process: Process) -> None:
-        self.process = process
-        self._next_id = 0
-        self._answers: dict[int, dict[str, Any]] = {}
-        self._arrived = anyio.Event()
-        self._closed = False
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    async def read_forever(self) -> None:
-        assert self.process.stdout is not None
-        buffer = b""
-        try:
-            async for chunk in self.process.stdout:
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    message = json.loads(line)
-                    if "id" in message and ("result" in message or "error" in message):
-                        self._answers[message["id"]] = message
-                self._arrived.set()
-                self._arrived = anyio.Event()
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            pass
-        finally:
-            self._closed = True
-            self._arrived.set()
-
-    async def send(self, method: str, params: dict[str, Any] | None = None) -> int:
-        """Send a request without waiting for its answer; returns its id."""
-        self._next_id += 1
-        request_id = self._next_id  # (other tasks may send while this one awaits the write)
-        await self._write({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params or {}})
-        return request_id
-
-    async def _write(self, message: dict[str, Any]) -> None:
-        assert self.process.stdin is not None
-        await self.process.stdin.send(json.dumps(message).encode() + b"\n")
-
-    async def answer(self, request_id: int) -> dict[str, Any]:
-        while request_id not in self._answers:
-            if self._closed:
-                raise ServerGone(f"the server exited before answering request {request_id}")
-            await self._arrived.wait()
-        message = self._answers.pop(request_id)
-        assert "result" in message, message
-        result: dict[str, Any] = message["result"]
-        return result
-
-    async def request(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
-        return await self.answer(await self.send(method, params))
-
-    async def initialize(self) -> None:
-        await self.request(
-            "initialize",
-            {
-                "protocolVersion": "2025-06-18",
-                "capabilities": {},
-                "clientInfo": {"name": "crash-test", "version": "0"},
-            },
-        )
-        await self._write({"jsonrpc": "2.0", "method": "notifications/initialized"})
-
-    async def start_tool(self, name: str, arguments: dict[str, Any]) -> int:
-        """Call a tool without waiting for the result (the test kills the server meanwhile)."""
-        return await self.send("tools/call", {"name": name, "arguments": arguments})
-
-    async def tool(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
-        result = await self.request("tools/call", {"name": name, "arguments": arguments})
-        texts = " ".join(c.get("text", "") for c in result["content"])
-        assert not result.get("isError"), f"{name} failed: {texts}"
-        structured: dict[str, Any] = result["structuredContent"]
-        return structured
-
-    async def kill(self) -> None:
-        os.kill(self.pid, signal.SIGKILL)
-        await self.process.wait()
-
-
 def server_env(home: Path, base_url: str) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("ALLTOKEN_")}
     env.update(
@@ -154,42 +62,15 @@ def server_env(home: Path, base_url: str) -> dict[str, str]:
 
 
 @asynccontextmanager
-async def mcp_servers(home: Path, base_url: str, count: int) -> AsyncIterator[list[ServerProcess]]:
-    """`count` started and initialized servers sharing `home` (they start up in parallel). They are
-    killed on exit: the tests here are done with them by then, and a clean stop on stdin EOF is tested in
-    test_server_stdio. Their stderr is shown if the test fails."""
-    with ExitStack() as stack:
-        errlogs = [stack.enter_context(tempfile.TemporaryFile("w+b")) for _ in range(count)]
-        processes: list[Process] = []
-        try:
-            for errlog in errlogs:
-                env = server_env(home, base_url)
-                processes.append(await anyio.open_process([ENTRY_POINT], env=env, stderr=errlog))
-            servers = [ServerProcess(process) for process in processes]
-            async with anyio.create_task_group() as tg:
-                for server in servers:
-                    tg.start_soon(server.read_forever)
-                for server in servers:
-                    await server.initialize()
-                yield servers
-                tg.cancel_scope.cancel()
-        except BaseException:
-            for process, errlog in zip(processes, errlogs, strict=False):  # (a spawn may have failed)
-                errlog.seek(0)
-                text = errlog.read().decode(errors="replace")
-                sys.stderr.write(f"server {process.pid} stderr:\n{text}\n")
-            raise
-        finally:
-            for process in processes:
-                if process.returncode is None:
-                    process.kill()
-            with anyio.CancelScope(shield=True):
-                for process in processes:
-                    await process.aclose()
+async def mcp_servers(home: Path, base_url: str, count: int) -> AsyncIterator[list[StdioServer]]:
+    """`count` started and initialized servers sharing `home`. They are killed on exit: the tests here
+    are done with them by then, and a clean stop on stdin EOF is tested in test_server_stdio."""
+    async with stdio_servers([server_env(home, base_url)] * count) as servers:
+        yield servers
 
 
 @asynccontextmanager
-async def mcp_server(home: Path, base_url: str) -> AsyncIterator[ServerProcess]:
+async def mcp_server(home: Path, base_url: str) -> AsyncIterator[StdioServer]:
     async with mcp_servers(home, base_url, 1) as (server,):
         yield server
 
@@ -276,7 +157,7 @@ async def lose_the_create_answer(sim: RunningSimulator, home: Path, kind: str) -
         await first.kill()
 
 
-async def settled(server: ServerProcess, job_id: str) -> dict[str, Any]:
+async def settled(server: StdioServer, job_id: str) -> dict[str, Any]:
     """The job record once it left the active states (or the wait ran out)."""
     return await server.tool("job_status", {"job_id": job_id, "wait_seconds": WAIT_SECONDS})
 

@@ -15,11 +15,11 @@ import anyio
 import pytest
 
 from alltoken_mcp.simulator import RunningSimulator, SimConfig
+from tests.rawstdio import StdioServer
 from tests.test_jobs_crash import (
     HOLD_MS,
     IMAGE_CREATE,
     WAIT_SECONDS,
-    ServerProcess,
     mcp_servers,
     only_job,
     partial_files,
@@ -51,14 +51,14 @@ async def test_images_submitted_across_processes_are_each_saved_exactly_once(
     sim: RunningSimulator, tmp_path: Path, processes: int
 ) -> None:
     home, out = tmp_path / "home", tmp_path / "home" / "out"
-    submitted: dict[str, ServerProcess] = {}
+    submitted: dict[str, StdioServer] = {}
     records: dict[str, dict[str, Any]] = {}
 
-    async def submit(server: ServerProcess, index: int) -> None:
+    async def submit(server: StdioServer, index: int) -> None:
         record = await server.tool("alltoken_image", image_args(index))
         submitted[record["job_id"]] = server
 
-    async def collect(job_id: str, server: ServerProcess) -> None:
+    async def collect(job_id: str, server: StdioServer) -> None:
         records[job_id] = await server.tool("job_status", {"job_id": job_id, "wait_seconds": WAIT_SECONDS})
 
     with anyio.fail_after(40):

@@ -27,6 +27,7 @@ from mcp.client.stdio import stdio_client
 from alltoken_mcp import __version__
 from alltoken_mcp.settings import DEFAULT_MAX_WAIT_SECONDS, load_settings
 from alltoken_mcp.simulator import SIM_API_KEY
+from tests.rawstdio import ENTRY_POINT
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -35,7 +36,6 @@ else:  # the `test` extra installs tomli, the same parser, on 3.10
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFESTS = ROOT / "manifests"
-ENTRY_POINT = str(Path(sys.executable).parent / "alltoken-mcp")
 DEAD_BASE_URL = "http://127.0.0.1:9/v1"
 PACKAGE = "alltoken-mcp"
 

@@ -29,13 +29,13 @@ from mcp.shared.exceptions import MCPError
 
 from alltoken_mcp.redact import REDACTED, RedactingFilter, Redactor
 from alltoken_mcp.simulator import RunningSimulator, SimConfig
+from tests.rawstdio import ENTRY_POINT
 from tests.serverkit import connect, error_text, settings_for, text_of
 
 KEY = "sk-live/Secret+Key=0123456789abcdef"
 TOKEN = "mcp-bearer-token-5f3c9a1e77d04b2a"
 FORMS = (KEY, quote(KEY, safe=""), quote_plus(KEY, safe=""), TOKEN)
 ECHO = f"bad key {KEY} (Authorization: Bearer {KEY}; url ?key={quote(KEY, safe='')}; token {TOKEN})"
-ENTRY_POINT = str(Path(sys.executable).parent / "alltoken-mcp")
 
 
 @pytest.fixture

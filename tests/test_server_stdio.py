@@ -21,9 +21,8 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 from alltoken_mcp.simulator import SIM_API_KEY, RunningSimulator
+from tests.rawstdio import ENTRY_POINT
 from tests.serverkit import DEAD_BASE_URL, data, error_text
-
-ENTRY_POINT = str(Path(sys.executable).parent / "alltoken-mcp")
 
 
 def server_env(home: Path, base_url: str, api_key: str | None = SIM_API_KEY) -> dict[str, str]:

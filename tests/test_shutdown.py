@@ -29,7 +29,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from alltoken_mcp.simulator import RunningSimulator, SimConfig
-from tests.rawstdio import ENTRY_POINT, INITIALIZE_PARAMS, raw_stdio_server
+from tests.rawstdio import ENTRY_POINT, INITIALIZE_PARAMS, stdio_server
 from tests.test_http import http_server_process
 from tests.test_jobs_crash import finish_all, partial_files, server_env, until
 
@@ -76,8 +76,8 @@ async def test_sigterm_stops_the_stdio_server_mid_download_and_releases_the_leas
     home = tmp_path / "home"
     hold_the_download(sim)
     with anyio.fail_after(40):
-        async with raw_stdio_server(server_env(home, sim.base_url), ["--log-level", "INFO"]) as server:
-            started = await server.request(
+        async with stdio_server(server_env(home, sim.base_url), ["--log-level", "INFO"]) as server:
+            started = await server.exchange(
                 1,
                 "tools/call",
                 {"name": "alltoken_video", "arguments": {"prompt": "waves", "wait_seconds": 0}},
@@ -87,7 +87,7 @@ async def test_sigterm_stops_the_stdio_server_mid_download_and_releases_the_leas
             await until(lambda: partial_files(home / "out") != [], "the download to start")
             assert job_row(home)["lease_owner"] is not None
             # A call that would wait 30 s more; its first progress report says it is running.
-            await server.send(
+            await server.write(
                 {
                     "jsonrpc": "2.0",
                     "id": 2,
@@ -115,8 +115,8 @@ async def test_after_sigterm_the_next_server_takes_the_job_over_and_finishes_it(
     hold_the_download(sim)
     env = server_env(home, sim.base_url)
     with anyio.fail_after(40):
-        async with raw_stdio_server(env) as first:
-            started = await first.request(
+        async with stdio_server(env) as first:
+            started = await first.exchange(
                 1,
                 "tools/call",
                 {"name": "alltoken_video", "arguments": {"prompt": "waves", "wait_seconds": 0}},
@@ -126,8 +126,8 @@ async def test_after_sigterm_the_next_server_takes_the_job_over_and_finishes_it(
             await until(lambda: partial_files(home / "out") != [], "the download to start")
             first.process.send_signal(signal.SIGTERM)
             assert await first.process.wait() == 0
-        async with raw_stdio_server(env) as second:
-            finished = await second.request(
+        async with stdio_server(env) as second:
+            finished = await second.exchange(
                 2, "tools/call", {"name": "job_status", "arguments": {"job_id": job_id, "wait_seconds": 20}}
             )
     record = finished["result"]["structuredContent"]

@@ -16,7 +16,7 @@ import pytest
 
 from alltoken_mcp.simulator import SIM_API_KEY, RunningSimulator
 from alltoken_mcp.stdio import Envelope, envelope_of
-from tests.rawstdio import raw_stdio_server
+from tests.rawstdio import stdio_server
 
 PARSE_ERROR, INVALID_REQUEST = -32700, -32600
 
@@ -86,14 +86,14 @@ async def test_an_unreadable_line_gets_a_json_rpc_error_and_the_server_carries_o
     sim: RunningSimulator, tmp_path: Path, line: bytes, request_id: Any, code: int, phrase: str
 ) -> None:
     with anyio.fail_after(30):
-        async with raw_stdio_server(server_env(tmp_path, sim.base_url)) as server:
-            await server.send_line(line)
+        async with stdio_server(server_env(tmp_path, sim.base_url)) as server:
+            await server.write_line(line)
             refused = (
-                await server.answer(request_id)
+                await server.reply(request_id)
                 if request_id is not None
                 else await server.first(lambda m: "error" in m and m.get("id") is None, "the null-id error")
             )
-            after = await server.request(
+            after = await server.exchange(
                 "after", "tools/call", {"name": "alltoken_chat", "arguments": {"prompt": "still here"}}
             )
     assert refused["error"]["code"] == code
@@ -107,11 +107,11 @@ async def test_well_formed_lines_near_the_edges_are_served_not_refused(
     """A surrogate pair is a valid escape, and 150 levels is within the parser's limit: the guard must not
     refuse what the SDK accepts."""
     with anyio.fail_after(30):
-        async with raw_stdio_server(server_env(tmp_path, sim.base_url)) as server:
-            await server.send_line(chat_call_line(1, r'"smile \ud83d\ude00"'))
-            pair = await server.answer(1)
-            await server.send_line(chat_call_line(2, nested(150)))
-            deep = await server.answer(2)
+        async with stdio_server(server_env(tmp_path, sim.base_url)) as server:
+            await server.write_line(chat_call_line(1, r'"smile \ud83d\ude00"'))
+            pair = await server.reply(1)
+            await server.write_line(chat_call_line(2, nested(150)))
+            deep = await server.reply(2)
     assert pair["result"]["structuredContent"]["text"] == "Echo: smile \U0001f600"
     # A list where a string belongs is the tool's own argument error, not a transport refusal.
     assert "error" not in deep
@@ -124,9 +124,9 @@ async def test_a_malformed_response_from_the_client_is_not_answered(
     """A response carries the id of one of the server's requests; an error with that id would read to the
     client as the answer to its own request with the same id."""
     with anyio.fail_after(30):
-        async with raw_stdio_server(server_env(tmp_path, sim.base_url)) as server:
-            await server.send_line(b'{"jsonrpc":"2.0","id":7,"result":' + nested(1000).encode() + b"}")
-            after = await server.request(8, "ping", {})
+        async with stdio_server(server_env(tmp_path, sim.base_url)) as server:
+            await server.write_line(b'{"jsonrpc":"2.0","id":7,"result":' + nested(1000).encode() + b"}")
+            after = await server.exchange(8, "ping", {})
             written = list(server.messages)
     assert "result" in after
     assert [m for m in written if m.get("id") in (7, None)] == []

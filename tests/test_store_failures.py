@@ -23,13 +23,12 @@ from typing import Any
 import anyio
 import mcp_types as t
 import pytest
-from anyio.abc import Process
-from anyio.streams.text import TextReceiveStream
 from mcp import Client
 
 from alltoken_mcp.simulator import RunningSimulator, SimConfig
+from tests.rawstdio import StdioServer, stdio_server
 from tests.serverkit import connect, data, error_text, settings_for
-from tests.test_jobs_crash import ENTRY_POINT, ServerProcess, finish_all, server_env, until
+from tests.test_jobs_crash import finish_all, server_env, until
 
 IMAGE_CREATE = "POST /v1/images/generations/async"
 VIDEO_CREATE = "POST /v1/videos/generations"
@@ -58,57 +57,14 @@ def one_line_naming(text: str, database: Path, *phrases: str) -> None:
 # ----------------------------------------------------------------------------------- file-size limit
 
 
-class StderrLog:
-    """Everything the server writes to stderr (a pipe: a file-size limit does not apply to pipes)."""
-
-    def __init__(self, process: Process) -> None:
-        self._process = process
-        self.text = ""
-        self._grew = anyio.Event()
-        self._closed = False
-
-    async def read_forever(self) -> None:
-        assert self._process.stderr is not None
-        try:
-            async for chunk in TextReceiveStream(self._process.stderr):
-                self.text += chunk
-                self._grew.set()
-                self._grew = anyio.Event()
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            pass
-        finally:
-            self._closed = True
-            self._grew.set()
-
-    async def wait_for(self, phrase: str) -> None:
-        while phrase not in self.text:
-            if self._closed:
-                raise AssertionError(f"the server closed stderr without logging {phrase!r}")
-            await self._grew.wait()
-
-
 @asynccontextmanager
-async def stdio_server(home: Path, base_url: str) -> AsyncIterator[tuple[ServerProcess, StderrLog]]:
-    process = await anyio.open_process([ENTRY_POINT], env=server_env(home, base_url), stderr=subprocess.PIPE)
-    server, log = ServerProcess(process), StderrLog(process)
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(server.read_forever)
-            tg.start_soon(log.read_forever)
-            await server.initialize()
-            yield server, log
-            tg.cancel_scope.cancel()
-    except BaseException:
-        sys.stderr.write(f"server stderr:\n{log.text}\n")
-        raise
-    finally:
-        if process.returncode is None:
-            process.kill()
-        with anyio.CancelScope(shield=True):
-            await process.aclose()
+async def stdio_server_on(home: Path, base_url: str) -> AsyncIterator[StdioServer]:
+    # stderr is a pipe: a file-size limit set on the server does not apply to pipes.
+    async with stdio_server(server_env(home, base_url), stderr="pipe") as server:
+        yield server
 
 
-async def call(server: ServerProcess, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+async def call(server: StdioServer, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
     """A tool result, error or not."""
     return await server.request("tools/call", {"name": name, "arguments": arguments})
 
@@ -130,7 +86,7 @@ async def test_a_file_size_limit_gives_one_line_errors_sends_nothing_and_the_ser
 ) -> None:
     database = tmp_path / "state.sqlite3"
     with anyio.fail_after(60):
-        async with stdio_server(tmp_path, sim.base_url) as (server, log):
+        async with stdio_server_on(tmp_path, sim.base_url) as server:
             video = await server.tool("alltoken_video", VIDEO_ARGS)  # the poller meets the limit too
             # Its next status check is answered late, after the limit is set: the step's result
             # cannot be stored. (Counter and fault are read and set with no await in between.)
@@ -140,13 +96,13 @@ async def test_a_file_size_limit_gives_one_line_errors_sends_nothing_and_the_ser
             set_file_size_limit(server.pid, 1)  # every write of new data now fails (EFBIG)
 
             refused = await call(server, "alltoken_image", IMAGE_ARGS)
-            await log.wait_for(f"job {video['job_id']}: Cannot write the state database")
-            await log.wait_for("job poller paused")
+            await server.wait_for_stderr(f"job {video['job_id']}: Cannot write the state database")
+            await server.wait_for_stderr("job poller paused")
             listing = await server.tool("list_jobs", {})  # reading still works
 
             set_file_size_limit(server.pid, None)
             accepted = await server.tool("alltoken_image", IMAGE_ARGS)
-            await log.wait_for("job poller resumed")
+            await server.wait_for_stderr("job poller resumed")
             finish_all(sim)
             image = await server.tool("job_status", {"job_id": accepted["job_id"], "wait_seconds": 20})
             finished = await server.tool("job_status", {"job_id": video["job_id"], "wait_seconds": 20})
@@ -168,9 +124,9 @@ async def test_a_file_size_limit_gives_one_line_errors_sends_nothing_and_the_ser
     assert sim.state.requests[VIDEO_CREATE] == 1
     assert image["status"] == "completed"
     assert finished["status"] == "completed"
-    assert "Traceback" not in log.text
-    assert log.text.count("job poller paused") == 1  # one line per outage, not one per retry
-    assert log.text.count(f"job {video['job_id']}: Cannot write") == 1
+    assert "Traceback" not in server.stderr_text()
+    assert server.stderr_text().count("job poller paused") == 1  # one line per outage, not one per retry
+    assert server.stderr_text().count(f"job {video['job_id']}: Cannot write") == 1
 
 
 # ----------------------------------------------------------------------------------- read-only file

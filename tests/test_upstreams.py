@@ -11,13 +11,9 @@ and the state is read straight from the SQLite files.
 from __future__ import annotations
 
 import os
-import signal
 import sqlite3
-import sys
-import tempfile
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, closing
+from contextlib import AbstractAsyncContextManager, closing
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +26,9 @@ from alltoken_mcp.settings import Upstream, key_fingerprint
 from alltoken_mcp.simulator import SIM_API_KEY, RunningSimulator, SimConfig
 from alltoken_mcp.simulator.media import mp4
 from alltoken_mcp.store import Job
-from tests.test_jobs_crash import ServerProcess, finish_all
+from tests.rawstdio import StdioServer, stdio_server
+from tests.test_jobs_crash import finish_all
 
-ENTRY_POINT = str(Path(sys.executable).parent / "alltoken-mcp")
 K1 = SIM_API_KEY
 K2 = "sk-sim-second-account-1111111111"
 WAIT_SECONDS = 20
@@ -57,32 +53,12 @@ def env_for(home: Path, base_url: str, key: str) -> dict[str, str]:
     return env
 
 
-@asynccontextmanager
-async def server(env: dict[str, str], *args: str) -> AsyncIterator[ServerProcess]:
+def server(env: dict[str, str], *args: str) -> AbstractAsyncContextManager[StdioServer]:
     """A started, initialized stdio server; stopped with SIGTERM (a clean exit) when the block ends."""
-    with tempfile.TemporaryFile("w+b") as errlog:
-        process = await anyio.open_process([ENTRY_POINT, *args], env=env, stderr=errlog)
-        running = ServerProcess(process)
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(running.read_forever)
-                await running.initialize()
-                yield running
-                process.send_signal(signal.SIGTERM)
-                assert await process.wait() == 0
-                tg.cancel_scope.cancel()
-        except BaseException:
-            errlog.seek(0)
-            sys.stderr.write(f"server stderr:\n{errlog.read().decode(errors='replace')}\n")
-            raise
-        finally:
-            if process.returncode is None:
-                process.kill()
-            with anyio.CancelScope(shield=True):
-                await process.aclose()
+    return stdio_server(env, args, stop="sigterm")
 
 
-async def call(srv: ServerProcess, tool: str, arguments: dict[str, Any]) -> tuple[bool, str, dict[str, Any]]:
+async def call(srv: StdioServer, tool: str, arguments: dict[str, Any]) -> tuple[bool, str, dict[str, Any]]:
     """(is_error, text, structuredContent) of a tool call."""
     result = await srv.request("tools/call", {"name": tool, "arguments": arguments})
     text = " ".join(c.get("text", "") for c in result["content"])
