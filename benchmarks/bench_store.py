@@ -25,7 +25,7 @@ from typing import Any
 
 import anyio
 
-from alltoken_mcp.store import _JOB_COLUMNS, Job, Store, _to_column, list_jobs_query, new_job_id
+from alltoken_mcp.store import _JOB_COLUMNS, Job, MediaFile, Store, _to_column, list_jobs_query, new_job_id
 
 FILTERS: list[tuple[str, dict[str, Any]]] = [
     ("no filter", {}),
@@ -60,14 +60,14 @@ def a_job(rng: random.Random, created_at: float) -> Job:
     if status == "completed":
         ext, mime = ("mp4", "video/mp4") if kind == "video" else ("png", "image/png")
         files.append(
-            {
-                "path": f"/home/user/alltoken-output/a-red-fox-in-the-snow_{job_id}_0.{ext}",
-                "uri": f"alltoken://media/{job_id}/0",
-                "mime_type": mime,
-                "bytes": rng.randrange(100_000, 20_000_000),
-                "sha256": f"{rng.getrandbits(256):064x}",
-                "role": "video" if kind == "video" else "image",
-            }
+            MediaFile(
+                path=f"/home/user/alltoken-output/a-red-fox-in-the-snow_{job_id}_0.{ext}",
+                uri=f"alltoken://media/{job_id}/0",
+                mime_type=mime,
+                bytes=rng.randrange(100_000, 20_000_000),
+                sha256=f"{rng.getrandbits(256):064x}",
+                role="video" if kind == "video" else "image",
+            )
         )
     model = "seedance-1.5-pro" if kind == "video" else "gpt-image-2"
     prompt = "A red fox walking through fresh snow at dawn, cinematic light, shallow depth of field"
