@@ -7,21 +7,14 @@ in one place.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
 
 from alltoken_mcp.settings import Upstream
-from alltoken_mcp.store import Job, JobKind, JobStatus
+from alltoken_mcp.store import Job, JobKind, JobStatus, MediaFile
 
-
-class MediaFile(BaseModel):
-    path: str = Field(description="absolute path of the saved file")
-    uri: str = Field(description="alltoken://media/{job_id}/{index}: the file as an MCP resource")
-    mime_type: str
-    bytes: int
-    sha256: str
-    role: str = Field(description="image, video or last_frame")
+R = TypeVar("R", bound="JobRecord")
 
 
 class JobErrorInfo(BaseModel):
@@ -55,7 +48,7 @@ class JobRecord(BaseModel):
     )
 
     @classmethod
-    def from_job(cls, job: Job, here: Upstream | None = None) -> JobRecord:
+    def from_job(cls: type[R], job: Job, here: Upstream | None = None) -> R:
         """The record of `job`; with `here` (the server's upstream), a job of another upstream is marked
         `foreign` and its note says where it belongs."""
         foreign = here is not None and not job.belongs_to(here)
@@ -73,7 +66,7 @@ class JobRecord(BaseModel):
             updated_at=_iso(job.updated_at),
             upstream_id=job.upstream_id,
             upstream_status=job.upstream_status,
-            files=[MediaFile.model_validate(f) for f in job.files],
+            files=job.files,  # the stored MediaFile objects themselves (pydantic does not revalidate them)
             error=error,
             video_url=job.video_url,
             video_url_expires_at=job.video_url_expires_at,

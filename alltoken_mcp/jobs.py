@@ -44,12 +44,15 @@ from alltoken_mcp.errors import (
     ServerError,
     TransportError,
 )
-from alltoken_mcp.job_records import JobRecord, MediaFile, belongs_to, media_uri
+from alltoken_mcp.job_records import JobRecord, belongs_to, media_uri
 from alltoken_mcp.settings import Settings, Upstream
 from alltoken_mcp.store import (
+    ImageSource,
     Job,
     JobKind,
     JobStatus,
+    MediaFile,
+    MediaRole,
     Store,
     StoreError,
     StoreWriteError,
@@ -205,7 +208,7 @@ class JobManager:
                 if job.files
                 else f"Job {job_id} has no saved files (status {job.status})."
             )
-        return MediaFile.model_validate(job.files[index])
+        return job.files[index]
 
     # -- submit ----------------------------------------------------------------------------------
 
@@ -671,7 +674,7 @@ class JobManager:
                 )
                 task = await self._client.get_image(job.upstream_id, b64_sink=sink)
                 sources = _image_sources(task.data)
-                if task.status == "completed" and any(source["url"] for source in sources):
+                if task.status == "completed" and any(source.url for source in sources):
                     kept = await self._store.update_job(
                         job.job_id,
                         owner=self.owner,
@@ -713,7 +716,7 @@ class JobManager:
     async def _deliver_image(
         self,
         job: Job,
-        sources: Sequence[dict[str, Any]],
+        sources: Sequence[ImageSource],
         streamed: dict[int, files.SavedFile],
         usage: dict[str, Any] | None = None,
     ) -> None:
@@ -726,16 +729,16 @@ class JobManager:
             return
         if len(streamed) < len(sources):
             await self._remove_partials_for(job)  # a killed predecessor's half-written files
-        saved: list[dict[str, Any]] = []
+        saved: list[MediaFile] = []
         try:
             for index, source in enumerate(sources):
                 if index in streamed:
                     result = streamed[index]
-                elif source.get("url"):
+                elif source.url:
                     try:
                         async with self._download_slot(job.job_id):
                             result = await self._fetch(
-                                job, source["url"], index, job.prompt, "image", source.get("mime_type")
+                                job, source.url, index, job.prompt, "image", source.mime_type
                             )
                     except files.DownloadError as exc:
                         await self._download_failed(job, f"image {index}", exc, saved)
@@ -750,7 +753,7 @@ class JobManager:
                         ),
                     )
                     return
-                saved.append(_file_entry(job.job_id, index, result, "image"))
+                saved.append(_media_file(job.job_id, index, result, "image"))
         except anyio.get_cancelled_exc_class():
             await self._discard(saved)  # cancelled half-way (job_cancel, shutdown): the late files go too
             raise
@@ -796,7 +799,7 @@ class JobManager:
             return
         await self._changed_to(job, kept)
         job = kept
-        saved: list[dict[str, Any]] = []
+        saved: list[MediaFile] = []
         note = None
         try:
             async with self._download_slot(job.job_id):
@@ -806,13 +809,13 @@ class JobManager:
                 except files.DownloadError as exc:
                     await self._download_failed(job, "video", exc, saved)
                     return
-                saved.append(_file_entry(job.job_id, 0, video, "video"))
+                saved.append(_media_file(job.job_id, 0, video, "video"))
                 if task.last_frame_url:
                     try:
                         frame = await self._fetch(
                             job, task.last_frame_url, 1, f"{job.prompt} last frame", "last_frame"
                         )
-                        saved.append(_file_entry(job.job_id, 1, frame, "last_frame"))
+                        saved.append(_media_file(job.job_id, 1, frame, "last_frame"))
                     except files.DownloadError as exc:
                         # The video is what was paid for: deliver it, and say what is missing.
                         note = f"The video is saved, but its last frame could not be: {exc}"
@@ -822,11 +825,11 @@ class JobManager:
         await self._complete(job, saved, usage=task.usage, note=note)
 
     async def _fetch(
-        self, job: Job, url: str, index: int, stem: str, role: str, mime_type: str | None = None
+        self, job: Job, url: str, index: int, stem: str, role: MediaRole, mime_type: str | None = None
     ) -> files.SavedFile:
         """Download one result file of `job` (one attempt, within `Settings.downloads`)."""
         limits = self._settings.downloads
-        kinds: dict[str, tuple[int, str, files.MediaKind]] = {
+        kinds: dict[MediaRole, tuple[int, str, files.MediaKind]] = {
             "image": (limits.max_image_bytes, "png", "image"),
             "video": (limits.max_video_bytes, "mp4", "video"),
             "last_frame": (limits.max_frame_bytes, "png", "image"),
@@ -839,7 +842,7 @@ class JobManager:
         )
 
     async def _download_failed(
-        self, job: Job, what: str, exc: files.DownloadError, saved: list[dict[str, Any]]
+        self, job: Job, what: str, exc: files.DownloadError, saved: list[MediaFile]
     ) -> None:
         """A result download failed: try again later when it may pass (up to `max_attempts` in all),
         else fail the job saying what was paid for, why the file is missing and what to do. Files
@@ -903,7 +906,7 @@ class JobManager:
     async def _complete(
         self,
         job: Job,
-        saved: list[dict[str, Any]],
+        saved: list[MediaFile],
         usage: dict[str, Any] | None,
         note: str | None = None,
     ) -> None:
@@ -926,11 +929,11 @@ class JobManager:
         await self._changed_to(job, done)
 
     @staticmethod
-    async def _discard(saved: list[dict[str, Any]]) -> None:
+    async def _discard(saved: list[MediaFile]) -> None:
         # Shielded: a cancelled delivery must still remove the files it will never record.
         with anyio.CancelScope(shield=True):
             for entry in saved:
-                await anyio.Path(entry["path"]).unlink(missing_ok=True)
+                await anyio.Path(entry.path).unlink(missing_ok=True)
 
     async def _forgotten_upstream(self, job: Job, exc: NotFoundError) -> None:
         await self._finish(
@@ -994,8 +997,8 @@ class JobManager:
 # --------------------------------------------------------------------------------- helpers
 
 
-def _file_entry(job_id: str, index: int, saved: files.SavedFile, role: str) -> dict[str, Any]:
-    """The stored form of a saved file: the public `MediaFile` record, as JSON."""
+def _media_file(job_id: str, index: int, saved: files.SavedFile, role: MediaRole) -> MediaFile:
+    """What the job records about a file it saved (the job's `index`-th)."""
     return MediaFile(
         path=str(saved.path),
         uri=media_uri(job_id, index),
@@ -1003,14 +1006,12 @@ def _file_entry(job_id: str, index: int, saved: files.SavedFile, role: str) -> d
         bytes=saved.bytes,
         sha256=saved.sha256,
         role=role,
-    ).model_dump()
+    )
 
 
-def _image_sources(data: Sequence[ImageDatum]) -> list[dict[str, Any]]:
+def _image_sources(data: Sequence[ImageDatum]) -> list[ImageSource]:
     """Where each image of a completed task can still be fetched from (None: nowhere but the b64)."""
-    return [
-        {"index": i, "url": d.r2_url, "mime_type": d.mime_type, "role": "image"} for i, d in enumerate(data)
-    ]
+    return [ImageSource(url=d.r2_url, mime_type=d.mime_type) for d in data]
 
 
 def _poll_interval(task: ImageTask | VideoTask) -> float:

@@ -1,23 +1,27 @@
 """The state database: one SQLite file (WAL) shared by every server process of one user.
 
 It holds media jobs (with their idempotency keys and poll leases), chat conversations and small caches.
-Every call runs in a worker thread (`anyio.to_thread.run_sync`) on one connection per process, guarded by
-a lock; several processes share the file through SQLite's own locking (`BEGIN IMMEDIATE` for the
-read-modify-write steps, a busy timeout for contention).
+Every call runs in a worker thread (`anyio.to_thread.run_sync`) on the `Store`'s one connection (a server
+opens one `Store`), guarded by a lock; several processes share the file through SQLite's own locking
+(`BEGIN IMMEDIATE` for the read-modify-write steps, a busy timeout for contention).
 
 The schema is versioned with `PRAGMA user_version` and ordered migrations; a database written by a newer
-release is refused rather than guessed at. Ids are checked against strict patterns before they reach SQL
-or a file name.
+release is refused rather than guessed at. A job or conversation id a caller looks up (`get_job`,
+`get_conversation`) is checked against its strict pattern first: a malformed one is simply not found.
+
+A job row is converted here and nowhere else: `files` and `sources` become `MediaFile` and `ImageSource`
+when a row is read (keys older releases wrote and nothing reads are ignored) and are validated before
+one is written; `request` and `usage` stay AllToken's JSON objects.
 
 Failures of the machine (full disk, read-only or immutable file, file-size limit, I/O error, a lock held
 too long) are mapped in one place (`_machine_fault`, `_explain`) to a `StoreWriteError` whose one line
 says what failed, where, and what to free or fix. The statement's transaction is rolled back, the
 connection stays usable, and the next call simply tries again, so the server recovers when the disk does.
 
-Secrets are redacted at this boundary (see `redact.py`): the free-text columns that can carry what an
-upstream said (a job's error and note, conversation turns, cached listings) are cleaned before they are
-written, so no code path can store the API key. A job's prompt and request are stored as given: they
-are re-sent byte-identical when a submit is retried.
+Secrets are redacted at this boundary (see `redact.py`) in the free-text columns that can carry what an
+upstream said or a model wrote (a job's error and note, conversation turns, cached listings) before they
+are written. A job's prompt and request are stored as given: they are re-sent byte-identical when a
+submit is retried.
 """
 
 from __future__ import annotations
@@ -40,13 +44,14 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import anyio.to_thread
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from alltoken_mcp.redact import Redactor
 from alltoken_mcp.settings import Upstream
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 BUSY_TIMEOUT_SECONDS = 30
 HOME_VAR = "ALLTOKEN_MCP_HOME"
 
@@ -136,12 +141,22 @@ _MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE jobs ADD COLUMN upstream_url TEXT;
     ALTER TABLE jobs ADD COLUMN upstream_key TEXT;
     """,
+    # 4: `list_jobs` reads the newest `limit` rows straight off an index for every filter it takes (by
+    # kind, by status, both, neither) instead of sorting every matching row; job_id breaks ties
+    """
+    DROP INDEX jobs_by_created;
+    CREATE INDEX jobs_newest_first ON jobs (created_at DESC, job_id);
+    CREATE INDEX jobs_by_kind_newest_first ON jobs (kind, created_at DESC, job_id);
+    CREATE INDEX jobs_by_status_newest_first ON jobs (status, created_at DESC, job_id);
+    CREATE INDEX jobs_by_kind_and_status_newest_first ON jobs (kind, status, created_at DESC, job_id);
+    """,
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
 
 class StoreError(Exception):
-    """The database cannot be used (corrupt, from a newer release, not writable). One-line message."""
+    """The database, or a job stored in it, cannot be used (corrupt, from a newer release, not writable).
+    One-line message."""
 
 
 class StoreWriteError(StoreError):
@@ -195,9 +210,37 @@ def owner_is_dead(owner: str) -> bool:
     return False
 
 
+MediaRole = Literal["image", "video", "last_frame"]
+
+
+# A result file a job saved: stored in the row's `files` and shown as it is in the job record. (A comment,
+# not a docstring: pydantic would publish a docstring in every tool's output schema.)
+class MediaFile(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    path: str = Field(description="absolute path of the saved file")
+    uri: str = Field(description="alltoken://media/{job_id}/{index}: the file as an MCP resource")
+    mime_type: str
+    bytes: int
+    sha256: str
+    role: MediaRole
+
+
+class ImageSource(BaseModel):
+    """Where one image of a completed task can still be fetched once its base64 has been consumed: the
+    task's `r2_url` (None when AllToken sent only the base64) and the type AllToken gave it."""
+
+    # Rows written before schema 4 also carry `index` and `role` (nothing read them); they are ignored.
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    url: str | None
+    mime_type: str | None = None
+
+
 @dataclass(frozen=True)
 class Job:
-    """One media job row. JSON columns are decoded; times are Unix seconds."""
+    """One media job row; times are Unix seconds. `files` and `sources` are typed (parsed once, when the
+    row is read); `request` and `usage` are AllToken's JSON as it is (the wire body is re-sent unchanged)."""
 
     job_id: str
     kind: JobKind
@@ -219,9 +262,11 @@ class Job:
     lease_owner: str | None = None
     lease_expires_at: float | None = None
     cancel_requested: bool = False
-    files: list[dict[str, Any]] = field(default_factory=list)
-    sources: list[dict[str, Any]] = field(default_factory=list)
-    """Where each result can still be fetched from (image r2_url, video_url, last_frame_url)."""
+    files: list[MediaFile] = field(default_factory=list)
+    """The saved result files, in the order of their `alltoken://media/{job_id}/{index}` URIs."""
+    sources: list[ImageSource] = field(default_factory=list)
+    """An image job's recovery URLs, one per image, stored before its files are written (a video's URL
+    is `video_url`)."""
     error_code: str | None = None
     error_message: str | None = None
     video_url: str | None = None
@@ -247,7 +292,11 @@ class Job:
 
 
 _JOB_COLUMNS = tuple(f.name for f in fields(Job))
-_JSON_COLUMNS = {"request", "files", "sources", "usage"}
+_TYPED_COLUMNS: dict[str, TypeAdapter[Any]] = {
+    "files": TypeAdapter(list[MediaFile]),
+    "sources": TypeAdapter(list[ImageSource]),
+}
+_JSON_COLUMNS = {"request", "usage"}
 _REDACTED_COLUMNS = ("error_code", "error_message", "note")
 
 
@@ -255,7 +304,14 @@ def _job_from_row(row: sqlite3.Row) -> Job:
     values: dict[str, Any] = {}
     for name in _JOB_COLUMNS:
         value = row[name]
-        if name in _JSON_COLUMNS and value is not None:
+        if name in _TYPED_COLUMNS:
+            try:
+                value = _TYPED_COLUMNS[name].validate_json(value)
+            except ValidationError as exc:
+                raise StoreError(
+                    f"job {row['job_id']}: its stored {name} cannot be read ({exc.errors()[0]['msg']})"
+                ) from None
+        elif name in _JSON_COLUMNS and value is not None:
             value = json.loads(value)
         elif name == "cancel_requested":
             value = bool(value)
@@ -264,6 +320,11 @@ def _job_from_row(row: sqlite3.Row) -> Job:
 
 
 def _to_column(name: str, value: Any) -> Any:
+    """`value` of job field `name` as its column holds it. Typed columns are validated first, so a
+    malformed entry fails here instead of being written."""
+    adapter = _TYPED_COLUMNS.get(name)
+    if adapter is not None:
+        return adapter.dump_json(adapter.validate_python(value)).decode()
     if name in _JSON_COLUMNS and value is not None:
         return json.dumps(value, ensure_ascii=False)
     if name == "cancel_requested":
@@ -282,6 +343,23 @@ class Conversation:
 
 
 T = TypeVar("T")
+
+
+def list_jobs_query(*, kind: str | None, status: str | None, limit: int) -> tuple[str, list[Any]]:
+    """The SQL `Store.list_jobs` runs, and its parameters. Each combination of filters has an index that
+    yields its rows already in order (schema 4), so the first `limit` are read and nothing is sorted."""
+    where: list[str] = []
+    params: list[Any] = []
+    if kind is not None:
+        where.append("kind = ?")
+        params.append(kind)
+    if status is not None:
+        where.append("status = ?")
+        params.append(status)
+    sql = "SELECT * FROM jobs"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    return sql + " ORDER BY created_at DESC, job_id LIMIT ?", [*params, limit]
 
 
 class Store:
@@ -435,19 +513,8 @@ class Store:
     async def list_jobs(
         self, *, kind: str | None = None, status: str | None = None, limit: int = 20
     ) -> list[Job]:
-        where: list[str] = []
-        params: list[Any] = []
-        if kind is not None:
-            where.append("kind = ?")
-            params.append(kind)
-        if status is not None:
-            where.append("status = ?")
-            params.append(status)
-        sql = "SELECT * FROM jobs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY created_at DESC, job_id LIMIT ?"
-        params.append(limit)
+        """At most `limit` jobs, newest first, optionally only of one kind and/or status."""
+        sql, params = list_jobs_query(kind=kind, status=status, limit=limit)
         rows = await self._run(lambda: self._db.execute(sql, params).fetchall())
         return [_job_from_row(row) for row in rows]
 
@@ -583,7 +650,8 @@ class Store:
     ) -> str:
         """Record one chat turn in a single transaction: create the conversation when `conversation_id`
         is None, else replace its system prompt when `system` is given; then append `messages`.
-        Returns the conversation id. (One fsync per turn instead of two or three.)
+        Returns the conversation id. One transaction: a turn costs one fsync, and is stored whole or not
+        at all.
 
         Every text is redacted first: an answer that echoes a secret is stored (and later re-sent as
         history) with `[redacted]` in its place, which is also what the caller was shown."""

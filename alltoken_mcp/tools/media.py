@@ -97,7 +97,8 @@ def job_result(
     """Short text for the model, a resource_link per saved file, the job record as structuredContent.
     `max_wait_seconds` is the longest wait the next-step hint may suggest. With `here`, a job of another
     upstream is marked as such (see `JobRecord.from_job`)."""
-    record = JobRecord.from_job(job, here)
+    record = JobResult.from_job(job, here)
+    record.warnings = list(warnings)
     text = _job_text(record, warnings, max_wait_seconds)
     content: list[t.ContentBlock] = [t.TextContent(type="text", text=text)]
     for saved in record.files:
@@ -111,8 +112,7 @@ def job_result(
                 size=saved.bytes,
             )
         )
-    structured = JobResult(**record.model_dump(), warnings=list(warnings))
-    return t.CallToolResult(content=content, structured_content=structured.model_dump(mode="json"))
+    return t.CallToolResult(content=content, structured_content=record.model_dump(mode="json"))
 
 
 def _job_text(record: JobRecord, warnings: Sequence[str], max_wait_seconds: float) -> str:
