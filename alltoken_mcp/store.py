@@ -62,7 +62,6 @@ SubmitState = Literal["pending", "sent", "accepted", "rejected"]
 stored; accepted: `upstream_id` is known; rejected: AllToken refused it (nothing was created)."""
 
 ACTIVE_STATUSES: tuple[JobStatus, ...] = ("queued", "processing")
-TERMINAL_STATUSES: tuple[JobStatus, ...] = ("completed", "failed", "cancelled", "expired")
 ACTIVE_CONDITION = f"status IN ({', '.join('?' for _ in ACTIVE_STATUSES)})"
 """SQL condition for an active job; bind ACTIVE_STATUSES to it (also used by `doctor`)."""
 OWN_CONDITION = "((upstream_url = ? AND upstream_key IS ?) OR (upstream_url IS NULL AND ? IS NOT NULL))"
