@@ -1,11 +1,11 @@
 """The media tools — `alltoken_image`, `alltoken_video`, `job_status`, `job_cancel`, `list_jobs` — and the
 `alltoken://jobs…` and `alltoken://media…` resources.
 
-Tools stay thin: arguments are checked against the model's published capabilities (`media_args`) before
-anything is sent or paid for, local frame files are uploaded through `/uploads/presign`, and the job
-manager does the rest (durable submit, polling, delivery). Results carry the job record as
-structuredContent plus a `resource_link` and the absolute path for every saved file; nothing large is
-inlined.
+Tools stay thin: arguments are checked (`media_args`) against the catalog's entry for the model — for a
+video model its `VideoRules`, the same ones `list_models` shows — before anything is sent or paid for;
+local frame files are uploaded through `/uploads/presign`, and the job manager does the rest (durable
+submit, polling, delivery). Results carry the job record as structuredContent plus a `resource_link`
+and the absolute path for every saved file; nothing large is inlined.
 """
 
 from __future__ import annotations
