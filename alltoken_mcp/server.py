@@ -1,42 +1,35 @@
-"""The MCP server: `MCPServer` construction, the lifespan that owns long-lived resources, and the
-resource-update fan-out for both protocol eras.
+"""The MCP server: `MCPServer` construction, its lifespan, strict tool arguments and 2025-era
+resource subscriptions.
 
-`build_server(settings)` is all a transport needs. The lifespan opens one AllTokenClient, the SQLite
-store and the job manager, and runs the job poller in a task group that is cancelled on shutdown.
+`build_server(settings)` is all a transport needs. The lifespan enters `app_state.running_app` (the
+store, one AllTokenClient, the job manager and its poller, the catalog) for as long as the server runs.
 Tools and resources live in `alltoken_mcp.tools.*`; each module has a `register(server)` function and
 reaches the lifespan state through `app_state(ctx)`.
 """
 
 from __future__ import annotations
 
-import gc
-import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
-import anyio
 import mcp_types as t
 from mcp.server import MCPServer
 from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
-from mcp.server.session import ServerSession
-from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
 from pydantic import ValidationError
 
 from alltoken_mcp import __version__
-from alltoken_mcp.client import AllTokenClient
-from alltoken_mcp.job_records import JobRecord
-from alltoken_mcp.jobs import JobManager
+from alltoken_mcp.app_state import AppState, running_app
+from alltoken_mcp.catalog import CatalogTTL
+from alltoken_mcp.notifier import ResourceNotifier
 from alltoken_mcp.outbound import RedactingMiddleware
-from alltoken_mcp.redact import MIN_SECRET_LENGTH, Redactor
+from alltoken_mcp.redact import Redactor
 from alltoken_mcp.settings import Settings
-from alltoken_mcp.store import Store, process_owner
+from alltoken_mcp.tools import catalog, chat, media
 from alltoken_mcp.tools.arguments import invalid_arguments, make_strict
-
-logger = logging.getLogger(__name__)
+from alltoken_mcp.tools.deadline import CallDeadline
 
 INSTRUCTIONS = """\
 Delegate work to AllToken, a gateway in front of dozens of chat, image and video models.
@@ -50,107 +43,18 @@ Generated files are never inlined: results carry absolute paths and alltoken://m
 """
 
 
-@dataclass
-class ResourceNotifier:
-    """Sends `notifications/resources/updated` for a URI to every subscriber, in both protocol eras.
-
-    2026-07-28 clients listen through the SDK's subscription bus; 2025-era clients call
-    `resources/subscribe`, which MCPServer does not serve, so their sessions are tracked here.
-    Sessions are held strongly (the request context's session object is not kept alive by anything
-    else, so a weak reference would vanish at once); a closed connection is dropped at the first
-    failed send.
-    """
-
-    bus: InMemorySubscriptionBus = field(default_factory=InMemorySubscriptionBus)
-    _legacy: dict[str, set[ServerSession]] = field(default_factory=dict)
-
-    def subscribe(self, uri: str, session: ServerSession) -> None:
-        self._legacy.setdefault(uri, set()).add(session)
-
-    def unsubscribe(self, uri: str, session: ServerSession) -> None:
-        sessions = self._legacy.get(uri)
-        if sessions is not None:
-            sessions.discard(session)
-            if not sessions:
-                del self._legacy[uri]
-
-    def subscriber_count(self, uri: str) -> int:
-        return len(self._legacy.get(uri, ()))
-
-    async def updated(self, uri: str) -> None:
-        await self.bus.publish(ResourceUpdated(uri=uri))
-        for session in list(self._legacy.get(uri, ())):
-            try:
-                await session.send_resource_updated(uri)
-            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-                self.unsubscribe(uri, session)
-
-
-@dataclass
-class AppState:
-    """Everything a tool needs, created once per server process by the lifespan."""
-
-    settings: Settings
-    client: AllTokenClient
-    store: Store
-    jobs: JobManager
-    notifier: ResourceNotifier
-    redactor: Redactor
-    """Removes the configured secrets from text; applied to every result, log line and stored error."""
-
-
-def app_state(ctx: Context[Any]) -> AppState:
-    state = ctx.request_context.lifespan_context
-    assert isinstance(state, AppState)
-    return state
-
-
-def job_uri(job_id: str) -> str:
-    return f"alltoken://jobs/{job_id}"
-
-
-def build_server(settings: Settings) -> MCPServer[AppState]:
-    """The configured server, ready for any transport. Touches neither the network nor the disk."""
+def build_server(settings: Settings, *, catalog_ttl: CatalogTTL | None = None) -> MCPServer[AppState]:
+    """The configured server, ready for any transport. Touches neither the network nor the disk.
+    `catalog_ttl` says how long the model catalog is served before it is fetched again."""
     notifier = ResourceNotifier()
     redactor = Redactor.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
-        owner = process_owner()  # host:pid:rand, so a restarted server can see this one died
-        for name in redactor.skipped:
-            logger.warning(
-                "%s is shorter than %d characters: it is not redacted from output", name, MIN_SECRET_LENGTH
-            )
-        store = await Store.open(settings.database_path, redactor=redactor)
-        # Everything allocated so far lives for the whole process: take it out of the cyclic GC's
-        # view, so full collections stay short and do not stall the event loop (measured: 50–60 ms).
-        # No gc.collect() first: it would cost ~40 ms before `initialize` can be answered. The CLI
-        # disables the collector during start-up; from here on it runs, over the new objects only.
-        gc.freeze()
-        gc.enable()
-        try:
-            async with AllTokenClient(
-                base_url=settings.base_url, api_key=settings.api_key, key_problem=settings.key_problem
-            ) as client:
-
-                async def on_job_change(job: JobRecord) -> None:
-                    await notifier.updated(job_uri(job.job_id))
-                    await notifier.updated("alltoken://jobs")
-
-                jobs = JobManager(
-                    store=store, client=client, settings=settings, owner=owner, on_change=on_job_change
-                )
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(jobs.run)
-                    try:
-                        yield AppState(settings, client, store, jobs, notifier, redactor)
-                    finally:
-                        # Without this the poller keeps the process alive after stdin closes.
-                        tg.cancel_scope.cancel()
-        finally:
-            # Shielded: on SIGTERM the lifespan unwinds by cancellation, and the store must still close.
-            with anyio.CancelScope(shield=True):
-                await store.close()
+        async with running_app(
+            settings, notifier=notifier, redactor=redactor, catalog_ttl=catalog_ttl or CatalogTTL()
+        ) as state:
+            yield state
 
     server: MCPServer[AppState] = _AllTokenServer(
         max_wait_seconds=settings.max_wait_seconds,
@@ -165,10 +69,6 @@ def build_server(settings: Settings) -> MCPServer[AppState]:
         middleware=[RedactingMiddleware(redactor)],
     )
     _install_legacy_subscriptions(server, notifier)
-
-    from alltoken_mcp.tools import catalog, chat, media
-    from alltoken_mcp.tools.deadline import CallDeadline
-
     server.middleware.append(CallDeadline(settings.max_wait_seconds))
 
     chat.register(server)

@@ -11,6 +11,7 @@ from typing import Any
 import mcp_types as t
 from mcp import Client
 
+from alltoken_mcp.catalog import CatalogTTL
 from alltoken_mcp.server import build_server
 from alltoken_mcp.settings import Settings, load_settings
 from alltoken_mcp.simulator import SIM_API_KEY
@@ -33,9 +34,12 @@ def settings_for(
 
 
 @asynccontextmanager
-async def connect(settings: Settings, mode: str = "auto") -> AsyncIterator[Client]:
+async def connect(
+    settings: Settings, mode: str = "auto", *, catalog_ttl: CatalogTTL | None = None
+) -> AsyncIterator[Client]:
     """A fresh server (its own lifespan) and an in-memory client in the given protocol era."""
-    async with Client(build_server(settings), mode=mode) as client:  # type: ignore[arg-type]
+    server = build_server(settings, catalog_ttl=catalog_ttl)
+    async with Client(server, mode=mode) as client:  # type: ignore[arg-type]
         yield client
 
 

@@ -106,7 +106,9 @@ async def test_an_endless_json_listing_is_refused_at_its_cap(tmp_path: Path) -> 
     endless = RawResponse(
         headers=[("Content-Type", "application/json")], pieces=itertools.repeat(b"[" * 65536)
     )
-    async with raw_server(endless) as upstream:
+    # The catalog reads its four listings at once: every one of them is endless, and the video tool
+    # reports the one it needed.
+    async with raw_server(*[endless] * 4) as upstream:
         result, took = await timed_call(
             tmp_path, upstream.base_url, "alltoken_video", {"prompt": "a wave", "wait_seconds": 0}
         )
@@ -238,7 +240,9 @@ async def test_an_image_answer_with_more_images_than_asked_for_saves_none_of_the
         )
 
     queued = json.dumps({**task, "status": "queued"}).encode()
-    script = [answer(listing), answer(queued, 202), *[answer(flood)] * 3]
+    # The image model list answers each of the catalog's four listings (they are read at once, in any
+    # order); then the create and the polls.
+    script = [*[answer(listing)] * 4, answer(queued, 202), *[answer(flood)] * 3]
     async with raw_server(*script) as upstream:
         settings = settings_for(tmp_path, upstream.base_url, ALLTOKEN_OUTPUT_DIR=str(tmp_path / "out"))
         async with connect(settings) as client:
@@ -326,7 +330,7 @@ async def test_an_event_that_never_ends_is_refused(tmp_path: Path) -> None:
 async def test_a_listing_with_too_many_entries_is_refused_before_it_is_validated(tmp_path: Path) -> None:
     rows = json.dumps({"data": [{"id": f"m{i}"} for i in range(5000)]}).encode()
     listing = RawResponse(headers=[("Content-Type", "application/json")], pieces=[rows], framing="length")
-    async with raw_server(listing) as upstream:
+    async with raw_server(*[listing] * 4) as upstream:  # the catalog's four listings
         result, took = await timed_call(
             tmp_path, upstream.base_url, "alltoken_video", {"prompt": "a wave", "wait_seconds": 0}
         )

@@ -6,7 +6,8 @@ The capabilities come from the simulator's real `/videos/models` and `/images/mo
 module. Bodies the checks accept are submitted to the same simulator, so "accepted here" is shown to
 mean "accepted by the server"; for the rules the gateway enforces itself, the raw value is shown to be
 rejected there too. Hand-built ModelInfo objects cover shapes the simulator does not publish (enum
-durations, steps, prompt limits, a capability-less unknown family).
+durations, steps, prompt limits, a capability-less unknown family). Every listing goes through the
+catalog's `merge_listings`, as the server's does, so the rules checked are the ones the catalog computes.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from alltoken_mcp.catalog import ModelEntry, VideoRules, merge_listings
 from alltoken_mcp.client import AllTokenClient
 from alltoken_mcp.client.models import ModelInfo
 from alltoken_mcp.errors import BadRequestError
@@ -25,7 +27,6 @@ from alltoken_mcp.simulator import SIM_API_KEY, SimConfig, serve_simulator
 from alltoken_mcp.tools.media_args import (
     ArgumentProblem,
     FrameRef,
-    describe_video_model,
     image_body,
     video_body,
 )
@@ -37,9 +38,9 @@ FIRST_ITEM = {"type": "image_url", "image_url": {"url": HTTPS_PNG}, "role": "fir
 @dataclass(frozen=True)
 class Live:
     client: AllTokenClient
-    videos: list[ModelInfo]  # /videos/models, with capabilities
-    images: list[ModelInfo]  # /images/models
-    bare_videos: list[ModelInfo]  # the video entries of /v1/models: no capabilities
+    videos: list[ModelEntry]  # /videos/models, with capabilities
+    images: list[ModelEntry]  # /images/models
+    bare_videos: list[ModelEntry]  # the video entries of /v1/models: no capabilities
 
 
 @pytest.fixture(scope="module")
@@ -53,17 +54,26 @@ async def live(anyio_backend: str) -> AsyncIterator[Live]:
         serve_simulator(SimConfig(speed=0.01)) as sim,
         AllTokenClient(sim.base_url, SIM_API_KEY) as client,
     ):
-        videos = await client.list_video_models()
-        images = await client.list_image_models()
-        bare = [m for m in await client.list_models() if m.object == "video"]
+        videos = entries(await client.list_video_models())
+        images = entries(await client.list_image_models())
+        bare = entries([m for m in await client.list_models() if m.object == "video"])
         yield Live(client, videos, images, bare)
 
 
-def by_id(models: Sequence[ModelInfo], model_id: str) -> ModelInfo:
+def entries(listing: Sequence[ModelInfo]) -> list[ModelEntry]:
+    return merge_listings(listing, [], [], [])
+
+
+def by_id(models: Sequence[ModelEntry], model_id: str) -> ModelEntry:
     return next(m for m in models if m.id == model_id)
 
 
-def video_args(models: Sequence[ModelInfo], **overrides: Any) -> dict[str, Any]:
+def rules(entry: ModelEntry) -> VideoRules:
+    assert entry.video is not None
+    return entry.video
+
+
+def video_args(models: Sequence[ModelEntry], **overrides: Any) -> dict[str, Any]:
     args: dict[str, Any] = {
         "model": "seedance-2.0",
         "prompt": "a horse galloping on a beach at dusk",
@@ -81,7 +91,7 @@ def video_args(models: Sequence[ModelInfo], **overrides: Any) -> dict[str, Any]:
     return {**args, **overrides}
 
 
-def image_args(models: Sequence[ModelInfo], **overrides: Any) -> dict[str, Any]:
+def image_args(models: Sequence[ModelEntry], **overrides: Any) -> dict[str, Any]:
     args: dict[str, Any] = {
         "model": "gpt-image-2",
         "prompt": "a lighthouse in a storm, oil painting",
@@ -352,7 +362,7 @@ async def test_every_simulator_model_that_takes_text_or_a_first_frame_gets_a_bod
 ) -> None:
     refused = []
     for info in live.videos:
-        types = info.capabilities.input_types if info.capabilities else None
+        types = rules(info).input_types
         frames = () if types is None or "text" in types else (first(),)
         try:
             body, _ = video_body(**video_args(live.videos, model=info.id, frames=frames))
@@ -459,8 +469,9 @@ def test_an_unavailable_catalog_skips_the_model_check_but_keeps_the_family_rules
 # ----------------------------------------------------------- videos: hand-built capability shapes
 
 
-def hand_built(model_id: str, **capabilities: Any) -> ModelInfo:
-    return ModelInfo.model_validate({"id": model_id, "object": "video", "capabilities": capabilities})
+def hand_built(model_id: str, **capabilities: Any) -> ModelEntry:
+    info = ModelInfo.model_validate({"id": model_id, "object": "video", "capabilities": capabilities})
+    return entries([info])[0]
 
 
 DECIDES_DURATION = hand_built("acme-edit", duration=None)
@@ -609,28 +620,28 @@ def test_capability_shapes_the_simulator_does_not_publish_accept_what_they_allow
     assert warnings == []
 
 
-# ------------------------------------------------------------------------------ describe_video_model
+# ---------------------------------------------------------------------------- VideoRules.describe
 
 
-def test_describe_video_model_summarises_published_capabilities(live: Live) -> None:
-    line = describe_video_model(by_id(live.videos, "seedance-2.0"))
-    assert line.startswith("seedance-2.0: duration an integer 4–15 s, or -1 for auto (default 5)")
+def test_the_rules_describe_published_capabilities(live: Live) -> None:
+    line = rules(by_id(live.videos, "seedance-2.0")).describe()
+    assert line.startswith("duration an integer 4–15 s, or -1 for auto (default 5)")
     assert "ratios 16:9, 9:16, 4:3, 3:4, 21:9, 1:1, adaptive" in line
     assert "resolutions 480p, 720p, 1080p" in line
     assert "first and last frames" in line
     assert "options generate_audio, seed, watermark, return_last_frame" in line
-    edit = describe_video_model(by_id(live.videos, "happyhorse-1.0-video-edit"))
+    edit = rules(by_id(live.videos, "happyhorse-1.0-video-edit")).describe()
     assert "duration set by the model" in edit
     assert "ratio set by the model" in edit
     assert "prompt ≤ 5000 characters" in edit
 
 
-def test_describe_video_model_falls_back_to_the_family_rules_or_says_nothing_is_published(live: Live) -> None:
-    assert describe_video_model(by_id(live.bare_videos, "seedance-2.5")) == (
-        "seedance-2.5: duration an integer 4–30 s, or -1 for auto (default 5); resolutions 480p, 720p"
+def test_the_rules_fall_back_to_the_family_or_say_nothing_is_published(live: Live) -> None:
+    assert rules(by_id(live.bare_videos, "seedance-2.5")).describe() == (
+        "duration an integer 4–30 s, or -1 for auto (default 5); resolutions 480p, 720p"
     )
-    assert "no published constraints" in describe_video_model(by_id(live.bare_videos, "happyhorse-1.0-t2v"))
-    assert "one of 5, 10 s" in describe_video_model(ENUM_DURATIONS)
+    assert "no published constraints" in rules(by_id(live.bare_videos, "happyhorse-1.0-t2v")).describe()
+    assert "one of 5, 10 s" in rules(ENUM_DURATIONS).describe()
 
 
 # ------------------------------------------------------------------------------------------- images

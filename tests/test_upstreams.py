@@ -200,7 +200,7 @@ async def test_another_base_url_with_the_same_key_leaves_the_job_alone(tmp_path:
                 await other.tool("job_status", {"job_id": mine["job_id"], "wait_seconds": WAIT_SECONDS})
             assert status["foreign"] is True
             assert status["note"].startswith(f"This job belongs to {a.base_url}; run the server with that")
-            assert not [r for r in b.state.requests if r.startswith("GET /v1/videos/")]
+            assert not [r for r in b.state.requests if r.startswith("GET /v1/videos/generations")]
             assert rows(home / "state.sqlite3")[real["job_id"]] == real
             await collect_real_video(a, home, real["job_id"])
 

@@ -1,19 +1,12 @@
-"""`list_models` and `route_health`, the `alltoken://models…` and `alltoken://health` resources, and the
-catalog cache behind them.
+"""`list_models` and `route_health`, and the `alltoken://models…` and `alltoken://health` resources.
 
-The catalog merges four listings: `/v1/models` (what the key can call), `/v1/images/models`,
-`/v1/videos/models` (video constraints) and the public `/api-account/models` (prices, tags, limits).
-It is kept in memory and in the store's cache table with a TTL, so a restarted server answers from disk
-without a network round trip while the copy is fresh. A failed refresh serves the stale copy with a
-warning; only when there is no copy at all does the error reach the caller.
+The catalog itself — the merged listings, their cache, what each video model accepts — is the
+`Catalog` on the app state (alltoken_mcp/catalog); these tools ask it and format the answer.
 """
 
 from __future__ import annotations
 
-import logging
-import time
-import weakref
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -22,88 +15,28 @@ import mcp_types as t
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
-from alltoken_mcp.client import AllTokenClient, CatalogModel, HealthSummary, ModelInfo, RouteHealth
-from alltoken_mcp.errors import AllTokenError, AuthenticationError
-from alltoken_mcp.server import AppState, app_state
-from alltoken_mcp.store import Store, StoreError
+from alltoken_mcp.app_state import AppState, app_state
+from alltoken_mcp.catalog import (
+    Capability,
+    CatalogView,
+    Modality,
+    ModelEntry,
+    VideoRules,
+    age_text,
+    filter_models,
+)
+from alltoken_mcp.client import AllTokenClient, HealthSummary, RouteHealth
+from alltoken_mcp.errors import AllTokenError
 from alltoken_mcp.tools.common import JSON_MIME, add_state_resource, to_json, tool_result
 from alltoken_mcp.tools.errors import close_matches, describe, tool_error
 
-logger = logging.getLogger(__name__)
-
-CATALOG_TTL_SECONDS = 6 * 3600.0
-# A listing that missed a source is re-fetched soon rather than hiding, say, video constraints for hours.
-PARTIAL_TTL_SECONDS = 120.0
-CACHE_FORMAT = 1
-
-# alltoken-api.md §2.6: families whose models really search with `enable_search`.
-SEARCH_FAMILIES = ("deepseek", "qwen")
-
-Modality = Literal["text", "vision", "image", "video"]
-Capability = Literal[
-    "search",
-    "thinking",
-    "image_input",
-    "tools",
-    "structured_output",
-    "first_last_frame",
-    "audio",
-    "auto_duration",
-]
 RouteStatus = Literal["healthy", "degraded", "incident"]
+T = TypeVar("T")
 
 
 # ------------------------------------------------------------------------------------------ models
-
-
-class DurationRule(BaseModel):
-    """Allowed video durations in seconds: a range (min..max by step) or a list of values."""
-
-    min: int | None = None
-    max: int | None = None
-    step: int | None = None
-    values: list[int] | None = None
-    default: int | None = None
-    supports_auto: bool = Field(False, description="duration -1 lets the model choose")
-
-
-class VideoConstraints(BaseModel):
-    durations: DurationRule | None = Field(None, description="null: the duration is decided upstream")
-    resolutions: list[str] | None = None
-    default_resolution: str | None = None
-    ratios: list[str] | None = None
-    default_ratio: str | None = None
-    input_types: list[str] = Field(default_factory=list)
-    frames: dict[str, int | None] | None = None
-    features: list[str] = Field(default_factory=list, description="optional features this model honours")
-    prompt_max_length: int | None = None
-
-
-class ModelEntry(BaseModel):
-    id: str
-    name: str | None = None
-    modality: str = Field(description="text | vision | image | video | audio | unknown")
-    family: str | None = None
-    description: str | None = None
-    input_modalities: list[str] = Field(default_factory=list)
-    output_modalities: list[str] = Field(default_factory=list)
-    context_length: int | None = None
-    max_completion_tokens: int | None = None
-    pricing: dict[str, Any] | None = Field(None, description="as AllToken publishes it (USD)")
-    supports: list[str] = Field(default_factory=list)
-    video: VideoConstraints | None = None
-
-
-class CatalogSnapshot(BaseModel):
-    """What the cache stores: the merged listing and when it was fetched."""
-
-    format: int = CACHE_FORMAT
-    fetched_at: float
-    complete: bool
-    models: list[ModelEntry]
-    warnings: list[str] = Field(default_factory=list)
 
 
 class ListModelsOutput(BaseModel):
@@ -141,312 +74,21 @@ class RouteHealthOutput(BaseModel):
     warnings: list[str] = Field(default_factory=list)
 
 
-# ------------------------------------------------------------------------------------------ merging
+# ------------------------------------------------------------------------------------------ text
 
 
-def _modality(info: ModelInfo) -> str:
-    if info.modality:
-        return info.modality
-    outputs = info.output_modalities or []
-    for kind in ("image", "video", "audio"):
-        if kind in outputs or info.object == kind:
-            return kind
-    if info.capabilities is not None:
-        return "video"
-    if "image" in (info.input_modalities or []):
-        return "vision"
-    return "text" if info.owned_by in (None, "chat") or "text" in outputs else "unknown"
-
-
-def _video_constraints(info: ModelInfo) -> VideoConstraints | None:
-    caps = info.capabilities
-    if caps is None:
-        return None
-    duration = caps.duration
-    rule = None
-    if duration is not None:
-        rule = DurationRule(
-            min=duration.min,
-            max=duration.max,
-            step=duration.step,
-            values=duration.values,
-            default=duration.default,
-            supports_auto=bool(duration.supports_auto),
-        )
-    features = caps.features.model_dump(exclude_none=True) if caps.features else {}
-    return VideoConstraints(
-        durations=rule,
-        resolutions=caps.resolutions.values if caps.resolutions else None,
-        default_resolution=caps.resolutions.default if caps.resolutions else None,
-        ratios=caps.ratios.values if caps.ratios else None,
-        default_ratio=caps.ratios.default if caps.ratios else None,
-        input_types=list(caps.input_types or []),
-        frames=caps.frames.model_dump() if caps.frames else None,
-        features=sorted(name for name, on in features.items() if on is True),
-        prompt_max_length=caps.prompt.max_length if caps.prompt else None,
+def listing(view: CatalogView, models: list[ModelEntry], total: int) -> ListModelsOutput:
+    return ListModelsOutput(
+        models=models,
+        total=total,
+        fetched_at=_iso(view.snapshot.fetched_at),
+        stale=view.stale,
+        warnings=view.warnings,
     )
-
-
-def _supports(entry: ModelEntry, params: set[str], tags: set[str]) -> list[str]:
-    found: set[str] = set()
-    if entry.modality in ("text", "vision"):
-        family = (entry.family or "").lower()
-        if "web_search" in tags or family in SEARCH_FAMILIES or entry.id.startswith(SEARCH_FAMILIES):
-            found.add("search")
-        if "reasoning" in tags or "thinking" in params:
-            found.add("thinking")
-        if entry.modality == "vision" or "image" in entry.input_modalities:
-            found.add("image_input")
-        if "tools" in params:
-            found.add("tools")
-        if "response_format" in params:
-            found.add("structured_output")
-    if entry.video is not None:
-        kinds = set(entry.video.input_types)
-        if kinds & {"image_first_frame", "image_first_last_frame", "image_reference"}:
-            found.add("image_input")
-        if "image_first_last_frame" in kinds:
-            found.add("first_last_frame")
-        if "generate_audio" in entry.video.features:
-            found.add("audio")
-        if entry.video.durations is not None and entry.video.durations.supports_auto:
-            found.add("auto_duration")
-    return sorted(found)
-
-
-def merge_listings(
-    v1: Sequence[ModelInfo],
-    images: Sequence[ModelInfo],
-    videos: Sequence[ModelInfo],
-    public: Sequence[CatalogModel],
-) -> list[ModelEntry]:
-    """One entry per model id. Later listings fill what earlier ones lack; video constraints come from
-    `/videos/models` and prices, limits and tags from the public catalog."""
-    infos: dict[str, ModelInfo] = {}
-    for listing in (v1, images, videos, public):
-        for info in listing:
-            known = infos.get(info.id)
-            if known is None:
-                infos[info.id] = info
-                continue
-            updates = {
-                k: v
-                for k, v in info.model_dump(exclude_unset=True).items()
-                if getattr(known, k, None) in (None, [])
-            }
-            if info.capabilities is not None:
-                updates["capabilities"] = info.capabilities
-            infos[info.id] = known.model_copy(update=updates)
-    public_by_id = {p.id: p for p in public}
-
-    entries: list[ModelEntry] = []
-    for model_id, info in infos.items():
-        rich = public_by_id.get(model_id)
-        entry = ModelEntry(
-            id=model_id,
-            name=info.display_name,
-            modality=_modality(info),
-            family=info.family or info.brand,
-            description=info.description,
-            input_modalities=list(info.input_modalities or []),
-            output_modalities=list(info.output_modalities or []),
-            context_length=rich.context_length if rich else None,
-            max_completion_tokens=rich.max_completion_tokens if rich else None,
-            pricing=rich.pricing if rich else None,
-            video=_video_constraints(info),
-        )
-        params = set(rich.supported_parameters or []) if rich else set()
-        tags = set(rich.tags or []) if rich else set()
-        entry.supports = _supports(entry, params, tags)
-        entries.append(entry)
-    order = {"text": 0, "vision": 0, "image": 1, "video": 2}
-    entries.sort(key=lambda e: (order.get(e.modality, 3), e.id))
-    return entries
-
-
-# ------------------------------------------------------------------------------------------- cache
-
-T = TypeVar("T")
-
-
-def _stale_warning(snapshot: CatalogSnapshot, exc: AllTokenError) -> str:
-    return f"Could not refresh the catalog ({exc}); showing the copy fetched {_age(snapshot.fetched_at)} ago."
-
-
-class CatalogCache:
-    """The merged catalog for one state database: memory first, then the store, then AllToken.
-
-    One refresh runs at a time (the lock), so a burst of calls on a cold cache costs one fetch.
-    """
-
-    def __init__(self, store: Store, client: AllTokenClient) -> None:
-        self._store = store
-        self._client = client
-        self._lock = anyio.Lock()
-        self._snapshot: CatalogSnapshot | None = None
-        self._loaded = False
-        self._fetches_done = 0
-        self._failure: tuple[int, AllTokenError] | None = None
-        """The last fetch's error, with the number it had among the finished fetches (None: it worked)."""
-        self.cache_key = f"catalog:{client.base_url}:{'key' if client.has_api_key else 'public'}"
-
-    @staticmethod
-    def _fresh(snapshot: CatalogSnapshot) -> bool:
-        ttl = CATALOG_TTL_SECONDS if snapshot.complete else PARTIAL_TTL_SECONDS
-        return 0 <= time.time() - snapshot.fetched_at < ttl
-
-    async def get(self, *, refresh: bool = False) -> tuple[CatalogSnapshot, bool, list[str]]:
-        """(snapshot, stale, warnings). Raises the fetch error only when no copy exists at all."""
-        arrived_after = self._fetches_done
-        async with self._lock:
-            if not self._loaded:
-                self._snapshot = await self._load()
-                self._loaded = True
-            current = self._snapshot
-            if current is not None and not refresh and self._fresh(current):
-                return current, False, list(current.warnings)
-            failed = None if refresh else self._failure
-            if failed is not None and failed[0] > arrived_after:
-                # This call queued behind a fetch that failed meanwhile: share its outcome instead of
-                # failing again in turn (N queued callers would otherwise wait N fetches).
-                exc = failed[1]
-                if current is None:
-                    raise exc
-                return current, True, [*current.warnings, _stale_warning(current, exc)]
-            try:
-                fetched = await self._fetch()
-            except AllTokenError as exc:
-                self._fetches_done += 1
-                self._failure = (self._fetches_done, exc)
-                if current is None:
-                    raise
-                logger.warning("catalog refresh failed, serving an older copy: %s", exc)
-                return current, True, [*current.warnings, _stale_warning(current, exc)]
-            self._fetches_done += 1
-            self._failure = None
-            self._snapshot = fetched
-            try:
-                await self._store.cache_put(self.cache_key, fetched.model_dump(mode="json"))
-            except StoreError as exc:  # only a restart's first listing needs the disk copy
-                logger.warning("catalog kept in memory only: %s", exc)
-            return fetched, False, list(fetched.warnings)
-
-    async def known_ids(self) -> list[str]:
-        """Model ids for suggestions; empty when the catalog cannot be had (never raises)."""
-        try:
-            snapshot, _, _ = await self.get()
-        except AllTokenError:
-            return []
-        return [m.id for m in snapshot.models]
-
-    async def _load(self) -> CatalogSnapshot | None:
-        try:
-            raw = await self._store.cache_get(self.cache_key)
-        except StoreError as exc:
-            logger.warning("catalog cache unreadable, fetching afresh: %s", exc)
-            return None
-        if raw is None:
-            return None
-        try:
-            snapshot = CatalogSnapshot.model_validate(raw)
-        except ValidationError:
-            logger.info("ignoring a catalog cache entry in an older format")
-            return None
-        return snapshot if snapshot.format == CACHE_FORMAT else None
-
-    async def _fetch(self) -> CatalogSnapshot:
-        client = self._client
-        results: dict[str, Any] = {}
-        errors: dict[str, AllTokenError] = {}
-
-        async def one(name: str, call: Callable[[], Awaitable[Sequence[ModelInfo]]]) -> None:
-            try:
-                results[name] = await call()
-            except AllTokenError as exc:
-                errors[name] = exc
-
-        sources: dict[str, Callable[[], Awaitable[Sequence[ModelInfo]]]] = {"catalog": client.catalog}
-        if client.has_api_key:
-            sources.update(
-                models=client.list_models, images=client.list_image_models, videos=client.list_video_models
-            )
-        async with anyio.create_task_group() as tg:
-            for name, call in sources.items():
-                tg.start_soon(one, name, call)
-
-        if not results:
-            # Prefer the error that tells the user what to fix (a bad key) over a network blip.
-            raise next((e for e in errors.values() if isinstance(e, AuthenticationError)), None) or next(
-                iter(errors.values())
-            )
-        warnings: list[str] = []
-        if client.key_problem is not None:
-            warnings.append(
-                f"{client.key_problem} Until then this is AllToken's public catalog, which may differ from "
-                "what a key can call."
-            )
-        for name, exc in errors.items():
-            path = {"catalog": "/api-account/models", "models": "/models", "images": "/images/models"}.get(
-                name, "/videos/models"
-            )
-            warnings.append(f"{path} could not be read ({exc}); the listing may be incomplete.")
-        entries = merge_listings(
-            results.get("models", []),
-            results.get("images", []),
-            results.get("videos", []),
-            results.get("catalog", []),
-        )
-        return CatalogSnapshot(fetched_at=time.time(), complete=not errors, models=entries, warnings=warnings)
-
-
-_caches: weakref.WeakKeyDictionary[Store, CatalogCache] = weakref.WeakKeyDictionary()
-
-
-def catalog_cache(state: AppState) -> CatalogCache:
-    """The cache for this server's store and client (one per lifespan)."""
-    cache = _caches.get(state.store)
-    if cache is None or cache._client is not state.client:
-        cache = _caches[state.store] = CatalogCache(state.store, state.client)
-    return cache
-
-
-def _age(epoch: float) -> str:
-    seconds = max(0, int(time.time() - epoch))
-    if seconds < 120:
-        return f"{seconds} s"
-    if seconds < 7200:
-        return f"{seconds // 60} min"
-    return f"{seconds // 3600} h"
 
 
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-# ----------------------------------------------------------------------------------------- filters
-
-
-def filter_models(
-    models: Sequence[ModelEntry],
-    *,
-    modality: Modality | None = None,
-    search: str | None = None,
-    supports: Sequence[str] = (),
-) -> list[ModelEntry]:
-    wanted = set(supports)
-    needle = (search or "").strip().lower()
-    chosen: list[ModelEntry] = []
-    for m in models:
-        if modality == "text" and m.modality not in ("text", "vision"):
-            continue
-        if modality in ("vision", "image", "video") and m.modality != modality:
-            continue
-        if needle and not any(needle in (v or "").lower() for v in (m.id, m.name, m.family)):
-            continue
-        if not wanted <= set(m.supports):
-            continue
-        chosen.append(m)
-    return chosen
 
 
 def _price(pricing: dict[str, Any] | None) -> str:
@@ -463,15 +105,34 @@ def _price(pricing: dict[str, Any] | None) -> str:
 
 def _line(m: ModelEntry) -> str:
     parts = [m.id, m.modality, _price(m.pricing)]
-    if m.video is not None and m.video.durations is not None:
-        d = m.video.durations
-        span = f"{d.min}-{d.max}s" if d.values is None else "/".join(map(str, d.values)) + "s"
-        parts.append(span + (" or auto" if d.supports_auto else ""))
-    if m.video is not None and m.video.resolutions:
-        parts.append("/".join(m.video.resolutions))
+    if m.video is not None:
+        parts += _video_parts(m.video)
     if m.supports:
         parts.append("supports " + ",".join(m.supports))
     return " · ".join(parts)
+
+
+def _video_parts(rules: VideoRules) -> list[str]:
+    """Durations, ratios and resolutions in short: the structured `video` field has the rest."""
+    if rules.source == "none":
+        return ["no published constraints"]
+    parts: list[str] = []
+    d = rules.durations
+    if rules.duration_fixed:
+        parts.append("duration set by the model")
+    elif d is not None:
+        span = "/".join(map(str, d.values)) if d.values is not None else f"{d.min or 1}-{d.max or '…'}"
+        step = f" by {d.step}" if d.values is None and d.step > 1 else ""
+        parts.append(f"{span}s{step}" + (" or auto" if d.supports_auto else ""))
+    if rules.ratio_fixed:
+        parts.append("ratio set by the model")
+    elif rules.ratios:
+        parts.append("/".join(rules.ratios))
+    if rules.resolution_fixed:
+        parts.append("one resolution")
+    elif rules.resolutions:
+        parts.append("/".join(rules.resolutions))
+    return parts
 
 
 # ---------------------------------------------------------------------------------------- health
@@ -578,25 +239,18 @@ def register(server: MCPServer[AppState]) -> None:
         limit: Annotated[int, Field(ge=1, le=500, description="at most this many models")] = 100,
         refresh: Annotated[bool, Field(description="bypass the cache and fetch the listing now")] = False,
     ) -> Annotated[t.CallToolResult, ListModelsOutput]:
-        cache = catalog_cache(app_state(ctx))
         try:
-            snapshot, stale, warnings = await cache.get(refresh=refresh)
+            view = await app_state(ctx).catalog.snapshot(refresh=refresh)
         except AllTokenError as exc:
             raise tool_error(exc) from exc
-        matching = filter_models(snapshot.models, modality=modality, search=search, supports=supports or ())
-        out = ListModelsOutput(
-            models=matching[:limit],
-            total=len(matching),
-            fetched_at=_iso(snapshot.fetched_at),
-            stale=stale,
-            warnings=warnings,
-        )
+        matching = filter_models(view.models, modality=modality, search=search, supports=supports or ())
+        out = listing(view, matching[:limit], len(matching))
         head = f"{out.total} model(s)" + (
             f", showing {len(out.models)}" if out.total > len(out.models) else ""
         )
-        lines = [head + f" (catalog fetched {_age(snapshot.fetched_at)} ago):"]
+        lines = [head + f" (catalog fetched {age_text(view.snapshot.fetched_at)} ago):"]
         lines += [f"- {_line(m)}" for m in out.models]
-        lines += [f"warning: {w}" for w in warnings]
+        lines += [f"warning: {w}" for w in out.warnings]
         if not matching:
             lines.append("No model matches; loosen the filters or call list_models with none.")
         return tool_result("\n".join(lines), out)
@@ -623,7 +277,7 @@ def register(server: MCPServer[AppState]) -> None:
         except AllTokenError as exc:
             raise tool_error(exc) from exc
         if model is not None and not rows:
-            known = await catalog_cache(state).known_ids()
+            known = await state.catalog.known_ids()
             if known and model not in known:
                 hints = close_matches(model, known)
                 raise ToolError(
@@ -646,16 +300,8 @@ def register(server: MCPServer[AppState]) -> None:
         return tool_result(_health_text(out, model), out)
 
     async def models_resource(state: AppState) -> str:
-        snapshot, stale, warnings = await catalog_cache(state).get()
-        return to_json(
-            ListModelsOutput(
-                models=snapshot.models,
-                total=len(snapshot.models),
-                fetched_at=_iso(snapshot.fetched_at),
-                stale=stale,
-                warnings=warnings,
-            )
-        )
+        view = await state.catalog.snapshot()
+        return to_json(listing(view, view.models, len(view.models)))
 
     add_state_resource(
         server,
@@ -674,15 +320,14 @@ def register(server: MCPServer[AppState]) -> None:
         mime_type=JSON_MIME,
     )
     async def model_resource(model_id: str, ctx: Context[AppState]) -> str:
-        cache = catalog_cache(app_state(ctx))
         try:
-            snapshot, _, _ = await cache.get()
+            view = await app_state(ctx).catalog.snapshot()
         except AllTokenError as exc:
             raise ResourceError(describe(exc)) from exc
-        for m in snapshot.models:
+        for m in view.models:
             if m.id == model_id:
                 return to_json(m)
-        hints = close_matches(model_id, [m.id for m in snapshot.models])
+        hints = close_matches(model_id, [m.id for m in view.models])
         raise ResourceNotFoundError(
             f"No AllToken model {model_id!r}." + (f" Close matches: {', '.join(hints)}." if hints else "")
         )

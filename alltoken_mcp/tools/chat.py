@@ -25,11 +25,11 @@ from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
 from pydantic import BaseModel, ConfigDict, Field
 
 from alltoken_mcp import budget
+from alltoken_mcp.app_state import AppState, app_state
+from alltoken_mcp.catalog import SEARCH_FAMILIES
 from alltoken_mcp.client import ChatResult
 from alltoken_mcp.errors import AllProvidersFailedError, AllTokenError, ModelNotFoundError, ServerError
-from alltoken_mcp.server import AppState, app_state
 from alltoken_mcp.store import StoreWriteError
-from alltoken_mcp.tools.catalog import SEARCH_FAMILIES, catalog_cache
 from alltoken_mcp.tools.common import JSON_MIME, to_json, tool_result
 from alltoken_mcp.tools.errors import reports_store_errors, tool_error
 
@@ -94,10 +94,10 @@ def search_support(model: str) -> Literal["searches", "rejects", "ignores", "unr
 
 async def _search_models(state: AppState) -> list[str]:
     try:
-        snapshot, _, _ = await catalog_cache(state).get()
+        view = await state.catalog.snapshot()
     except AllTokenError:
         return []
-    return [m.id for m in snapshot.models if "search" in m.supports]
+    return [m.id for m in view.models if "search" in m.supports]
 
 
 async def _check_search(state: AppState, models: Sequence[str]) -> list[str]:
@@ -355,9 +355,7 @@ def register(server: MCPServer[AppState]) -> None:
                     continue
                 raise tool_error(exc, model=candidate) from exc
             except ModelNotFoundError as exc:
-                raise tool_error(
-                    exc, model=candidate, known_models=await catalog_cache(state).known_ids()
-                ) from exc
+                raise tool_error(exc, model=candidate, known_models=await state.catalog.known_ids()) from exc
             except AllTokenError as exc:
                 raise tool_error(exc, model=candidate) from exc
 

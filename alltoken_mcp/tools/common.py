@@ -20,8 +20,8 @@ from mcp.server.mcpserver.exceptions import ResourceError
 from mcp.server.mcpserver.resources import Resource
 from pydantic import BaseModel, ConfigDict, Field
 
+from alltoken_mcp.app_state import AppState
 from alltoken_mcp.errors import AllTokenError
-from alltoken_mcp.server import AppState
 from alltoken_mcp.store import StoreError
 from alltoken_mcp.tools.errors import describe
 

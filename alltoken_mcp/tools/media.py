@@ -1,19 +1,16 @@
 """The media tools — `alltoken_image`, `alltoken_video`, `job_status`, `job_cancel`, `list_jobs` — and the
 `alltoken://jobs…` and `alltoken://media…` resources.
 
-Tools stay thin: arguments are checked against the model's published capabilities (`media_args`) before
-anything is sent or paid for, local frame files are uploaded through `/uploads/presign`, and the job
-manager does the rest (durable submit, polling, delivery). Results carry the job record as
-structuredContent plus a `resource_link` and the absolute path for every saved file; nothing large is
-inlined.
+Tools stay thin: arguments are checked (`media_args`) against the catalog's entry for the model — for a
+video model its `VideoRules`, the same ones `list_models` shows — before anything is sent or paid for;
+local frame files are uploaded through `/uploads/presign`, and the job manager does the rest (durable
+submit, polling, delivery). Results carry the job record as structuredContent plus a `resource_link`
+and the absolute path for every saved file; nothing large is inlined.
 """
 
 from __future__ import annotations
 
-import time
-import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -25,18 +22,17 @@ from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 from pydantic import BaseModel, Field
 
 from alltoken_mcp import budget, files
-from alltoken_mcp.client import AllTokenClient, ModelInfo
+from alltoken_mcp.app_state import AppState, app_state
+from alltoken_mcp.catalog import ModelEntry
 from alltoken_mcp.errors import AllTokenError
 from alltoken_mcp.job_records import JobRecord
 from alltoken_mcp.jobs import ForeignJobError, Progress, SubmitRejected, UnknownJobError
-from alltoken_mcp.server import AppState, app_state
 from alltoken_mcp.settings import Upstream
 from alltoken_mcp.store import Job, JobKind, JobStatus, StoreError
 from alltoken_mcp.tools.common import JSON_MIME, add_state_resource, to_json
 from alltoken_mcp.tools.errors import reports_store_errors, tool_error
 from alltoken_mcp.tools.media_args import ArgumentProblem, FrameRef, image_body, video_body
 
-MODEL_LIST_TTL_SECONDS = 600.0
 MAX_FRAME_UPLOAD_BYTES = 30 * 1024 * 1024
 FRAME_MIME_TYPES = ("image/png", "image/jpeg", "image/webp")
 
@@ -54,36 +50,10 @@ class JobList(BaseModel):
 # ------------------------------------------------------------------------------- model listings
 
 
-@dataclass
-class _MediaModels:
-    """`/images/models` and `/videos/models`, kept for a few minutes: every media call checks its
-    arguments against them, and they change rarely."""
-
-    client: AllTokenClient
-    fetched: dict[str, tuple[float, list[ModelInfo]]] = field(default_factory=dict)
-    lock: anyio.Lock = field(default_factory=anyio.Lock)
-
-    async def get(self, kind: JobKind) -> list[ModelInfo]:
-        async with self.lock:
-            cached = self.fetched.get(kind)
-            if cached is not None and time.monotonic() - cached[0] < MODEL_LIST_TTL_SECONDS:
-                return cached[1]
-            models = await (
-                self.client.list_image_models() if kind == "image" else self.client.list_video_models()
-            )
-            self.fetched[kind] = (time.monotonic(), models)
-            return models
-
-
-_model_lists: weakref.WeakKeyDictionary[AllTokenClient, _MediaModels] = weakref.WeakKeyDictionary()
-
-
-async def _models(state: AppState, kind: JobKind) -> list[ModelInfo]:
-    lists = _model_lists.get(state.client)
-    if lists is None:
-        lists = _model_lists[state.client] = _MediaModels(state.client)
+async def _models(state: AppState, kind: JobKind, expecting: str | None = None) -> list[ModelEntry]:
+    """The catalog's models of `kind` that the arguments are checked against."""
     try:
-        return await lists.get(kind)
+        return await state.catalog.models(kind, expecting=expecting)
     except AllTokenError as exc:
         raise tool_error(exc) from exc
 
@@ -335,9 +305,11 @@ def register(server: MCPServer[AppState], *, max_wait_seconds: float) -> None:
     ) -> Annotated[t.CallToolResult, JobResult]:
         state = app_state(ctx)
         _require_key(state)
+        chosen = model or state.settings.default_image_model
+        image_models = await _models(state, "image", expecting=chosen)
         try:
             body, warnings = image_body(
-                model=model or state.settings.default_image_model,
+                model=chosen,
                 prompt=prompt,
                 n=n,
                 size=size,
@@ -346,7 +318,7 @@ def register(server: MCPServer[AppState], *, max_wait_seconds: float) -> None:
                 background=background,
                 moderation=moderation,
                 seed=seed,
-                image_models=await _models(state, "image"),
+                image_models=image_models,
             )
         except ArgumentProblem as exc:
             raise ToolError(str(exc)) from exc
@@ -404,8 +376,8 @@ def register(server: MCPServer[AppState], *, max_wait_seconds: float) -> None:
     ) -> Annotated[t.CallToolResult, JobResult]:
         state = app_state(ctx)
         _require_key(state)
-        video_models = await _models(state, "video")
         chosen = model or state.settings.default_video_model
+        video_models = await _models(state, "video", expecting=chosen)
         wanted: list[tuple[Literal["first_frame", "last_frame"], str]] = []
         if first_frame:
             wanted.append(("first_frame", first_frame))
