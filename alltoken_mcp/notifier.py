@@ -33,9 +33,6 @@ class ResourceNotifier:
             if not sessions:
                 del self._legacy[uri]
 
-    def subscriber_count(self, uri: str) -> int:
-        return len(self._legacy.get(uri, ()))
-
     async def updated(self, uri: str) -> None:
         await self.bus.publish(ResourceUpdated(uri=uri))
         for session in list(self._legacy.get(uri, ())):
