@@ -6,11 +6,11 @@ in one place.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
 
+from alltoken_mcp.formats import utc_iso
 from alltoken_mcp.settings import Upstream
 from alltoken_mcp.store import Job, JobKind, JobStatus, MediaFile
 
@@ -62,8 +62,8 @@ class JobRecord(BaseModel):
             status=job.status,
             model=job.model,
             prompt=job.prompt,
-            created_at=_iso(job.created_at),
-            updated_at=_iso(job.updated_at),
+            created_at=utc_iso(job.created_at),
+            updated_at=utc_iso(job.updated_at),
             upstream_id=job.upstream_id,
             upstream_status=job.upstream_status,
             files=job.files,  # the stored MediaFile objects themselves (pydantic does not revalidate them)
@@ -102,7 +102,3 @@ def elsewhere_note(job: Job, here: Upstream) -> str:
 
 def media_uri(job_id: str, index: int) -> str:
     return f"alltoken://media/{job_id}/{index}"
-
-
-def _iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -34,7 +34,6 @@ from alltoken_mcp.catalog.service import (
     CatalogSnapshot,
     CatalogTTL,
     CatalogView,
-    age_text,
     video_rules_of,
 )
 
@@ -54,7 +53,6 @@ __all__ = [
     "Modality",
     "ModelEntry",
     "VideoRules",
-    "age_text",
     "filter_models",
     "find_model",
     "inputs_text",

@@ -18,6 +18,7 @@ from typing import Any
 import anyio
 from pydantic import BaseModel, Field, ValidationError
 
+from alltoken_mcp import formats
 from alltoken_mcp.catalog.listing import Modality, ModelEntry, find_model, merge_listings
 from alltoken_mcp.catalog.rules import VideoRules, video_rules
 from alltoken_mcp.client import AllTokenClient, ModelInfo
@@ -180,7 +181,7 @@ class Catalog:
         exc = failure.error(prefer)
         if current is None:
             raise exc
-        age = age_text(current.fetched_at)
+        age = formats.age(current.fetched_at)
         warning = f"Could not refresh the catalog ({exc}); showing the copy fetched {age} ago."
         return CatalogView(current, True, [*current.warnings, warning])
 
@@ -243,13 +244,3 @@ def video_rules_of(entry: ModelEntry | None, model_id: str) -> VideoRules:
     if entry is not None and entry.video is not None:
         return entry.video
     return video_rules(model_id, None)
-
-
-def age_text(epoch: float) -> str:
-    """How long ago `epoch` was, as a reader would say it: 45 s, 12 min, 6 h."""
-    seconds = max(0, int(time.time() - epoch))
-    if seconds < 120:
-        return f"{seconds} s"
-    if seconds < 7200:
-        return f"{seconds // 60} min"
-    return f"{seconds // 3600} h"

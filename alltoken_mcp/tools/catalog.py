@@ -7,7 +7,6 @@ The catalog itself — the merged listings, their cache, what each video model a
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timezone
 from typing import Annotated, Any, Literal, TypeVar
 
 import anyio
@@ -17,6 +16,7 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
 from pydantic import BaseModel, Field
 
+from alltoken_mcp import formats
 from alltoken_mcp.app_state import AppState, app_state
 from alltoken_mcp.catalog import (
     Capability,
@@ -24,7 +24,6 @@ from alltoken_mcp.catalog import (
     Modality,
     ModelEntry,
     VideoRules,
-    age_text,
     filter_models,
 )
 from alltoken_mcp.client import AllTokenClient, HealthSummary, RouteHealth
@@ -81,14 +80,10 @@ def listing(view: CatalogView, models: list[ModelEntry], total: int) -> ListMode
     return ListModelsOutput(
         models=models,
         total=total,
-        fetched_at=_iso(view.snapshot.fetched_at),
+        fetched_at=formats.utc_iso(view.snapshot.fetched_at),
         stale=view.stale,
         warnings=view.warnings,
     )
-
-
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _price(pricing: dict[str, Any] | None) -> str:
@@ -248,7 +243,7 @@ def register(server: MCPServer[AppState]) -> None:
         head = f"{out.total} model(s)" + (
             f", showing {len(out.models)}" if out.total > len(out.models) else ""
         )
-        lines = [head + f" (catalog fetched {age_text(view.snapshot.fetched_at)} ago):"]
+        lines = [head + f" (catalog fetched {formats.age(view.snapshot.fetched_at)} ago):"]
         lines += [f"- {_line(m)}" for m in out.models]
         lines += [f"warning: {w}" for w in out.warnings]
         if not matching:

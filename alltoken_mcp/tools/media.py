@@ -25,6 +25,7 @@ from alltoken_mcp import budget, files
 from alltoken_mcp.app_state import AppState, app_state
 from alltoken_mcp.catalog import ModelEntry
 from alltoken_mcp.errors import AllTokenError
+from alltoken_mcp.formats import byte_size
 from alltoken_mcp.job_records import JobRecord
 from alltoken_mcp.jobs import ForeignJobError, Progress, SubmitRejected, UnknownJobError
 from alltoken_mcp.settings import Upstream
@@ -91,7 +92,7 @@ def _job_text(record: JobRecord, warnings: Sequence[str], max_wait_seconds: floa
         head += f" [AllToken task {record.upstream_id}]"
     lines = [head + "."]
     for saved in record.files:
-        lines.append(f"Saved {saved.role}: {saved.path} ({_size(saved.bytes)}, {saved.mime_type})")
+        lines.append(f"Saved {saved.role}: {saved.path} ({byte_size(saved.bytes)}, {saved.mime_type})")
     if record.error is not None:
         lines.append(f"Error {record.error.code}: {record.error.message}")
     if record.note:
@@ -118,14 +119,6 @@ def _cancel_can_help(record: JobRecord) -> bool:
 def _seconds(value: float) -> str:
     """A wait as a caller would write it: 45, 0.3, 12.5."""
     return f"{round(value, 1):g}"
-
-
-def _size(n: int) -> str:
-    if n < 1024:
-        return f"{n} B"
-    if n < 1024 * 1024:
-        return f"{n / 1024:.1f} KB"
-    return f"{n / (1024 * 1024):.1f} MB"
 
 
 def _progress(ctx: Context[AppState]) -> Progress:
