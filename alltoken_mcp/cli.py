@@ -124,7 +124,7 @@ def _serve(args: argparse.Namespace) -> int:
     # what exists by then and turns the collector back on.
     gc.disable()
     from alltoken_mcp.redact import Redactor, install_log_redaction
-    from alltoken_mcp.serve import serve
+    from alltoken_mcp.transports import serve
 
     settings = _settings_from(args)
     # Before anything can log: an upstream error quoting the key must not reach stderr.

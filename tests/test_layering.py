@@ -61,7 +61,7 @@ def test_the_package_keeps_every_import_contract(tmp_path: Path) -> None:
         ),
         (
             "catalog/service.py",
-            "import alltoken_mcp.tools.errors",
+            "import alltoken_mcp.tools.error_text",
             "The state and domain layers import nothing of the MCP layer BROKEN",
         ),
         (

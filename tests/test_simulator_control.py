@@ -348,7 +348,7 @@ async def test_stopping_the_simulator_cuts_a_held_answer_and_closes_idle_connect
 
 
 def test_the_uvicorn_internals_the_simulator_relies_on_are_still_there() -> None:
-    """`simulator/server.py` subclasses `uvicorn.Server` (uvicorn is pinned below 1.0): this names what it
+    """`simulator/runner.py` subclasses `uvicorn.Server` (uvicorn is pinned below 1.0): this names what it
     uses, so an uvicorn release that moves them fails here rather than in every test that starts one."""
     import inspect
 

@@ -21,11 +21,11 @@ import anyio
 import pytest
 
 from alltoken_mcp.job_records import JobRecord
-from alltoken_mcp.serve import SIMULATED_UPSTREAM
 from alltoken_mcp.settings import Upstream, key_fingerprint
 from alltoken_mcp.simulator import SIM_API_KEY, RunningSimulator, SimConfig
 from alltoken_mcp.simulator.media import mp4
 from alltoken_mcp.store import Job
+from alltoken_mcp.transports import SIMULATED_UPSTREAM
 from tests.rawstdio import StdioServer, stdio_server
 from tests.test_jobs_crash import finish_all
 

@@ -7,7 +7,7 @@ Only the CLI (`simulate`, `--simulate`, `demo`) and tests import this package.
 """
 
 from alltoken_mcp.simulator.config import SIM_API_KEY, SimConfig
-from alltoken_mcp.simulator.server import RunningSimulator, run_simulator, serve_simulator
+from alltoken_mcp.simulator.runner import RunningSimulator, run_simulator, serve_simulator
 from alltoken_mcp.simulator.state import Fault, SimState
 
 __all__ = [

@@ -28,8 +28,9 @@ from alltoken_mcp.catalog import (
 )
 from alltoken_mcp.client import AllTokenClient, HealthSummary, RouteHealth
 from alltoken_mcp.errors import AllTokenError
-from alltoken_mcp.tools.common import JSON_MIME, add_state_resource, to_json, tool_result
-from alltoken_mcp.tools.errors import close_matches, describe, tool_error
+from alltoken_mcp.tools.error_text import close_matches, describe, tool_error
+from alltoken_mcp.tools.results import JSON_MIME, to_json, tool_result
+from alltoken_mcp.tools.state_resources import add_state_resource
 
 RouteStatus = Literal["healthy", "degraded", "incident"]
 T = TypeVar("T")

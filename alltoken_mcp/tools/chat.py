@@ -30,8 +30,8 @@ from alltoken_mcp.catalog import SEARCH_FAMILIES
 from alltoken_mcp.client import ChatResult
 from alltoken_mcp.errors import AllProvidersFailedError, AllTokenError, ModelNotFoundError, ServerError
 from alltoken_mcp.store import StoreWriteError
-from alltoken_mcp.tools.common import JSON_MIME, to_json, tool_result
-from alltoken_mcp.tools.errors import reports_store_errors, tool_error
+from alltoken_mcp.tools.error_text import reports_store_errors, tool_error
+from alltoken_mcp.tools.results import JSON_MIME, to_json, tool_result
 
 logger = logging.getLogger(__name__)
 

@@ -30,9 +30,10 @@ from alltoken_mcp.job_records import JobRecord
 from alltoken_mcp.jobs import ForeignJobError, Progress, SubmitRejected, UnknownJobError
 from alltoken_mcp.settings import Upstream
 from alltoken_mcp.store import Job, JobKind, JobStatus, StoreError
-from alltoken_mcp.tools.common import JSON_MIME, add_state_resource, to_json
-from alltoken_mcp.tools.errors import reports_store_errors, tool_error
+from alltoken_mcp.tools.error_text import reports_store_errors, tool_error
 from alltoken_mcp.tools.media_args import ArgumentProblem, FrameRef, image_body, video_body
+from alltoken_mcp.tools.results import JSON_MIME, to_json
+from alltoken_mcp.tools.state_resources import add_state_resource
 
 MAX_FRAME_UPLOAD_BYTES = 30 * 1024 * 1024
 FRAME_MIME_TYPES = ("image/png", "image/jpeg", "image/webp")

@@ -28,7 +28,7 @@ from alltoken_mcp.catalog import (
     inputs_text,
     video_rules_of,
 )
-from alltoken_mcp.tools.errors import close_matches
+from alltoken_mcp.tools.error_text import close_matches
 
 
 class ArgumentProblem(ValueError):

@@ -1,4 +1,4 @@
-"""Helpers shared by the tool modules: building results, and static resources that need the app state.
+"""Static resources whose body comes from the app state (`alltoken://models`, `alltoken://jobs`, ...).
 
 MCPServer injects a `Context` into tools and *template* resources only; a static resource such as
 `alltoken://models` gets no way to reach the lifespan state. `add_state_resource` closes that gap: a
@@ -8,40 +8,23 @@ duration of each `resources/read`, and the resource reads it from there.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any
 
-import mcp_types as t
 from mcp.server import MCPServer
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver.exceptions import ResourceError
 from mcp.server.mcpserver.resources import Resource
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from alltoken_mcp.app_state import AppState
 from alltoken_mcp.errors import AllTokenError
 from alltoken_mcp.store import StoreError
-from alltoken_mcp.tools.errors import describe
-
-JSON_MIME = "application/json"
+from alltoken_mcp.tools.error_text import describe
+from alltoken_mcp.tools.results import JSON_MIME
 
 _current_state: ContextVar[AppState | None] = ContextVar("alltoken_app_state", default=None)
-
-
-def tool_result(text: str, structured: BaseModel) -> t.CallToolResult:
-    """A result with a short text for the model and the full record as structuredContent."""
-    return t.CallToolResult(
-        content=[t.TextContent(type="text", text=text)],
-        structured_content=structured.model_dump(mode="json"),
-    )
-
-
-def to_json(value: BaseModel | dict[str, Any] | list[Any]) -> str:
-    """Resource bodies: indented JSON, so a host that shows them raw is still readable."""
-    data = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
-    return json.dumps(data, indent=2, ensure_ascii=False)
 
 
 class _StateMiddleware:
