@@ -217,6 +217,10 @@ class Settings:
     """Why the configured ALLTOKEN_API_KEY was not used (a placeholder, quotes...); None if none was set."""
     upstream_name: str | None = None
     """What jobs record as their upstream instead of the base URL (`--simulate` names its simulator)."""
+    output_dir_configured: bool = False
+    """ALLTOKEN_OUTPUT_DIR (or --output-dir) was given. When not, a client's first root holds new files."""
+    previews: bool = True
+    """ALLTOKEN_PREVIEWS: image results carry a small inline preview (on by default)."""
 
     @property
     def key_problem(self) -> KeyProblem | None:
@@ -321,6 +325,25 @@ def _input_dirs(value: str | None, name: str) -> tuple[Path, ...]:
     return tuple(dirs)
 
 
+_SWITCH = {
+    "on": True,
+    "true": True,
+    "1": True,
+    "yes": True,
+    "off": False,
+    "false": False,
+    "0": False,
+    "no": False,
+}
+
+
+def _switch(value: str, name: str) -> bool:
+    try:
+        return _SWITCH[value.strip().lower()]
+    except KeyError:
+        raise SettingsError(f"{name}={value!r} must be on or off") from None
+
+
 def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Read and validate the configuration. `overrides` (from CLI flags) win over the environment."""
     env = os.environ if env is None else env
@@ -369,4 +392,6 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         input_dirs=_input_dirs(get("ALLTOKEN_INPUT_DIRS"), "ALLTOKEN_INPUT_DIRS"),
         mcp_token=get(MCP_TOKEN_VAR),
         rejected_key=rejected_key,
+        output_dir_configured=output_raw is not None,
+        previews=_switch(get("ALLTOKEN_PREVIEWS") or "on", "ALLTOKEN_PREVIEWS"),
     )
