@@ -79,9 +79,10 @@ async def test_reopening_keeps_data_and_does_not_migrate_again(tmp_path: Path) -
 
 
 _ADDED_AFTER = {
-    1: ("download_failures", "upstream_url", "upstream_key"),
-    2: ("upstream_url", "upstream_key"),
-    3: (),
+    1: ("download_failures", "upstream_url", "upstream_key", "delivery"),
+    2: ("upstream_url", "upstream_key", "delivery"),
+    3: ("delivery",),
+    4: ("delivery",),
 }
 """The job columns that later migrations added, by the schema version that lacks them."""
 
@@ -116,7 +117,7 @@ async def test_a_version_1_database_is_upgraded_and_keeps_its_jobs(tmp_path: Pat
     finally:
         await store.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     db.close()
 
 
