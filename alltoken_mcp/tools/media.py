@@ -4,13 +4,19 @@
 Tools stay thin: arguments are checked (`media_args`) against the catalog's entry for the model — for a
 video model its `VideoRules`, the same ones `list_models` shows — before anything is sent or paid for;
 local frame files are uploaded through `/uploads/presign`, and the job manager does the rest (durable
-submit, polling, delivery). Results carry the job record as structuredContent plus a `resource_link`
-and the absolute path for every saved file; nothing large is inlined.
+submit, polling, delivery). `save_to` is checked against the client's roots (asked with `roots/list`
+when the client declares them), the input directories and the output directory before anything is paid
+for, and stored with the job (`destinations`). Results carry the job record as structuredContent plus a
+`resource_link` and the absolute path for every saved file, and a small inline preview of each image
+(`previews`); no file is inlined.
 """
 
 from __future__ import annotations
 
+import base64
+import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -19,9 +25,13 @@ import mcp_types as t
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
+from mcp.server.mcpserver.resolve import ListRoots, Resolve
+from mcp.shared.exceptions import MCPError
+from mcp.shared.message import ServerMessageMetadata
+from mcp_types.version import is_version_at_least
 from pydantic import BaseModel, Field
 
-from alltoken_mcp import budget, files
+from alltoken_mcp import budget, destinations, files, previews
 from alltoken_mcp.app_state import AppState, app_state
 from alltoken_mcp.catalog import ModelEntry
 from alltoken_mcp.errors import AllTokenError
@@ -29,13 +39,21 @@ from alltoken_mcp.formats import byte_size
 from alltoken_mcp.job_records import JobRecord
 from alltoken_mcp.jobs import ForeignJobError, Progress, SubmitRejected, UnknownJobError
 from alltoken_mcp.settings import Upstream
-from alltoken_mcp.store import Job, JobKind, JobStatus, StoreError
+from alltoken_mcp.store import Delivery, Job, JobKind, JobStatus, StoreError
 from alltoken_mcp.tools.error_text import reports_store_errors, tool_error
 from alltoken_mcp.tools.media_args import ArgumentProblem, FrameRef, image_body, video_body
 from alltoken_mcp.tools.results import JSON_MIME, to_json
 from alltoken_mcp.tools.state_resources import add_state_resource
 
+logger = logging.getLogger(__name__)
+
 MAX_FRAME_UPLOAD_BYTES = 30 * 1024 * 1024
+INPUT_REQUIRED_VERSION = "2026-07-28"
+"""From this protocol version on, a tool asks the client for its roots in an InputRequiredResult round."""
+ROOTS_SECONDS = 5.0
+MAX_PREVIEW_SOURCE_BYTES = 64 * 1024 * 1024
+PREVIEW_MARGIN_SECONDS = 1.0
+"""Previews stop this long before the call's budget ends, so the answer itself still goes out."""
 FRAME_MIME_TYPES = ("image/png", "image/jpeg", "image/webp")
 
 
@@ -64,16 +82,22 @@ async def _models(state: AppState, kind: JobKind, expecting: str | None = None) 
 
 
 def job_result(
-    job: Job, warnings: Sequence[str] = (), *, max_wait_seconds: float, here: Upstream | None = None
+    job: Job,
+    warnings: Sequence[str] = (),
+    *,
+    max_wait_seconds: float,
+    here: Upstream | None = None,
+    shown: dict[int, previews.Preview] | None = None,
 ) -> t.CallToolResult:
-    """Short text for the model, a resource_link per saved file, the job record as structuredContent.
-    `max_wait_seconds` is the longest wait the next-step hint may suggest. With `here`, a job of another
-    upstream is marked as such (see `JobRecord.from_job`)."""
+    """Short text for the model, a resource_link per saved file (followed by its preview, if `shown` has
+    one for its index), the job record as structuredContent. `max_wait_seconds` is the longest wait the
+    next-step hint may suggest. With `here`, a job of another upstream is marked as such (see
+    `JobRecord.from_job`)."""
     record = JobResult.from_job(job, here)
     record.warnings = list(warnings)
     text = _job_text(record, warnings, max_wait_seconds)
     content: list[t.ContentBlock] = [t.TextContent(type="text", text=text)]
-    for saved in record.files:
+    for index, saved in enumerate(record.files):
         content.append(
             t.ResourceLink(
                 type="resource_link",
@@ -84,7 +108,44 @@ def job_result(
                 size=saved.bytes,
             )
         )
+        preview = (shown or {}).get(index)
+        if preview is not None:
+            data = base64.b64encode(preview.data).decode("ascii")
+            content.append(t.ImageContent(type="image", data=data, mime_type=preview.mime_type))
     return t.CallToolResult(content=content, structured_content=record.model_dump(mode="json"))
+
+
+@dataclass(frozen=True)
+class _Previews:
+    """Makes the inline previews of a job's images: the recorded files only (read as `saved_files` serves
+    them), off the event loop, within what is left of the call's budget. Never fails the call."""
+
+    reader: files.SavedFileReader
+    maker: previews.Previewer
+
+    async def of(self, state: AppState, job: Job) -> tuple[dict[int, previews.Preview], list[str]]:
+        wanted = state.settings.previews and (job.delivery is None or job.delivery.preview)
+        if not wanted or job.status != "completed":
+            return {}, []
+        shown: dict[int, previews.Preview] = {}
+        problems: list[str] = []
+        with anyio.move_on_after(max(0.0, budget.remaining() - PREVIEW_MARGIN_SECONDS)) as scope:
+            for index, saved in enumerate(job.files):
+                if saved.role == "video" or not saved.mime_type.startswith("image/"):
+                    continue
+                if saved.bytes > MAX_PREVIEW_SOURCE_BYTES:
+                    problems.append(
+                        f"no preview of {Path(saved.path).name}: over {byte_size(MAX_PREVIEW_SOURCE_BYTES)}"
+                    )
+                    continue
+                try:
+                    source = await self.reader.read(saved.path, size=saved.bytes, sha256=saved.sha256)
+                    shown[index] = await self.maker.preview(source)
+                except (files.SavedFileError, previews.PreviewError) as exc:
+                    problems.append(f"no preview of {Path(saved.path).name}: {exc}")
+        if scope.cancelled_caught:
+            problems.append("previews skipped: this call's time (ALLTOKEN_MAX_WAIT_SECONDS) ran out")
+        return shown, problems
 
 
 def _job_text(record: JobRecord, warnings: Sequence[str], max_wait_seconds: float) -> str:
@@ -164,10 +225,12 @@ async def _submit_and_wait(
     body: dict[str, object],
     wait_seconds: float | None,
     warnings: list[str],
+    delivery: Delivery | None,
+    shows: _Previews,
 ) -> t.CallToolResult:
     state = app_state(ctx)
     try:
-        job = await state.jobs.submit(kind, dict(body))
+        job = await state.jobs.submit(kind, dict(body), delivery)
     except SubmitRejected as rejected:
         known = [m.id for m in await _models(state, kind)]
         raise ToolError(
@@ -175,9 +238,78 @@ async def _submit_and_wait(
             f"(recorded as failed job {rejected.record.job_id})"
         ) from rejected.cause
     job, capped = await _wait(ctx, job, wait_seconds)
+    shown, unshown = await shows.of(state, job)
     return job_result(
-        job, [*warnings, *capped], max_wait_seconds=state.settings.max_wait_seconds, here=state.jobs.upstream
+        job,
+        [*warnings, *capped, *unshown],
+        max_wait_seconds=state.settings.max_wait_seconds,
+        here=state.jobs.upstream,
+        shown=shown,
     )
+
+
+async def _client_roots(ctx: Context[AppState], save_to: str | None) -> ListRoots | t.ListRootsResult | None:
+    """The client's roots, when it declares them and they matter: `save_to` is checked against them, and
+    without ALLTOKEN_OUTPUT_DIR the first one holds new files. In the 2026-07-28 era the SDK asks for
+    them in an `InputRequiredResult` round; before it, `roots/list` goes out mid-call, and a client that
+    fails or does not answer it in `ROOTS_SECONDS` is treated as one without roots (logged), rather than
+    failing the call."""
+    capabilities = ctx.client_capabilities
+    if capabilities is None or capabilities.roots is None:
+        return None
+    if save_to is None and app_state(ctx).settings.output_dir_configured:
+        return None
+    version = ctx.protocol_version
+    if version is not None and is_version_at_least(version, INPUT_REQUIRED_VERSION):
+        return ListRoots()
+    if not ctx.session.can_send_request:
+        return None
+    try:
+        with anyio.fail_after(ROOTS_SECONDS):
+            roots: t.ListRootsResult = await ctx.session.send_request(
+                t.ListRootsRequest(),
+                t.ListRootsResult,
+                metadata=ServerMessageMetadata(related_request_id=ctx.request_id),
+            )
+        return roots
+    except (MCPError, TimeoutError) as exc:
+        logger.warning(
+            "the client declares roots but roots/list failed (%s); using the input directories", exc
+        )
+        return None
+
+
+ClientRoots = Annotated[t.ListRootsResult | None, Resolve(_client_roots)]
+
+
+async def _plan_delivery(
+    state: AppState,
+    roots: t.ListRootsResult | None,
+    save_to: str | None,
+    *,
+    kind: JobKind,
+    count: int,
+    extension: str,
+    overwrite: bool,
+    preview: bool,
+) -> tuple[Delivery | None, list[str]]:
+    """Where the job's files go, checked before anything is paid for (see `destinations`)."""
+    dirs = destinations.root_dirs(str(root.uri) for root in roots.roots) if roots is not None else ()
+    places = destinations.Places.for_call(state.settings, dirs)
+    try:
+        return await anyio.to_thread.run_sync(
+            lambda: destinations.plan_delivery(
+                save_to,
+                kind=kind,
+                count=count,
+                extension=extension,
+                overwrite=overwrite,
+                preview=preview,
+                places=places,
+            )
+        )
+    except destinations.DestinationError as exc:
+        raise ToolError(f"{exc} Nothing was sent.") from exc
 
 
 def _is_remote(frame: str) -> bool:
@@ -243,6 +375,14 @@ AllToken refuses, and the result says so: the render finishes, is charged, and i
 its download stops and nothing is saved. Images cannot be cancelled at AllToken: the job is cancelled
 here and a late result is discarded."""
 
+SAVE_TO_FIELD = Field(
+    min_length=1,
+    max_length=4096,
+    description="file or directory to save to, inside the client's roots, input dirs or output dir",
+)
+OVERWRITE_FIELD = Field(description="replace an existing save_to file")
+PREVIEW_FIELD = Field(description="inline a small preview image")
+
 WAIT_FIELD = Field(
     ge=0,
     allow_inf_nan=False,
@@ -257,6 +397,8 @@ WAIT_FIELD = Field(
 def register(server: MCPServer[AppState], *, max_wait_seconds: float) -> None:
     """The media tools and resources; `max_wait_seconds` (the call budget) is quoted in the descriptions."""
     wait = _seconds(max_wait_seconds)
+    saved_files = files.SavedFileReader()  # this server's own threads and deadline for file reads
+    shows = _Previews(saved_files, previews.Previewer())
     generating = dict(
         read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True
     )
@@ -270,6 +412,7 @@ def register(server: MCPServer[AppState], *, max_wait_seconds: float) -> None:
     @reports_store_errors
     async def alltoken_image(
         ctx: Context[AppState],
+        roots: ClientRoots,
         prompt: Annotated[str, Field(min_length=1, max_length=32000, description="what to draw")],
         model: Annotated[
             str | None,
@@ -296,6 +439,9 @@ def register(server: MCPServer[AppState], *, max_wait_seconds: float) -> None:
             int | None, Field(ge=0, le=2147483647, description="reproducible output (wan2.7 models only)")
         ] = None,
         wait_seconds: Annotated[float | None, WAIT_FIELD] = None,
+        save_to: Annotated[str | None, SAVE_TO_FIELD] = None,
+        overwrite: Annotated[bool, OVERWRITE_FIELD] = False,
+        preview: Annotated[bool, PREVIEW_FIELD] = True,
     ) -> Annotated[t.CallToolResult, JobResult]:
         state = app_state(ctx)
         _require_key(state)
@@ -316,7 +462,17 @@ def register(server: MCPServer[AppState], *, max_wait_seconds: float) -> None:
             )
         except ArgumentProblem as exc:
             raise ToolError(str(exc)) from exc
-        return await _submit_and_wait(ctx, "image", body, wait_seconds, warnings)
+        delivery, placed = await _plan_delivery(
+            state,
+            roots,
+            save_to,
+            kind="image",
+            count=n,
+            extension=files.extension_for(f"image/{output_format}", "png"),
+            overwrite=overwrite,
+            preview=preview,
+        )
+        return await _submit_and_wait(ctx, "image", body, wait_seconds, [*warnings, *placed], delivery, shows)
 
     @server.tool(
         name="alltoken_video",
@@ -327,6 +483,7 @@ def register(server: MCPServer[AppState], *, max_wait_seconds: float) -> None:
     @reports_store_errors
     async def alltoken_video(
         ctx: Context[AppState],
+        roots: ClientRoots,
         prompt: Annotated[
             str, Field(min_length=1, max_length=32000, description="what happens in the video")
         ],
@@ -367,6 +524,9 @@ def register(server: MCPServer[AppState], *, max_wait_seconds: float) -> None:
             Field(min_length=1, max_length=4096, description="end on this image (needs first_frame too)"),
         ] = None,
         wait_seconds: Annotated[float, WAIT_FIELD] = 0,
+        save_to: Annotated[str | None, SAVE_TO_FIELD] = None,
+        overwrite: Annotated[bool, OVERWRITE_FIELD] = False,
+        preview: Annotated[bool, PREVIEW_FIELD] = True,
     ) -> Annotated[t.CallToolResult, JobResult]:
         state = app_state(ctx)
         _require_key(state)
@@ -404,9 +564,19 @@ def register(server: MCPServer[AppState], *, max_wait_seconds: float) -> None:
                 for role, raw in wanted
             ]
         )
+        delivery, placed = await _plan_delivery(
+            state,
+            roots,
+            save_to,
+            kind="video",
+            count=1,
+            extension="mp4",
+            overwrite=overwrite,
+            preview=preview,
+        )
         frames = [await _upload_frame(state, raw, role) for role, raw in wanted]
         body, warnings = build(frames)
-        return await _submit_and_wait(ctx, "video", body, wait_seconds, warnings)
+        return await _submit_and_wait(ctx, "video", body, wait_seconds, [*warnings, *placed], delivery, shows)
 
     @server.tool(
         name="job_status",
@@ -430,8 +600,13 @@ def register(server: MCPServer[AppState], *, max_wait_seconds: float) -> None:
         except UnknownJobError as exc:
             raise ToolError(str(exc)) from exc
         job, capped = await _wait(ctx, job, wait_seconds)
+        shown, unshown = await shows.of(state, job)
         return job_result(
-            job, capped, max_wait_seconds=state.settings.max_wait_seconds, here=state.jobs.upstream
+            job,
+            [*capped, *unshown],
+            max_wait_seconds=state.settings.max_wait_seconds,
+            here=state.jobs.upstream,
+            shown=shown,
         )
 
     @server.tool(
@@ -519,8 +694,6 @@ def register(server: MCPServer[AppState], *, max_wait_seconds: float) -> None:
         except StoreError as exc:
             raise ResourceError(str(exc)) from exc
         return to_json(JobRecord.from_job(job, app_state(ctx).jobs.upstream))
-
-    saved_files = files.SavedFileReader()  # this server's own threads and deadline for file reads
 
     @server.resource(
         "alltoken://media/{job_id}/{index}",
