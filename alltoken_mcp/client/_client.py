@@ -267,7 +267,9 @@ class AllTokenClient:
         if self._pool is None:
             if self._closed:
                 raise RuntimeError("Cannot send a request, as the client has been closed.")
-            self._pool = httpx2.AsyncClient(
+            from alltoken_mcp.client._pool import pooled_client  # (imports httpcore2)
+
+            self._pool = pooled_client(
                 timeout=httpx2.Timeout(self._timeout, connect=min(self._timeout, CONNECT_TIMEOUT)),
                 limits=self._limits,
                 headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
