@@ -18,7 +18,11 @@ Run: .venv/bin/python benchmarks/bench_server.py [--starts N] [--calls N]
    just sleeps 200 ms.
    (The first diagnosis found two causes, both fixed since: httpcore 1.0.9's quadratic pool pass with a
    failing `import sniffio` per request — the client now uses httpx2, which mcp already installs — and
-   two SQLite write transactions per chat turn, now one.)
+   two SQLite write transactions per chat turn, now one. The second, for issue 10: httpcore2's pool still
+   asks every idle connection "closed by the server?" on each request and each response, through an
+   anyio attribute lookup with a getpeername() call — now one poll(0) per connection (client/_pool.py);
+   and 64 turns ending together queued 64 commits, each with a thread hop and an fsync — concurrent turns
+   are now committed in groups.)
 """
 
 from __future__ import annotations
