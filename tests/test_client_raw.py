@@ -14,6 +14,7 @@ import anyio
 import pytest
 
 from alltoken_mcp.client import AllTokenClient, RetryPolicy
+from alltoken_mcp.client._pool import ProbedStream
 from alltoken_mcp.errors import (
     APIStatusError,
     MissingAPIKeyError,
@@ -365,3 +366,17 @@ async def test_a_chat_after_the_server_closed_the_idle_connection_goes_out_on_a_
             await server.closed_idle.wait()
         assert (await client.chat({"model": "m", "messages": []})).text == "hi"
     assert server.connections == 2
+
+
+async def test_the_clients_connections_are_probed_streams_on_their_own_socket() -> None:
+    # httpx2 takes no network backend, so the client swaps its transport's pool; were httpx2 to stop
+    # reading the pool from where it is swapped, every test above would still pass on the stock pool.
+    async with (
+        raw_server(RawResponse(headers=[("Content-Type", "image/png")], pieces=[b"x"])) as server,
+        client_for(server.base_url) as client,
+        client.download(f"{server.origin}/files/a.png") as download,
+    ):
+        stream = download.extensions["network_stream"]
+        assert isinstance(stream, ProbedStream)
+        assert await download.aread() == b"x"
+        assert stream.is_readable() is False  # read whole: nothing waiting, and the server has not closed
