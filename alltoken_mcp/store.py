@@ -26,6 +26,7 @@ submit is retried.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -43,6 +44,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+import anyio
 import anyio.to_thread
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -393,6 +395,8 @@ class Store:
         self._limiter: anyio.CapacityLimiter | None = None
         self._redactor = redactor or Redactor()
         self.path = path
+        self._queued_turns: list[_Turn] = []
+        self._writing_turns = False
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -670,37 +674,80 @@ class Store:
         model: str | None,
         messages: Sequence[dict[str, str]],
     ) -> str:
-        """Record one chat turn in a single transaction: create the conversation when `conversation_id`
-        is None, else replace its system prompt when `system` is given; then append `messages`.
-        Returns the conversation id. One transaction: a turn costs one fsync, and is stored whole or not
-        at all.
+        """Record one chat turn: create the conversation when `conversation_id` is None, else replace its
+        system prompt when `system` is given; then append `messages`. Returns the conversation id.
+
+        Turns are committed in groups: the call that finds no write under way writes its turn and every
+        turn queued while that write ran, each group in one transaction (one fsync, one worker-thread
+        hop), each turn in a savepoint of its own so that a turn that fails fails alone. A burst of 64
+        chats ending together would otherwise queue 64 commits one behind another. A turn is written
+        once it is taken into a group; a caller cancelled before that leaves nothing written.
 
         Every text is redacted first: an answer that echoes a secret is stored (and later re-sent as
         history) with `[redacted]` in its place, which is also what the caller was shown."""
         redact = self._redactor.redact
-        system = None if system is None else redact(system)
-        messages = [{**m, "content": redact(m["content"])} for m in messages]
+        turn = _Turn(
+            conversation_id,
+            None if system is None else redact(system),
+            model,
+            [{**m, "content": redact(m["content"])} for m in messages],
+        )
+        self._queued_turns.append(turn)
+        if not self._writing_turns:
+            await self._write_queued_turns()
+        try:
+            await turn.done.wait()
+        except anyio.get_cancelled_exc_class():
+            if turn in self._queued_turns:
+                self._queued_turns.remove(turn)
+            else:  # being written: the write finishes first, as a single write would
+                with anyio.CancelScope(shield=True):
+                    await turn.done.wait()
+            raise
+        if turn.error is not None:
+            raise turn.error
+        assert turn.saved_as is not None
+        return turn.saved_as
 
-        def save(db: sqlite3.Connection) -> str:
-            now = time.time()
-            if conversation_id is None:
-                new_id = f"conv_{secrets.token_hex(8)}"
-                db.execute(
-                    "INSERT INTO conversations (conversation_id, system, model, created_at, updated_at) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (new_id, system, model, now, now),
-                )
-            else:
-                new_id = conversation_id
-                if system is not None:
-                    db.execute(
-                        "UPDATE conversations SET system = ? WHERE conversation_id = ?", (system, new_id)
-                    )
-            if messages:
-                _append(db, new_id, messages)
-            return new_id
+    async def _write_queued_turns(self) -> None:
+        self._writing_turns = True
+        try:
+            # Shielded: the group holds other calls' turns, which must be written even if this one's
+            # caller is cancelled meanwhile.
+            with anyio.CancelScope(shield=True):
+                while self._queued_turns:
+                    group, self._queued_turns = self._queued_turns, []
+                    try:
+                        await self._run(self._transaction, functools.partial(self._save_turns, turns=group))
+                    except BaseException as exc:
+                        for turn in group:
+                            turn.saved_as, turn.error = None, exc
+                        if not isinstance(exc, Exception):
+                            raise
+                    finally:
+                        for turn in group:
+                            turn.done.set()
+        finally:
+            self._writing_turns = False
+            for turn in self._queued_turns:  # left only when the writer itself was stopped
+                turn.error = StoreError("the conversation store stopped before this turn was written")
+                turn.done.set()
+            self._queued_turns = []
 
-        return await self._run(self._transaction, save)
+    def _save_turns(self, db: sqlite3.Connection, *, turns: Sequence[_Turn]) -> None:
+        """Write `turns` inside the caller's transaction, each in a savepoint. A fault of the machine (a
+        full disk…) fails the whole group; anything else fails its own turn only."""
+        for turn in turns:
+            turn.saved_as, turn.error = None, None
+            db.execute("SAVEPOINT turn")
+            try:
+                turn.saved_as = _save_turn(db, turn)
+            except sqlite3.Error as exc:
+                if _machine_fault(exc, self.path) is not None:
+                    raise
+                db.execute("ROLLBACK TO turn")
+                turn.error = exc
+            db.execute("RELEASE turn")
 
     # -- cache -----------------------------------------------------------------------------------
 
@@ -716,6 +763,40 @@ class Store:
             lambda: self._db.execute("SELECT value FROM cache WHERE key = ?", (key,)).fetchone()
         )
         return None if row is None else json.loads(row[0])
+
+
+@dataclass(eq=False)
+class _Turn:
+    """One `save_turn` call, waiting for the group write that takes it."""
+
+    conversation_id: str | None
+    system: str | None
+    model: str | None
+    messages: list[dict[str, str]]
+    done: anyio.Event = field(default_factory=anyio.Event)
+    saved_as: str | None = None
+    error: BaseException | None = None
+
+
+def _save_turn(db: sqlite3.Connection, turn: _Turn) -> str:
+    now = time.time()
+    if turn.conversation_id is None:
+        conversation_id = f"conv_{secrets.token_hex(8)}"
+        db.execute(
+            "INSERT INTO conversations (conversation_id, system, model, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (conversation_id, turn.system, turn.model, now, now),
+        )
+    else:
+        conversation_id = turn.conversation_id
+        if turn.system is not None:
+            db.execute(
+                "UPDATE conversations SET system = ? WHERE conversation_id = ?",
+                (turn.system, conversation_id),
+            )
+    if turn.messages:
+        _append(db, conversation_id, turn.messages)
+    return conversation_id
 
 
 def _append(db: sqlite3.Connection, conversation_id: str, messages: Sequence[dict[str, str]]) -> None:

@@ -14,6 +14,7 @@ import anyio
 import pytest
 
 from alltoken_mcp.client import AllTokenClient, RetryPolicy
+from alltoken_mcp.client._pool import ProbedStream
 from alltoken_mcp.errors import (
     APIStatusError,
     MissingAPIKeyError,
@@ -323,3 +324,59 @@ async def test_calls_that_need_the_key_fail_before_any_network_io_when_it_is_mis
             with pytest.raises(MissingAPIKeyError):
                 await client.create_image({"model": "m", "prompt": "p"}, idempotency_key="k")
     assert server.requests == []
+
+
+COMPLETION = json.dumps(
+    {
+        "id": "c",
+        "model": "m",
+        "choices": [{"index": 0, "message": {"content": "hi"}, "finish_reason": "stop"}],
+    }
+).encode()
+
+
+def completion(*, then_close: bool = False) -> RawResponse:
+    return RawResponse(
+        headers=[("Content-Type", "application/json")],
+        pieces=[COMPLETION],
+        framing="length",
+        then_close=then_close,
+    )
+
+
+async def test_calls_one_after_another_reuse_one_kept_alive_connection() -> None:
+    async with (
+        raw_server(completion(), completion(), completion()) as server,
+        client_for(server.base_url) as client,
+    ):
+        for _ in range(3):
+            assert (await client.chat({"model": "m", "messages": []})).text == "hi"
+    assert server.connections == 1
+
+
+async def test_a_chat_after_the_server_closed_the_idle_connection_goes_out_on_a_new_one() -> None:
+    # A chat POST is never retried once it may have been sent, so reusing the dead connection would fail
+    # the call: the pool must see the server's close before choosing a connection.
+    async with (
+        raw_server(completion(then_close=True), completion()) as server,
+        client_for(server.base_url) as client,
+    ):
+        await client.chat({"model": "m", "messages": []})
+        with anyio.fail_after(5):
+            await server.closed_idle.wait()
+        assert (await client.chat({"model": "m", "messages": []})).text == "hi"
+    assert server.connections == 2
+
+
+async def test_the_clients_connections_are_probed_streams_on_their_own_socket() -> None:
+    # httpx2 takes no network backend, so the client swaps its transport's pool; were httpx2 to stop
+    # reading the pool from where it is swapped, every test above would still pass on the stock pool.
+    async with (
+        raw_server(RawResponse(headers=[("Content-Type", "image/png")], pieces=[b"x"])) as server,
+        client_for(server.base_url) as client,
+        client.download(f"{server.origin}/files/a.png") as download,
+    ):
+        stream = download.extensions["network_stream"]
+        assert isinstance(stream, ProbedStream)
+        assert await download.aread() == b"x"
+        assert stream.is_readable() is False  # read whole: nothing waiting, and the server has not closed

@@ -504,6 +504,131 @@ async def test_concurrent_turns_from_one_process_keep_every_message(tmp_path: Pa
         await store.close()
 
 
+async def test_turns_written_together_each_keep_their_own_conversation_and_messages(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "db.sqlite3")
+    try:
+        saved: dict[int, str] = {}
+
+        async def turn(i: int) -> None:
+            saved[i] = await store.save_turn(
+                None, system=f"s{i}", model="m", messages=[{"role": "user", "content": f"q{i}"}]
+            )
+
+        async with anyio.create_task_group() as tg:
+            for i in range(30):
+                tg.start_soon(turn, i)
+        assert len(set(saved.values())) == 30
+        for i, conversation_id in saved.items():
+            conversation = await store.get_conversation(conversation_id)
+            assert conversation is not None
+            assert (conversation.system, [m["content"] for m in conversation.messages]) == (
+                f"s{i}",
+                [f"q{i}"],
+            )
+    finally:
+        await store.close()
+
+
+async def test_a_turn_that_cannot_be_saved_fails_alone_and_the_turns_written_with_it_are_kept(
+    tmp_path: Path,
+) -> None:
+    store = await Store.open(tmp_path / "db.sqlite3")
+    try:
+        outcomes: dict[str, object] = {}
+
+        async def turn(name: str, conversation_id: str | None) -> None:
+            try:
+                outcomes[name] = await store.save_turn(
+                    conversation_id, system=None, model="m", messages=[{"role": "user", "content": name}]
+                )
+            except sqlite3.IntegrityError as exc:
+                outcomes[name] = exc
+
+        # The first call writes alone; the next two queue behind it and are written as one group.
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(turn, "first", None)
+            tg.start_soon(turn, "orphan", "conv_0000000000000000")  # no such conversation
+            tg.start_soon(turn, "sibling", None)
+        assert isinstance(outcomes["orphan"], sqlite3.IntegrityError)
+        for name in ("first", "sibling"):
+            conversation_id = outcomes[name]
+            assert isinstance(conversation_id, str)
+            conversation = await store.get_conversation(conversation_id)
+            assert conversation is not None
+            assert [m["content"] for m in conversation.messages] == [name]
+    finally:
+        await store.close()
+
+
+async def test_a_turn_cancelled_before_its_write_started_is_not_written(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "db.sqlite3")
+    try:
+        cancelled = anyio.CancelScope()
+
+        async def new_conversation() -> None:
+            await store.save_turn(None, system=None, model="m", messages=[])
+
+        async def waiting_turn() -> None:
+            with cancelled:
+                await new_conversation()
+
+        store._lock.acquire()  # the first write waits for the connection, so the second one queues
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(new_conversation)
+                tg.start_soon(waiting_turn)
+                await anyio.wait_all_tasks_blocked()
+                cancelled.cancel()
+                await anyio.wait_all_tasks_blocked()
+                store._lock.release()
+        finally:
+            if store._lock.locked():
+                store._lock.release()
+        assert cancelled.cancelled_caught
+        count = await store._run(
+            lambda: store._db.execute("SELECT count(*) FROM conversations").fetchone()[0]
+        )
+        assert count == 1
+    finally:
+        await store.close()
+
+
+async def test_turns_queued_behind_a_cancelled_call_are_still_written(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "db.sqlite3")
+    try:
+        cancelled = anyio.CancelScope()
+        saved: list[str] = []
+
+        async def first_turn() -> None:
+            with cancelled:
+                saved.append(await store.save_turn(None, system=None, model="m", messages=[]))
+
+        async def queued_turn() -> None:
+            saved.append(await store.save_turn(None, system=None, model="m", messages=[]))
+
+        store._lock.acquire()  # the first call's write waits for the connection; the second queues
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(first_turn)
+                tg.start_soon(queued_turn)
+                await anyio.wait_all_tasks_blocked()
+                cancelled.cancel()
+                store._lock.release()
+        finally:
+            if store._lock.locked():
+                store._lock.release()
+        assert cancelled.cancelled_caught  # the first call was cancelled after its turn was written
+        assert len(saved) == 1
+        assert await store.get_conversation(saved[0]) is not None
+        db = sqlite3.connect(tmp_path / "db.sqlite3")
+        try:
+            assert db.execute("SELECT count(*) FROM conversations").fetchone()[0] == 2
+        finally:
+            db.close()
+    finally:
+        await store.close()
+
+
 async def test_cache_put_get_replace(tmp_path: Path) -> None:
     store = await Store.open(tmp_path / "db.sqlite3")
     try:

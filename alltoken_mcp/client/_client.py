@@ -218,12 +218,9 @@ class AllTokenClient:
         # Downloads may use plain http and reach non-public addresses only on the base URL's own origin.
         self._trusted_origin = urlpolicy.Origin.of(url)
         self._resolve = resolver
-        self._http = httpx2.AsyncClient(
-            timeout=httpx2.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT)),
-            limits=limits,
-            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
-            follow_redirects=False,
-        )
+        self._limits = limits
+        self._pool: httpx2.AsyncClient | None = None
+        self._closed = False
 
     # ------------------------------------------------------------------------------------ lifecycle
 
@@ -258,8 +255,27 @@ class AllTokenClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        with anyio.CancelScope(shield=True):
-            await self._http.aclose()
+        self._closed = True
+        if self._pool is not None:
+            with anyio.CancelScope(shield=True):
+                await self._pool.aclose()
+
+    @property
+    def _http(self) -> httpx2.AsyncClient:
+        """The connection pool, made by the first request: its SSL context (reading the CA bundle) and the
+        HTTP core's import cost ~40 ms that a server start, which sends nothing, has no use for."""
+        if self._pool is None:
+            if self._closed:
+                raise RuntimeError("Cannot send a request, as the client has been closed.")
+            from alltoken_mcp.client._pool import pooled_client  # (imports httpcore2)
+
+            self._pool = pooled_client(
+                timeout=httpx2.Timeout(self._timeout, connect=min(self._timeout, CONNECT_TIMEOUT)),
+                limits=self._limits,
+                headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+                follow_redirects=False,
+            )
+        return self._pool
 
     # ------------------------------------------------------------------------------------ plumbing
 

@@ -16,7 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 
 class WireModel(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    # Validators are built on first use, not at import: a server start validates no wire object, and
+    # building these ~20 models' validators would cost ~10 ms before `initialize` could be answered.
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
 
 def unwrap_data(payload: Any) -> Any:
