@@ -59,6 +59,7 @@ SETTINGS = (
     "ALLTOKEN_DEFAULT_IMAGE_MODEL",
     "ALLTOKEN_DEFAULT_VIDEO_MODEL",
     "ALLTOKEN_MCP_TOKEN",
+    "ALLTOKEN_PREVIEWS",
 )
 """Every setting the server reads besides the key (a test compares this with what `load_settings` reads)."""
 
