@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import anyio
 import mcp_types as t
 import pytest
 from PIL import Image
@@ -98,7 +99,7 @@ async def test_a_preview_that_cannot_be_made_is_a_warning_and_the_job_stays_comp
     async with connect(settings_for(tmp_path, sim.base_url)) as client:
         job = data(await client.call_tool("alltoken_image", {"prompt": "fox", "preview": True}))
         path = Path(job["files"][0]["path"])
-        path.write_bytes(b"not the saved image any more")
+        await anyio.Path(path).write_bytes(b"not the saved image any more")
         result = await client.call_tool("job_status", {"job_id": job["job_id"]})
     record = data(result)
     assert record["status"] == "completed"

@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import mcp_types as t
 import pytest
-from mcp import Client
+from mcp import Client, StdioServerParameters
+from mcp.client.stdio import stdio_client
 
 from alltoken_mcp.server import build_server
 from alltoken_mcp.settings import Settings
-from alltoken_mcp.simulator import RunningSimulator, SimConfig
+from alltoken_mcp.simulator import SIM_API_KEY, RunningSimulator, SimConfig
+from tests.rawstdio import ENTRY_POINT
 from tests.serverkit import ERAS, data, error_text, settings_for
 
 CREATE_IMAGE = "POST /v1/images/generations/async"
@@ -160,7 +164,7 @@ async def test_an_existing_file_is_not_replaced_without_overwrite(
         )
     assert saved(record["files"][0]) == target
     assert target.read_bytes().startswith(b"\x89PNG")
-    assert sorted(p.name for p in project.iterdir()) == ["fox.png"]  # replaced in place, no temp left
+    assert sorted(os.listdir(project)) == ["fox.png"]  # replaced in place, no temp left
 
 
 async def test_several_images_to_one_file_name_are_numbered_and_the_record_lists_them(
@@ -283,3 +287,36 @@ async def test_a_client_whose_roots_list_fails_is_served_as_one_without_roots(
         )
     assert saved(record["files"][0]).parent == settings.output_dir
     assert "is outside the allowed places" in refused
+
+
+@pytest.mark.parametrize("sim_config", [SimConfig(speed=1.0)])
+async def test_a_stdio_server_process_delivers_the_video_another_process_was_asked_to_save(
+    sim: RunningSimulator, tmp_path: Path, project: Path
+) -> None:
+    """Two real `alltoken-mcp` processes on one state directory: the first (whose client declares roots)
+    takes the call and exits; the second (no roots) finishes the render and writes it to `save_to`."""
+    env = {
+        **os.environ,
+        "ALLTOKEN_BASE_URL": sim.base_url,
+        "ALLTOKEN_API_KEY": SIM_API_KEY,
+        "ALLTOKEN_MCP_HOME": str(home(tmp_path)),
+    }
+    params = StdioServerParameters(command=ENTRY_POINT, args=[], env=env, cwd=str(tmp_path))
+    listed = t.ListRootsResult(roots=[t.Root(uri=project.as_uri())])
+
+    async def roots(context: Any) -> t.ListRootsResult:
+        return listed
+
+    with tempfile.TemporaryFile("w+") as errlog, anyio.fail_after(60):
+        async with Client(stdio_client(params, errlog=errlog), list_roots_callback=roots) as client:  # type: ignore[arg-type]
+            job = data(
+                await client.call_tool(
+                    "alltoken_video", {"prompt": "waves", "resolution": "480p", "save_to": "clips/"}
+                )
+            )
+        assert job["status"] == "queued"
+        sim.state.advance_to(sim.state.videos[job["upstream_id"]].timeline.finished + 0.01)
+        async with Client(stdio_client(params, errlog=errlog)) as client:  # type: ignore[arg-type]
+            done = data(await client.call_tool("job_status", {"job_id": job["job_id"], "wait_seconds": 30}))
+    assert done["status"] == "completed"
+    assert saved(done["files"][0]) == project / "clips" / f"waves_{job['job_id']}_0.mp4"

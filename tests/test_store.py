@@ -19,6 +19,7 @@ from alltoken_mcp.store import (
     _JOB_COLUMNS,
     _MIGRATIONS,
     SCHEMA_VERSION,
+    Delivery,
     ImageSource,
     Job,
     MediaFile,
@@ -663,3 +664,28 @@ async def test_save_turn_creates_or_continues_a_conversation_in_one_step(tmp_pat
         assert (await store.get_conversation(empty)).messages == []  # type: ignore[union-attr]
     finally:
         await store.close()
+
+
+async def test_a_jobs_delivery_is_stored_as_given_and_absent_is_null(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "db.sqlite3")
+    try:
+        where = Delivery(directory="/home/me/project/clips", name="sea.mp4", overwrite=True, preview=False)
+        placed = make_job(delivery=where)
+        plain = make_job()
+        bare = make_job()
+        await store.insert_job(placed)
+        await store.insert_job(plain)
+        await store.insert_job(bare)
+        assert (await store.get_job(placed.job_id)) == placed
+        assert (await store.get_job(plain.job_id)) == plain
+        moved = await store.update_job(plain.job_id, delivery=Delivery(preview=False))
+        assert moved is not None
+        assert moved.delivery == Delivery(preview=False)
+    finally:
+        await store.close()
+    db = sqlite3.connect(tmp_path / "db.sqlite3")
+    rows = dict(db.execute("SELECT job_id, delivery FROM jobs").fetchall())
+    db.close()
+    assert rows[placed.job_id] is not None
+    assert '"name":"sea.mp4"' in rows[placed.job_id]
+    assert rows[bare.job_id] is None  # SQL NULL, not the JSON text "null"
