@@ -37,6 +37,7 @@ from alltoken_mcp.errors import (
     DuplicateRequestError,
     GoneError,
     IdempotencyWindowClosedError,
+    MalformedResponseError,
     MissingAPIKeyError,
     NotFoundError,
     RateLimitError,
@@ -621,7 +622,7 @@ class JobManager:
         except MissingAPIKeyError as exc:
             # This process cannot act on the job; one that has the key will.
             raise _Retry(MAX_BACKOFF_SECONDS, str(exc)) from exc
-        except ResponseTooLargeError as exc:
+        except (ResponseTooLargeError, MalformedResponseError) as exc:  # asking again will not change it
             await self._step_failed(job, exc, limit=MAX_REFUSED_STEPS)
         except (TransportError, ServerError, RateLimitError, ConflictError) as exc:
             await self._step_failed(job, exc, limit=MAX_TRANSIENT_STEPS)
