@@ -28,6 +28,8 @@ from alltoken_mcp.catalog import (
 )
 from alltoken_mcp.client import AllTokenClient, HealthSummary, RouteHealth
 from alltoken_mcp.errors import AllTokenError
+from alltoken_mcp.spend import SpendReport
+from alltoken_mcp.store import StoreError
 from alltoken_mcp.tools.error_text import close_matches, describe, tool_error
 from alltoken_mcp.tools.results import JSON_MIME, to_json, tool_result
 from alltoken_mcp.tools.state_resources import add_state_resource
@@ -72,6 +74,7 @@ class RouteHealthOutput(BaseModel):
     routes: list[RouteRow]
     total: int = Field(description="routes matching the filters, before `limit`")
     warnings: list[str] = Field(default_factory=list)
+    spend: SpendReport | None = Field(None, description="known spend (as alltoken://usage)")
 
 
 # ------------------------------------------------------------------------------------------ text
@@ -199,7 +202,8 @@ cache (refreshed every few hours); pass refresh=true to force a fresh listing.""
 ROUTE_HEALTH_DESCRIPTION = """\
 Current health of AllToken's routes (model × provider): a gateway-wide summary plus per-route
 availability, p50/p95 latency and open incidents. Pass `model` to see only that model's routes — useful
-before choosing a model or after a call failed with all_providers_failed."""
+before choosing a model or after a call failed with all_providers_failed. Also shows known spend (today,
+this month) and the account's quota."""
 
 
 def register(server: MCPServer[AppState]) -> None:
@@ -293,7 +297,12 @@ def register(server: MCPServer[AppState]) -> None:
             total=len(rows),
             warnings=warnings,
         )
-        return tool_result(_health_text(out, model), out)
+        try:
+            out.spend = await state.spend.report()
+        except StoreError as exc:
+            out.warnings.append(f"Known spend could not be read: {exc}")
+        text = _health_text(out, model)
+        return tool_result(text if out.spend is None else f"{text}\n{out.spend.summary()}", out)
 
     async def models_resource(state: AppState) -> str:
         view = await state.catalog.snapshot()
