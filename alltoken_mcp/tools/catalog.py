@@ -28,7 +28,6 @@ from alltoken_mcp.catalog import (
 )
 from alltoken_mcp.client import AllTokenClient, HealthSummary, RouteHealth
 from alltoken_mcp.errors import AllTokenError
-from alltoken_mcp.spend import SpendReport
 from alltoken_mcp.store import StoreError
 from alltoken_mcp.tools.error_text import close_matches, describe, tool_error
 from alltoken_mcp.tools.results import JSON_MIME, to_json, tool_result
@@ -74,7 +73,9 @@ class RouteHealthOutput(BaseModel):
     routes: list[RouteRow]
     total: int = Field(description="routes matching the filters, before `limit`")
     warnings: list[str] = Field(default_factory=list)
-    spend: SpendReport | None = Field(None, description="known spend (as alltoken://usage)")
+    # A plain object in the schema: the report's shape is alltoken://usage's, and spelling it out here would
+    # cost every tools/list ~400 tokens.
+    spend: dict[str, Any] | None = Field(None, description="known spend and quota, as alltoken://usage")
 
 
 # ------------------------------------------------------------------------------------------ text
@@ -297,12 +298,14 @@ def register(server: MCPServer[AppState]) -> None:
             total=len(rows),
             warnings=warnings,
         )
+        text = _health_text(out, model)
         try:
-            out.spend = await state.spend.report()
+            report = await state.spend.report()
         except StoreError as exc:
             out.warnings.append(f"Known spend could not be read: {exc}")
-        text = _health_text(out, model)
-        return tool_result(text if out.spend is None else f"{text}\n{out.spend.summary()}", out)
+            return tool_result(f"{text}\nwarning: {out.warnings[-1]}", out)
+        out.spend = report.model_dump(mode="json")
+        return tool_result(f"{text}\n{report.summary()}", out)
 
     async def models_resource(state: AppState) -> str:
         view = await state.catalog.snapshot()
