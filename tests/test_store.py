@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import anyio
@@ -19,9 +20,11 @@ from alltoken_mcp.store import (
     _JOB_COLUMNS,
     _MIGRATIONS,
     SCHEMA_VERSION,
+    Charge,
     ImageSource,
     Job,
     MediaFile,
+    SpendTotal,
     Store,
     StoreError,
     _to_column,
@@ -78,10 +81,12 @@ async def test_reopening_keeps_data_and_does_not_migrate_again(tmp_path: Path) -
         await store.close()
 
 
+_SPEND_COLUMNS = ("request_id", "cost_usd")
 _ADDED_AFTER = {
-    1: ("download_failures", "upstream_url", "upstream_key"),
-    2: ("upstream_url", "upstream_key"),
-    3: (),
+    1: ("download_failures", "upstream_url", "upstream_key", *_SPEND_COLUMNS),
+    2: ("upstream_url", "upstream_key", *_SPEND_COLUMNS),
+    3: _SPEND_COLUMNS,
+    4: _SPEND_COLUMNS,
 }
 """The job columns that later migrations added, by the schema version that lacks them."""
 
@@ -116,7 +121,7 @@ async def test_a_version_1_database_is_upgraded_and_keeps_its_jobs(tmp_path: Pat
     finally:
         await store.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     db.close()
 
 
@@ -660,5 +665,54 @@ async def test_save_turn_creates_or_continues_a_conversation_in_one_step(tmp_pat
         empty = await store.save_turn(None, system=None, model=None, messages=[])
         assert empty != first
         assert (await store.get_conversation(empty)).messages == []  # type: ignore[union-attr]
+    finally:
+        await store.close()
+
+
+# ------------------------------------------------------------------------------------ spend ledger
+
+
+async def test_a_version_4_database_gains_the_ledger_and_its_jobs_read_with_no_known_cost(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "db.sqlite3"
+    job = make_job(status="completed")
+    await anyio.to_thread.run_sync(_old_database, path, job, 4)
+    store = await Store.open(path)
+    try:
+        assert await store.get_job(job.job_id) == job
+        assert (job.request_id, job.cost_usd) == (None, None)
+        await store.record_charge(Charge("image", "gpt-image-2", Decimal("0.04"), time.time(), HERE))
+        assert (await store.spend(HERE, since=0)).known_usd == Decimal("0.04")
+    finally:
+        await store.close()
+
+
+async def test_the_ledger_sums_known_costs_exactly_and_counts_the_unknown_ones(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "db.sqlite3")
+    now = time.time()
+    other = Upstream(HERE.base_url, key_fingerprint("sk-another-key-0000"))
+    try:
+        for cost in ("0.0000188000", "0.1", "0.2"):  # 0.1 + 0.2 is not 0.3 in floating point
+            await store.record_charge(Charge("chat", "m", Decimal(cost), now, HERE, request_id="r"))
+        await store.record_charge(Charge("video", "v", None, now, HERE, job_id="job_1"))
+        await store.record_charge(Charge("chat", "m", Decimal(7), now - 86400, HERE))  # before `since`
+        await store.record_charge(Charge("chat", "m", Decimal(9), now, other))  # another key's
+        today = await store.spend(HERE, since=now - 60)
+        assert today == SpendTotal(known_usd=Decimal("0.3000188"), charges=4, unknown=1)
+        assert (await store.spend(HERE, since=0)).known_usd == Decimal("7.3000188")
+        assert (await store.spend(other, since=0)).known_usd == Decimal(9)
+    finally:
+        await store.close()
+
+
+async def test_a_jobs_charge_is_recorded_once_and_a_later_known_cost_replaces_the_unknown_one(
+    tmp_path: Path,
+) -> None:
+    store = await Store.open(tmp_path / "db.sqlite3")
+    try:
+        await store.record_charge(Charge("image", "m", None, time.time(), HERE, job_id="job_1"))
+        await store.record_charge(Charge("image", "m", Decimal("0.05"), time.time(), HERE, job_id="job_1"))
+        assert await store.spend(HERE, since=0) == SpendTotal(Decimal("0.05"), charges=1, unknown=0)
     finally:
         await store.close()

@@ -38,6 +38,8 @@ from alltoken_mcp.client._retry import (
 )
 from alltoken_mcp.client._sse import DEFAULT_MAX_CHARS, ChatStream, chat_result_from_completion, snippet
 from alltoken_mcp.client.models import (
+    AccountUsage,
+    BillingRecord,
     CatalogModel,
     ChatResult,
     HealthSummary,
@@ -672,6 +674,20 @@ class AllTokenClient:
         rows = self._list_of(payload, "GET /api-account/health/routes", "routes")
         return _entries(RouteHealth, rows, "GET /api-account/health/routes")
 
+    # ------------------------------------------------------------------------------------ spend
+
+    async def usage(self) -> AccountUsage:
+        """`GET /v1/usage`: the account's USD quota and token grants."""
+        payload, _ = await self._json("GET", self._v1("/usage"), replay_safe=True, max_body=MAX_SMALL_BODY)
+        return _fit(AccountUsage, self._expect_dict(unwrap_data(payload), "GET /usage"), "GET /usage")
+
+    async def billing_record(self, request_id: str) -> BillingRecord:
+        """`GET /v1/billing/transactions/{request_id}`: what one request was charged. A request AllToken
+        has no record of raises `NotFoundError`."""
+        path = f"/billing/transactions/{_task_path('billing', request_id)}"
+        payload, _ = await self._json("GET", self._v1(path), replay_safe=True, max_body=MAX_SMALL_BODY)
+        return _fit(BillingRecord, self._expect_dict(unwrap_data(payload), f"GET {path}"), f"GET {path}")
+
     # ------------------------------------------------------------------------------------ images
 
     async def create_image(
@@ -943,4 +959,5 @@ class AllTokenClient:
     def _task(self, cls: type[TaskT], payload: Any, response: httpx2.Response, what: str) -> TaskT:
         data = dict(self._expect_dict(payload, what))
         data["retry_after"] = self._retry.retry_after(response.headers)
+        data["request_id"] = _request_id(response) or data.get("request_id")
         return _fit(cls, data, what)
