@@ -18,10 +18,15 @@ from alltoken_mcp.settings import (
     DEFAULT_IMAGE_MODEL,
     DEFAULT_MAX_WAIT_SECONDS,
     DEFAULT_VIDEO_MODEL,
+    KEY_NOT_SET,
     MAX_ALLOWED_WAIT_SECONDS,
     Settings,
     SettingsError,
+    default_home,
+    key_fingerprint,
+    key_problem,
     load_settings,
+    missing_v1_hint,
 )
 
 ENTRY_POINT = str(Path(sys.executable).parent / "alltoken-mcp")
@@ -295,3 +300,136 @@ def test_a_key_that_is_not_a_key_does_not_stop_the_server(tmp_path: Path) -> Non
     assert done.returncode == 0, done.stderr
     assert done.stdout == ""
     assert "configuration error" not in done.stderr
+
+
+# ------------------------------------------------------------------ overrides, defaults and the key
+
+
+def test_the_flag_overrides_win_over_the_environment(tmp_path: Path) -> None:
+    env = {
+        "ALLTOKEN_MCP_HOME": str(tmp_path / "env-home"),
+        "ALLTOKEN_OUTPUT_DIR": str(tmp_path / "env-out"),
+        "ALLTOKEN_API_KEY": "sk-from-the-environment-1",
+    }
+    made = load_settings(
+        env=env,
+        home=str(tmp_path / "flag-home"),
+        output_dir=str(tmp_path / "flag-out"),
+        api_key="sk-flag-key-22",
+    )
+    assert made.home == tmp_path / "flag-home"
+    assert made.output_dir == tmp_path / "flag-out"
+    assert made.api_key == "sk-flag-key-22"
+
+
+def test_without_an_env_mapping_the_process_environment_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ALLTOKEN_MCP_HOME", str(tmp_path / "from-os-environ"))
+    monkeypatch.setenv("ALLTOKEN_MAX_WAIT_SECONDS", "7")
+    made = load_settings()
+    assert made.home == tmp_path / "from-os-environ"
+    assert made.max_wait_seconds == 7
+
+
+@pytest.mark.parametrize(
+    ("platform", "env", "home"),
+    [
+        ("linux", {"XDG_DATA_HOME": "{tmp}/xdg"}, "{tmp}/xdg/alltoken-mcp"),
+        ("linux", {}, "{user}/.local/share/alltoken-mcp"),
+        ("darwin", {"XDG_DATA_HOME": "{tmp}/xdg"}, "{user}/Library/Application Support/alltoken-mcp"),
+        ("win32", {"LOCALAPPDATA": "{tmp}/local", "APPDATA": "{tmp}/roaming"}, "{tmp}/local/alltoken-mcp"),
+        ("win32", {"APPDATA": "{tmp}/roaming"}, "{tmp}/roaming/alltoken-mcp"),
+        ("win32", {}, "{user}/AppData/Local/alltoken-mcp"),
+    ],
+)
+def test_the_default_state_dir_is_the_platforms_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, platform: str, env: dict[str, str], home: str
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    monkeypatch.setattr(sys, "platform", platform)
+    names = {"tmp": str(tmp_path), "user": str(tmp_path / "user")}
+    expected = Path(home.format(**names))
+    assert default_home({k: v.format(**names) for k, v in env.items()}) == expected
+    made = load_settings(env={k: v.format(**names) for k, v in env.items()})
+    assert made.home == expected
+    assert made.database_path == expected / "state.sqlite3"
+
+
+def test_a_server_without_a_key_has_the_not_set_problem_and_no_rejected_value(tmp_path: Path) -> None:
+    made = settings(tmp_path)
+    assert made.api_key is None
+    assert made.rejected_key is None
+    assert made.key_problem is KEY_NOT_SET
+    assert key_problem(None) is KEY_NOT_SET
+    assert made.upstream.key_fingerprint is None
+
+
+@pytest.mark.parametrize(
+    "value", ['"sk-live-abcdef123456', "sk-live-abcdef123456'", "`sk-live-abcdef123456`"]
+)
+def test_a_quote_at_either_end_of_the_key_is_refused(value: str) -> None:
+    problem = key_problem(value)
+    assert problem is not None
+    assert "is wrapped in quotes" in problem.found
+
+
+def test_a_control_character_inside_the_key_is_refused(tmp_path: Path) -> None:
+    problem = key_problem("sk-live-abc\x07def123")
+    assert problem is not None
+    assert "contains whitespace or control characters inside it" in problem.found
+    assert settings(tmp_path, ALLTOKEN_API_KEY="sk-live-abc\x07def123").api_key is None
+
+
+def test_a_shell_reference_names_its_variable_in_the_fix() -> None:
+    problem = key_problem("$MY_ALLTOKEN_KEY")
+    assert problem is not None
+    assert problem.fix == (
+        "put the key itself in the config, or reference the variable the way your host expands it "
+        "(${MY_ALLTOKEN_KEY} in Claude Code's .mcp.json, env_vars in Codex's config.toml)"
+    )
+    windows = key_problem("%MY_ALLTOKEN_KEY%")
+    assert windows is not None
+    assert windows.fix == "set MY_ALLTOKEN_KEY before starting the host, or put the key itself in the config"
+
+
+def test_a_placeholder_is_quoted_back_cut_to_40_characters_without_control_characters() -> None:
+    long = key_problem("<" + "y" * 60 + ">")
+    assert long is not None
+    assert f"'<{'y' * 38}…'" in long.found  # 39 characters and the ellipsis
+    exact = key_problem("<" + "y" * 38 + ">")  # 40 characters: shown whole
+    assert exact is not None
+    assert f"'<{'y' * 38}>'" in exact.found
+    control = key_problem("<your\x1bkey>")
+    assert control is not None
+    assert "'<your?key>'" in control.found
+
+
+def test_a_key_fingerprint_is_12_hex_digits_that_tell_keys_apart() -> None:
+    first, second = key_fingerprint("sk-live-one"), key_fingerprint("sk-live-two")
+    assert len(first) == 12
+    assert int(first, 16) >= 0
+    assert first != second
+    assert first == key_fingerprint("sk-live-one")
+
+
+@pytest.mark.parametrize(
+    ("base_url", "hint"),
+    [
+        ("https://gw.example/v1", None),
+        ("https://gw.example/v1/", None),
+        ("https://gw.example/api/v1//", None),
+        ("https://gw.example", "ALLTOKEN_BASE_URL=https://gw.example/v1"),
+        ("https://gw.example/", "ALLTOKEN_BASE_URL=https://gw.example/v1"),
+        ("https://gw.example/api/", "ALLTOKEN_BASE_URL=https://gw.example/api/v1"),
+    ],
+)
+def test_a_base_url_without_v1_gets_the_corrected_url(base_url: str, hint: str | None) -> None:
+    found = missing_v1_hint(base_url)
+    if hint is None:
+        assert found is None
+    else:
+        assert (
+            found
+            == f"ALLTOKEN_BASE_URL is {base_url}, without /v1: AllToken's API is under /v1, so set {hint}"
+        )
