@@ -27,7 +27,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 TARGETS: dict[str, tuple[list[str], list[str]]] = {
     "settings": (["alltoken_mcp/settings.py"], ["tests/test_settings.py", "tests/test_keys.py"]),
-    "store": (["alltoken_mcp/store.py"], ["tests/test_store.py", "tests/test_store_failures.py"]),
+    "store": (
+        ["alltoken_mcp/store.py"],
+        ["tests/test_store.py", "tests/test_store_guards.py", "tests/test_store_failures.py"],
+    ),
     "arguments": (
         ["alltoken_mcp/tools/arguments.py", "alltoken_mcp/tools/media_args.py"],
         ["tests/test_argument_errors.py", "tests/test_media_args.py"],
