@@ -33,7 +33,7 @@ TARGETS: dict[str, tuple[list[str], list[str]]] = {
     ),
     "arguments": (
         ["alltoken_mcp/tools/arguments.py", "alltoken_mcp/tools/media_args.py"],
-        ["tests/test_argument_errors.py", "tests/test_media_args.py"],
+        ["tests/test_argument_errors.py", "tests/test_media_args.py", "tests/test_media_arg_guards.py"],
     ),
 }
 """Target → (modules mutated, test files run against them)."""
@@ -86,7 +86,7 @@ def main() -> int:
             shown = subprocess.run(
                 [*mutmut, "show", name], cwd=scratch, env=env, capture_output=True, text=True
             )
-            print(shown.stdout)
+            print(shown.stdout or f"# {name}: survived (mutmut show failed: {shown.stderr.strip()[-300:]})")
     finally:
         if args.keep:
             print(f"scratch directory kept: {scratch}")
