@@ -202,3 +202,17 @@ def test_checking_an_owner_leaves_a_live_process_running() -> None:
         assert child.stdin is not None
         child.stdin.close()
         child.wait(timeout=10)
+
+
+async def test_a_lease_that_ends_now_is_free_to_take(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "db.sqlite3")
+    now = time.time()
+    try:
+        job = make_job(lease_owner="alive", lease_expires_at=now)
+        await store.insert_job(job)
+        taken = await store.claim_due_jobs(
+            "me", upstream=HERE, now=now, lease_seconds=30, limit=1, is_dead=lambda owner: False
+        )
+        assert [j.job_id for j in taken] == [job.job_id]
+    finally:
+        await store.close()
