@@ -15,8 +15,9 @@ from alltoken_mcp.tools.media_args import (
     ArgumentProblem,
     image_body,
     image_size_rule,
+    video_body,
 )
-from tests.test_media_args import image_args
+from tests.test_media_args import first, hand_built, image_args, problem_text, video_args
 
 
 def refusal(**overrides: Any) -> str:
@@ -72,3 +73,16 @@ def test_the_accepted_sizes_are_described_in_full() -> None:
     assert DEFAULT_SIZE_RULE.describe() == (
         '"auto" or WIDTHxHEIGHT, each side at least 256, at most 4096x4096, aspect ratio between 1:8 and 8:1'
     )
+
+
+def test_a_model_that_needs_an_input_image_refuses_a_call_with_none() -> None:
+    # Published as taking text too, but at least one image: the count is the rule that catches it.
+    needs_one = hand_built(
+        "acme-needs-one",
+        input_types=["text", "image_first_frame"],
+        content={"image_count": {"min": 1, "max": 1}, "allowed_roles": None},
+    )
+    text = problem_text(video_body, **video_args([needs_one], model="acme-needs-one"))
+    assert "acme-needs-one takes 1–1 input images; 0 were given." in text
+    body, _ = video_body(**video_args([needs_one], model="acme-needs-one", frames=[first()]))
+    assert [item["role"] for item in body["content"] if item.get("type") == "image_url"] == ["first_frame"]
