@@ -474,8 +474,8 @@ class ChatStream:
         """A stream that replays a finished answer (a server that ignored `stream: true`)."""
 
         async def nothing() -> AsyncIterator[bytes]:
-            return
-            yield b""  # pragma: no cover - makes this an async generator
+            for piece in ():  # an async generator that yields nothing
+                yield piece
 
         stream = cls(nothing())
         if result.reasoning:
