@@ -474,7 +474,8 @@ class ChatStream:
         """A stream that replays a finished answer (a server that ignored `stream: true`)."""
 
         async def nothing() -> AsyncIterator[bytes]:
-            for piece in ():  # an async generator that yields nothing
+            nothing_at_all: tuple[bytes, ...] = ()
+            for piece in nothing_at_all:  # an async generator that yields nothing
                 yield piece
 
         stream = cls(nothing())
