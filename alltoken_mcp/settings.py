@@ -14,8 +14,9 @@ import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 DEFAULT_BASE_URL = "https://api.alltoken.ai/v1"
@@ -25,6 +26,11 @@ MAX_ALLOWED_WAIT_SECONDS = 600.0
 DEFAULT_CHAT_MODEL = "deepseek-v4-pro"
 DEFAULT_IMAGE_MODEL = "gpt-image-2"
 DEFAULT_VIDEO_MODEL = "seedance-1.5-pro"
+BUDGET_VAR = "ALLTOKEN_DAILY_BUDGET_USD"
+CONFIRM_VAR = "ALLTOKEN_CONFIRM"
+ConfirmMode = Literal["never", "video", "media"]
+CONFIRM_MODES: tuple[ConfirmMode, ...] = ("never", "video", "media")
+"""never: no question; video: ask before each video render; media: before each image or video job."""
 
 API_KEY_VAR = "ALLTOKEN_API_KEY"
 MCP_TOKEN_VAR = "ALLTOKEN_MCP_TOKEN"
@@ -217,6 +223,10 @@ class Settings:
     """Why the configured ALLTOKEN_API_KEY was not used (a placeholder, quotes...); None if none was set."""
     upstream_name: str | None = None
     """What jobs record as their upstream instead of the base URL (`--simulate` names its simulator)."""
+    daily_budget_usd: Decimal | None = None
+    """Paid calls are refused once today's (UTC) known spend reaches this; None: no budget."""
+    confirm: ConfirmMode = "never"
+    """Which paid renders the user is asked to confirm (MCP form elicitation) before they are sent."""
     output_dir_configured: bool = False
     """ALLTOKEN_OUTPUT_DIR (or --output-dir) was given. When not, a client's first root holds new files."""
     previews: bool = True
@@ -263,12 +273,24 @@ def default_home(env: Mapping[str, str]) -> Path:
 
 
 def _validate_base_url(value: str, name: str) -> str:
-    parts = urlsplit(value.strip())
+    url = value.strip()
+    parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise SettingsError(f"{name}={value!r} is not an http(s) URL; expected e.g. {DEFAULT_BASE_URL}")
-    if parts.query or parts.fragment:
+    # Request paths are appended to the base URL: anything after a ? or # would swallow them.
+    if "?" in url or "#" in url:
         raise SettingsError(f"{name}={value!r} must not carry a query or fragment")
-    return value.strip().rstrip("/")
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise SettingsError(f"{name}={value!r} contains whitespace or control characters")
+    if not parts.hostname:
+        raise SettingsError(f"{name}={value!r} names no host; expected e.g. {DEFAULT_BASE_URL}")
+    try:
+        port = parts.port  # urlsplit checks the port only when it is read
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise SettingsError(f"{name}={value!r} has an invalid port (1-65535)")
+    return url.rstrip("/")
 
 
 def _parse_wait(value: str, name: str) -> float:
@@ -287,7 +309,7 @@ def _parse_wait(value: str, name: str) -> float:
 
 def _model_id(value: str, name: str) -> str:
     value = value.strip()
-    if not value or len(value) > 200 or any(c.isspace() for c in value):
+    if not value or len(value) > 200 or any(c.isspace() or not c.isprintable() for c in value):
         raise SettingsError(f"{name}={value!r} is not a model id (no spaces, at most 200 characters)")
     return value
 
@@ -309,6 +331,21 @@ def _writable_dir(path: Path, name: str) -> Path:
     return path
 
 
+def _mcp_token(value: str | None, name: str) -> str | None:
+    """The HTTP bearer token. Surrounding whitespace is dropped (a token read from a file keeps its line
+    break, and the Authorization header never carries one); anything a client could not send as one
+    header word is refused, since no request could then be let in. The value is never quoted back."""
+    token = (value or "").strip()
+    if not token:
+        return None
+    if not all(c.isascii() and c.isprintable() and not c.isspace() for c in token):
+        raise SettingsError(
+            f"{name} must be one word of visible ASCII characters (it is sent in an HTTP header); "
+            "the value set has spaces, control or non-ASCII characters"
+        )
+    return token
+
+
 def _input_dirs(value: str | None, name: str) -> tuple[Path, ...]:
     if not value:
         return (Path.cwd().resolve(),)
@@ -323,6 +360,31 @@ def _input_dirs(value: str | None, name: str) -> tuple[Path, ...]:
     if not dirs:
         raise SettingsError(f"{name}={value!r} names no directory")
     return tuple(dirs)
+
+
+def _parse_budget(value: str, name: str) -> Decimal:
+    try:
+        amount = Decimal(value.strip().removeprefix("$"))
+    except InvalidOperation:
+        amount = Decimal("NaN")
+    if not amount.is_finite():
+        raise SettingsError(f"{name}={value!r} is not an amount of US dollars; expected e.g. 5 or 2.50")
+    if amount <= 0:
+        raise SettingsError(
+            f"{name}={value!r} must be more than 0: it is the most known spend per UTC day before paid calls "
+            "are refused (unset it for no budget)"
+        )
+    return amount
+
+
+def _parse_confirm(value: str, name: str) -> ConfirmMode:
+    mode = value.strip().lower()
+    if mode not in CONFIRM_MODES:
+        raise SettingsError(
+            f"{name}={value!r} must be never, video (ask before each video render) or media (ask before each "
+            "image or video job)"
+        )
+    return mode
 
 
 _SWITCH = {
@@ -390,8 +452,10 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
             get("ALLTOKEN_DEFAULT_VIDEO_MODEL") or DEFAULT_VIDEO_MODEL, "ALLTOKEN_DEFAULT_VIDEO_MODEL"
         ),
         input_dirs=_input_dirs(get("ALLTOKEN_INPUT_DIRS"), "ALLTOKEN_INPUT_DIRS"),
-        mcp_token=get(MCP_TOKEN_VAR),
+        mcp_token=_mcp_token(get(MCP_TOKEN_VAR), MCP_TOKEN_VAR),
         rejected_key=rejected_key,
+        daily_budget_usd=_parse_budget(budget_raw, BUDGET_VAR) if (budget_raw := get(BUDGET_VAR)) else None,
+        confirm=_parse_confirm(confirm_raw, CONFIRM_VAR) if (confirm_raw := get(CONFIRM_VAR)) else "never",
         output_dir_configured=output_raw is not None,
         previews=_switch(get("ALLTOKEN_PREVIEWS") or "on", "ALLTOKEN_PREVIEWS"),
     )

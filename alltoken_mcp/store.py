@@ -1,6 +1,7 @@
 """The state database: one SQLite file (WAL) shared by every server process of one user.
 
-It holds media jobs (with their idempotency keys and poll leases), chat conversations and small caches.
+It holds media jobs (with their idempotency keys and poll leases), chat conversations, the spend ledger
+(one row per paid call: what it cost, when known) and small caches.
 Every call runs in a worker thread (`anyio.to_thread.run_sync`) on the `Store`'s one connection (a server
 opens one `Store`), guarded by a lock; several processes share the file through SQLite's own locking
 (`BEGIN IMMEDIATE` for the read-modify-write steps, a busy timeout for contention).
@@ -41,6 +42,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field, fields, replace
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -53,7 +55,7 @@ from alltoken_mcp.settings import Upstream
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 BUSY_TIMEOUT_SECONDS = 30
 HOME_VAR = "ALLTOKEN_MCP_HOME"
 
@@ -151,7 +153,25 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX jobs_by_status_newest_first ON jobs (status, created_at DESC, job_id);
     CREATE INDEX jobs_by_kind_and_status_newest_first ON jobs (kind, status, created_at DESC, job_id);
     """,
-    # 5: where and how a job's files are delivered (`Delivery`, JSON), decided when the call was made;
+    # 5: spend. A job keeps its create call's request id (what AllToken may file its charge under) and
+    # its known cost; `charges` is the ledger of paid calls, in picodollars (exact sums), NULL = unknown
+    """
+    ALTER TABLE jobs ADD COLUMN request_id TEXT;
+    ALTER TABLE jobs ADD COLUMN cost_usd TEXT;
+    CREATE TABLE charges (
+        charge_id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('chat', 'image', 'video')),
+        model TEXT NOT NULL,
+        cost_picodollars INTEGER,
+        request_id TEXT,
+        job_id TEXT UNIQUE,
+        upstream_url TEXT NOT NULL,
+        upstream_key TEXT
+    );
+    CREATE INDEX charges_by_upstream_and_time ON charges (upstream_url, upstream_key, at);
+    """,
+    # 6: where and how a job's files are delivered (`Delivery`, JSON), decided when the call was made;
     # NULL: the delivering server's output directory, with previews
     """
     ALTER TABLE jobs ADD COLUMN delivery TEXT;
@@ -300,6 +320,10 @@ class Job:
     first server with a key to lease it adopts it."""
     upstream_key: str | None = None
     """`Upstream.key_fingerprint` of the key that created the job (never the key)."""
+    request_id: str | None = None
+    """The create call's `x-gateway-request-id`: one of the ids AllToken may file the job's charge under."""
+    cost_usd: str | None = None
+    """What AllToken charged for the job (a decimal string, from its billing record); None: not known."""
     delivery: Delivery | None = None
     """Where its files go (`save_to`, a client's root) and whether results preview them; None: defaults."""
 
@@ -367,6 +391,34 @@ class Conversation:
 
 
 T = TypeVar("T")
+
+ChargeKind = Literal["chat", "image", "video"]
+PICODOLLARS = Decimal(10) ** 12
+"""Charges are stored as whole picodollars: exact sums in SQL (the cost comment has 10 decimals)."""
+
+
+@dataclass(frozen=True)
+class Charge:
+    """One paid call in the spend ledger. `cost_usd` None: it was paid for, but what it cost is not known."""
+
+    kind: ChargeKind
+    model: str
+    cost_usd: Decimal | None
+    at: float
+    upstream: Upstream
+    request_id: str | None = None
+    job_id: str | None = None
+    """A media job's charge is recorded once per job: recording it again replaces it."""
+
+
+@dataclass(frozen=True)
+class SpendTotal:
+    """The ledger over a period: the sum of the known costs, and how many charges there were and how many
+    of them have no known cost."""
+
+    known_usd: Decimal
+    charges: int
+    unknown: int
 
 
 def list_jobs_query(*, kind: str | None, status: str | None, limit: int) -> tuple[str, list[Any]]:
@@ -748,6 +800,39 @@ class Store:
                 db.execute("ROLLBACK TO turn")
                 turn.error = exc
             db.execute("RELEASE turn")
+
+    # -- spend ledger ----------------------------------------------------------------------------
+
+    async def record_charge(self, charge: Charge) -> None:
+        """Add a charge to the ledger; a job's charge replaces the one recorded for that job before."""
+        cost = None if charge.cost_usd is None else int(charge.cost_usd * PICODOLLARS)
+        await self._run(
+            self._execute,
+            "INSERT INTO charges (at, kind, model, cost_picodollars, request_id, job_id, upstream_url, "
+            "upstream_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job_id) DO UPDATE SET "
+            "cost_picodollars = excluded.cost_picodollars, request_id = excluded.request_id",
+            (
+                charge.at,
+                charge.kind,
+                charge.model,
+                cost,
+                charge.request_id,
+                charge.job_id,
+                charge.upstream.base_url,
+                charge.upstream.key_fingerprint,
+            ),
+        )
+
+    async def spend(self, upstream: Upstream, *, since: float) -> SpendTotal:
+        """The charges of `upstream` at or after `since` (Unix time)."""
+        row = await self._run(
+            lambda: self._db.execute(
+                "SELECT coalesce(sum(cost_picodollars), 0), count(*), count(*) - count(cost_picodollars) "
+                "FROM charges WHERE upstream_url = ? AND upstream_key IS ? AND at >= ?",
+                (upstream.base_url, upstream.key_fingerprint, since),
+            ).fetchone()
+        )
+        return SpendTotal(known_usd=Decimal(row[0]) / PICODOLLARS, charges=row[1], unknown=row[2])
 
     # -- cache -----------------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from alltoken_mcp.client import AllTokenClient, RetryPolicy
 from alltoken_mcp.client._pool import ProbedStream
 from alltoken_mcp.errors import (
     APIStatusError,
+    MalformedResponseError,
     MissingAPIKeyError,
     RateLimitError,
     ServerError,
@@ -380,3 +381,54 @@ async def test_the_clients_connections_are_probed_streams_on_their_own_socket() 
         assert isinstance(stream, ProbedStream)
         assert await download.aread() == b"x"
         assert stream.is_readable() is False  # read whole: nothing waiting, and the server has not closed
+
+
+def json_answer(value: Any) -> RawResponse:
+    return RawResponse(
+        headers=[("Content-Type", "application/json")], pieces=[json.dumps(value).encode()], framing="length"
+    )
+
+
+async def test_a_listing_keeps_its_well_formed_entries_and_drops_the_ones_that_do_not_fit(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    listing = {"object": "list", "data": [{"id": "good-model"}, {"no_id": True}, "not an object", {"id": 7}]}
+    async with raw_server(json_answer(listing)) as server, client_for(server.base_url) as client:
+        models = await client.list_models()
+    assert [m.id for m in models] == ["good-model"]
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "alltoken_mcp.client"]
+    assert "GET /models" in warning
+    assert "3 of 4 entries" in warning
+
+
+@pytest.mark.parametrize(
+    ("answer", "call"),
+    [
+        ({"status": "queued"}, "get_video"),  # no id
+        ({"id": "vgen_1", "status": {"nested": "object"}}, "get_video"),
+        ({"data": {"healthy_routes": "many"}}, "health_summary"),
+        ({"upload_url": 5}, "presign"),
+    ],
+)
+async def test_an_object_that_does_not_fit_the_api_is_a_one_line_transport_error(
+    answer: dict[str, Any], call: str
+) -> None:
+    async with raw_server(json_answer(answer)) as server, client_for(server.base_url) as client:
+        calls = {
+            "get_video": lambda: client.get_video("vgen_1"),
+            "health_summary": client.health_summary,
+            "presign": lambda: client.presign_upload(
+                purpose="video_input_image",
+                content_type="image/png",
+                content_length=1,
+                content_md5="1B2M2Y8AsgTpgAmY7PhCfg==",
+                checksum_sha256="0" * 64,
+            ),
+        }
+        with pytest.raises(MalformedResponseError) as caught:
+            await calls[call]()
+    text = str(caught.value)
+    assert "\n" not in text
+    assert text.startswith("AllToken ")
+    assert "does not fit" in text
+    assert isinstance(caught.value, TransportError)

@@ -320,3 +320,33 @@ async def test_a_stdio_server_process_delivers_the_video_another_process_was_ask
             done = data(await client.call_tool("job_status", {"job_id": job["job_id"], "wait_seconds": 30}))
     assert done["status"] == "completed"
     assert saved(done["files"][0]) == project / "clips" / f"waves_{job['job_id']}_0.mp4"
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_roots_and_a_render_confirmation_are_asked_once_each_and_the_image_lands_in_the_root(
+    sim: RunningSimulator, tmp_path: Path, project: Path, mode: str
+) -> None:
+    """ALLTOKEN_CONFIRM's question and the roots share the call's one input channel (2026-07-28: one
+    InputRequiredResult round carrying both); neither is asked twice, and the render is sent once."""
+    asked: list[str] = []
+
+    async def roots(context: Any) -> t.ListRootsResult:
+        asked.append("roots")
+        return t.ListRootsResult(roots=[t.Root(uri=project.as_uri())])
+
+    async def confirm(context: Any, params: t.ElicitRequestParams) -> t.ElicitResult:
+        asked.append("confirm")
+        return t.ElicitResult(action="accept", content={})
+
+    settings = settings_for(home(tmp_path), sim.base_url, ALLTOKEN_CONFIRM="media")
+    server = build_server(settings)
+    async with Client(
+        server,  # type: ignore[arg-type]
+        mode=mode,
+        list_roots_callback=roots,
+        elicitation_callback=confirm,
+    ) as client:
+        record = data(await client.call_tool("alltoken_image", {"prompt": "fox", "save_to": "fox.png"}))
+    assert sorted(asked) == ["confirm", "roots"]
+    assert saved(record["files"][0]) == project / "fox.png"
+    assert creates(sim) == 1

@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import anyio
@@ -19,10 +20,12 @@ from alltoken_mcp.store import (
     _JOB_COLUMNS,
     _MIGRATIONS,
     SCHEMA_VERSION,
+    Charge,
     Delivery,
     ImageSource,
     Job,
     MediaFile,
+    SpendTotal,
     Store,
     StoreError,
     _to_column,
@@ -79,11 +82,13 @@ async def test_reopening_keeps_data_and_does_not_migrate_again(tmp_path: Path) -
         await store.close()
 
 
+_SPEND_COLUMNS = ("request_id", "cost_usd")
 _ADDED_AFTER = {
-    1: ("download_failures", "upstream_url", "upstream_key", "delivery"),
-    2: ("upstream_url", "upstream_key", "delivery"),
-    3: ("delivery",),
-    4: ("delivery",),
+    1: ("download_failures", "upstream_url", "upstream_key", *_SPEND_COLUMNS, "delivery"),
+    2: ("upstream_url", "upstream_key", *_SPEND_COLUMNS, "delivery"),
+    3: (*_SPEND_COLUMNS, "delivery"),
+    4: (*_SPEND_COLUMNS, "delivery"),
+    5: ("delivery",),
 }
 """The job columns that later migrations added, by the schema version that lacks them."""
 
@@ -118,7 +123,7 @@ async def test_a_version_1_database_is_upgraded_and_keeps_its_jobs(tmp_path: Pat
     finally:
         await store.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
     db.close()
 
 
@@ -350,13 +355,50 @@ async def test_listing_jobs_reads_the_newest_rows_off_an_index_without_sorting(
     "job_id", ["../../etc/passwd", "job_'; DROP TABLE jobs;--", "JOB_0123456789abcdef", ""]
 )
 async def test_malformed_job_ids_never_reach_sql(tmp_path: Path, job_id: str) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3")
+    """A row stored under the malformed id (by hand, or by a release without the check) is there to be
+    found: only the id check keeps `get_job` from looking it up."""
+    path = tmp_path / "db.sqlite3"
+    store = await Store.open(path)
     try:
-        await store.insert_job(make_job())
+        job = make_job()
+        await store.insert_job(job)
+        await anyio.to_thread.run_sync(_copy_row, path, "jobs", "job_id", job.job_id, job_id)
+        assert len(await store.list_jobs()) == 2
         assert await store.get_job(job_id) is None
-        assert len(await store.list_jobs()) == 1
+        assert await store.get_job(job.job_id) == job
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("conversation_id", ["conv_../../x", "CONV_0123456789abcdef", "conv_0123", ""])
+async def test_malformed_conversation_ids_never_reach_sql(tmp_path: Path, conversation_id: str) -> None:
+    path = tmp_path / "db.sqlite3"
+    store = await Store.open(path)
+    try:
+        kept = await store.save_turn(
+            None, system="s", model="m", messages=[{"role": "user", "content": "hi"}]
+        )
+        await anyio.to_thread.run_sync(
+            _copy_row, path, "conversations", "conversation_id", kept, conversation_id
+        )
+        assert await store.get_conversation(conversation_id) is None
+        assert (await store.get_conversation(kept)) is not None
+    finally:
+        await store.close()
+
+
+def _copy_row(path: Path, table: str, key: str, source: str, copy: str) -> None:
+    """Store a copy of row `source` of `table` under the id `copy`, whatever the table's columns."""
+    db = sqlite3.connect(path)
+    try:
+        db.execute(f"CREATE TEMP TABLE copied AS SELECT * FROM {table} WHERE {key} = ?", (source,))
+        db.execute(f"UPDATE copied SET {key} = ?", (copy,))
+        if table == "jobs":
+            db.execute("UPDATE copied SET upstream_id = NULL")  # upstream ids are unique
+        db.execute(f"INSERT INTO {table} SELECT * FROM copied")
+        db.commit()
+    finally:
+        db.close()
 
 
 async def test_update_with_owner_fails_once_the_lease_is_lost(tmp_path: Path) -> None:
@@ -662,6 +704,55 @@ async def test_save_turn_creates_or_continues_a_conversation_in_one_step(tmp_pat
         empty = await store.save_turn(None, system=None, model=None, messages=[])
         assert empty != first
         assert (await store.get_conversation(empty)).messages == []  # type: ignore[union-attr]
+    finally:
+        await store.close()
+
+
+# ------------------------------------------------------------------------------------ spend ledger
+
+
+async def test_a_version_4_database_gains_the_ledger_and_its_jobs_read_with_no_known_cost(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "db.sqlite3"
+    job = make_job(status="completed")
+    await anyio.to_thread.run_sync(_old_database, path, job, 4)
+    store = await Store.open(path)
+    try:
+        assert await store.get_job(job.job_id) == job
+        assert (job.request_id, job.cost_usd) == (None, None)
+        await store.record_charge(Charge("image", "gpt-image-2", Decimal("0.04"), time.time(), HERE))
+        assert (await store.spend(HERE, since=0)).known_usd == Decimal("0.04")
+    finally:
+        await store.close()
+
+
+async def test_the_ledger_sums_known_costs_exactly_and_counts_the_unknown_ones(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "db.sqlite3")
+    now = time.time()
+    other = Upstream(HERE.base_url, key_fingerprint("sk-another-key-0000"))
+    try:
+        for cost in ("0.0000188000", "0.1", "0.2"):  # 0.1 + 0.2 is not 0.3 in floating point
+            await store.record_charge(Charge("chat", "m", Decimal(cost), now, HERE, request_id="r"))
+        await store.record_charge(Charge("video", "v", None, now, HERE, job_id="job_1"))
+        await store.record_charge(Charge("chat", "m", Decimal(7), now - 86400, HERE))  # before `since`
+        await store.record_charge(Charge("chat", "m", Decimal(9), now, other))  # another key's
+        today = await store.spend(HERE, since=now - 60)
+        assert today == SpendTotal(known_usd=Decimal("0.3000188"), charges=4, unknown=1)
+        assert (await store.spend(HERE, since=0)).known_usd == Decimal("7.3000188")
+        assert (await store.spend(other, since=0)).known_usd == Decimal(9)
+    finally:
+        await store.close()
+
+
+async def test_a_jobs_charge_is_recorded_once_and_a_later_known_cost_replaces_the_unknown_one(
+    tmp_path: Path,
+) -> None:
+    store = await Store.open(tmp_path / "db.sqlite3")
+    try:
+        await store.record_charge(Charge("image", "m", None, time.time(), HERE, job_id="job_1"))
+        await store.record_charge(Charge("image", "m", Decimal("0.05"), time.time(), HERE, job_id="job_1"))
+        assert await store.spend(HERE, since=0) == SpendTotal(Decimal("0.05"), charges=1, unknown=0)
     finally:
         await store.close()
 

@@ -25,11 +25,10 @@ import mcp_types as t
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
-from mcp.server.mcpserver.resolve import ListRoots, Resolve
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import ServerMessageMetadata
 from mcp_types.version import is_version_at_least
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from alltoken_mcp import budget, destinations, files, previews
 from alltoken_mcp.app_state import AppState, app_state
@@ -43,13 +42,12 @@ from alltoken_mcp.store import Delivery, Job, JobKind, JobStatus, StoreError
 from alltoken_mcp.tools.error_text import reports_store_errors, tool_error
 from alltoken_mcp.tools.media_args import ArgumentProblem, FrameRef, image_body, video_body
 from alltoken_mcp.tools.results import JSON_MIME, to_json
+from alltoken_mcp.tools.spend import INPUT_REQUIRED_VERSION, confirm_render, refuse_over_budget
 from alltoken_mcp.tools.state_resources import add_state_resource
 
 logger = logging.getLogger(__name__)
 
 MAX_FRAME_UPLOAD_BYTES = 30 * 1024 * 1024
-INPUT_REQUIRED_VERSION = "2026-07-28"
-"""From this protocol version on, a tool asks the client for its roots in an InputRequiredResult round."""
 ROOTS_SECONDS = 5.0
 MAX_PREVIEW_SOURCE_BYTES = 64 * 1024 * 1024
 PREVIEW_MARGIN_SECONDS = 1.0
@@ -248,12 +246,22 @@ async def _submit_and_wait(
     )
 
 
-async def _client_roots(ctx: Context[AppState], save_to: str | None) -> ListRoots | t.ListRootsResult | None:
+class _AskForRoots:
+    """The client's roots are needed and, in the 2026-07-28 era, must be asked for in an input round."""
+
+
+ROOTS_KEY = "roots"
+"""The key of the roots request in an `InputRequiredResult` (beside spend's confirmation, if asked)."""
+
+
+async def _client_roots(
+    ctx: Context[AppState], save_to: str | None
+) -> t.ListRootsResult | _AskForRoots | None:
     """The client's roots, when it declares them and they matter: `save_to` is checked against them, and
-    without ALLTOKEN_OUTPUT_DIR the first one holds new files. In the 2026-07-28 era the SDK asks for
-    them in an `InputRequiredResult` round; before it, `roots/list` goes out mid-call, and a client that
-    fails or does not answer it in `ROOTS_SECONDS` is treated as one without roots (logged), rather than
-    failing the call."""
+    without ALLTOKEN_OUTPUT_DIR the first one holds new files. In the 2026-07-28 era they come back in the
+    call's `input_responses` after an `InputRequiredResult` round (`_AskForRoots`: ask); before it,
+    `roots/list` goes out mid-call, and a client that fails or does not answer it in `ROOTS_SECONDS` is
+    treated as one without roots (logged), rather than failing the call."""
     capabilities = ctx.client_capabilities
     if capabilities is None or capabilities.roots is None:
         return None
@@ -261,7 +269,14 @@ async def _client_roots(ctx: Context[AppState], save_to: str | None) -> ListRoot
         return None
     version = ctx.protocol_version
     if version is not None and is_version_at_least(version, INPUT_REQUIRED_VERSION):
-        return ListRoots()
+        answer = (ctx.input_responses or {}).get(ROOTS_KEY)
+        if answer is None:
+            return _AskForRoots()
+        try:
+            return t.ListRootsResult.model_validate(answer.model_dump(mode="json", by_alias=True))
+        except ValidationError:
+            logger.warning("the client answered the roots request with something else; using no roots")
+            return None
     if not ctx.session.can_send_request:
         return None
     try:
@@ -279,12 +294,8 @@ async def _client_roots(ctx: Context[AppState], save_to: str | None) -> ListRoot
         return None
 
 
-ClientRoots = Annotated[t.ListRootsResult | None, Resolve(_client_roots)]
-
-
-async def _plan_delivery(
-    state: AppState,
-    roots: t.ListRootsResult | None,
+async def _delivery(
+    ctx: Context[AppState],
     save_to: str | None,
     *,
     kind: JobKind,
@@ -292,10 +303,14 @@ async def _plan_delivery(
     extension: str,
     overwrite: bool,
     preview: bool,
-) -> tuple[Delivery | None, list[str]]:
-    """Where the job's files go, checked before anything is paid for (see `destinations`)."""
+) -> tuple[Delivery | None, list[str]] | _AskForRoots:
+    """Where the job's files go (see `destinations`), checked before anything is paid for or the user is
+    asked to confirm it; `_AskForRoots` when the client must first be asked for its roots."""
+    roots = await _client_roots(ctx, save_to)
+    if isinstance(roots, _AskForRoots):
+        return roots
     dirs = destinations.root_dirs(str(root.uri) for root in roots.roots) if roots is not None else ()
-    places = destinations.Places.for_call(state.settings, dirs)
+    places = destinations.Places.for_call(app_state(ctx).settings, dirs)
     try:
         return await anyio.to_thread.run_sync(
             lambda: destinations.plan_delivery(
@@ -310,6 +325,20 @@ async def _plan_delivery(
         )
     except destinations.DestinationError as exc:
         raise ToolError(f"{exc} Nothing was sent.") from exc
+
+
+def _input_required(
+    delivery: tuple[Delivery | None, list[str]] | _AskForRoots, question: t.InputRequiredResult | None
+) -> t.InputRequiredResult | None:
+    """One input round for everything the call still needs: the roots and spend's confirmation are asked
+    together (a call has one input channel), the confirmation's request state kept as it is."""
+    if not isinstance(delivery, _AskForRoots):
+        return question
+    requests: dict[str, t.InputRequest] = dict(question.input_requests or {}) if question else {}
+    requests[ROOTS_KEY] = t.ListRootsRequest()
+    return t.InputRequiredResult(
+        input_requests=requests, request_state=question.request_state if question else None
+    )
 
 
 def _is_remote(frame: str) -> bool:
@@ -412,7 +441,6 @@ def register(server: MCPServer[AppState], *, max_wait_seconds: float) -> None:
     @reports_store_errors
     async def alltoken_image(
         ctx: Context[AppState],
-        roots: ClientRoots,
         prompt: Annotated[str, Field(min_length=1, max_length=32000, description="what to draw")],
         model: Annotated[
             str | None,
@@ -442,9 +470,10 @@ def register(server: MCPServer[AppState], *, max_wait_seconds: float) -> None:
         save_to: Annotated[str | None, SAVE_TO_FIELD] = None,
         overwrite: Annotated[bool, OVERWRITE_FIELD] = False,
         preview: Annotated[bool, PREVIEW_FIELD] = True,
-    ) -> Annotated[t.CallToolResult, JobResult]:
+    ) -> Annotated[t.CallToolResult, JobResult] | t.InputRequiredResult:
         state = app_state(ctx)
         _require_key(state)
+        await refuse_over_budget(state)
         chosen = model or state.settings.default_image_model
         image_models = await _models(state, "image", expecting=chosen)
         try:
@@ -462,9 +491,8 @@ def register(server: MCPServer[AppState], *, max_wait_seconds: float) -> None:
             )
         except ArgumentProblem as exc:
             raise ToolError(str(exc)) from exc
-        delivery, placed = await _plan_delivery(
-            state,
-            roots,
+        delivery_or_ask = await _delivery(
+            ctx,
             save_to,
             kind="image",
             count=n,
@@ -472,6 +500,11 @@ def register(server: MCPServer[AppState], *, max_wait_seconds: float) -> None:
             overwrite=overwrite,
             preview=preview,
         )
+        question = await confirm_render(ctx, "image", body)
+        if (ask := _input_required(delivery_or_ask, question)) is not None:
+            return ask
+        assert not isinstance(delivery_or_ask, _AskForRoots)
+        delivery, placed = delivery_or_ask
         return await _submit_and_wait(ctx, "image", body, wait_seconds, [*warnings, *placed], delivery, shows)
 
     @server.tool(
@@ -483,7 +516,6 @@ def register(server: MCPServer[AppState], *, max_wait_seconds: float) -> None:
     @reports_store_errors
     async def alltoken_video(
         ctx: Context[AppState],
-        roots: ClientRoots,
         prompt: Annotated[
             str, Field(min_length=1, max_length=32000, description="what happens in the video")
         ],
@@ -527,9 +559,10 @@ def register(server: MCPServer[AppState], *, max_wait_seconds: float) -> None:
         save_to: Annotated[str | None, SAVE_TO_FIELD] = None,
         overwrite: Annotated[bool, OVERWRITE_FIELD] = False,
         preview: Annotated[bool, PREVIEW_FIELD] = True,
-    ) -> Annotated[t.CallToolResult, JobResult]:
+    ) -> Annotated[t.CallToolResult, JobResult] | t.InputRequiredResult:
         state = app_state(ctx)
         _require_key(state)
+        await refuse_over_budget(state)
         chosen = model or state.settings.default_video_model
         video_models = await _models(state, "video", expecting=chosen)
         wanted: list[tuple[Literal["first_frame", "last_frame"], str]] = []
@@ -558,22 +591,20 @@ def register(server: MCPServer[AppState], *, max_wait_seconds: float) -> None:
                 raise ToolError(str(exc)) from exc
 
         # Check everything (with stand-ins for local files) before uploading or paying for anything.
-        build(
+        checked, _ = build(
             [
                 FrameRef(role=role, url=raw) if _is_remote(raw) else FrameRef(role=role, upload_id="-")
                 for role, raw in wanted
             ]
         )
-        delivery, placed = await _plan_delivery(
-            state,
-            roots,
-            save_to,
-            kind="video",
-            count=1,
-            extension="mp4",
-            overwrite=overwrite,
-            preview=preview,
+        delivery_or_ask = await _delivery(
+            ctx, save_to, kind="video", count=1, extension="mp4", overwrite=overwrite, preview=preview
         )
+        question = await confirm_render(ctx, "video", checked)
+        if (ask := _input_required(delivery_or_ask, question)) is not None:
+            return ask
+        assert not isinstance(delivery_or_ask, _AskForRoots)
+        delivery, placed = delivery_or_ask
         frames = [await _upload_frame(state, raw, role) for role, raw in wanted]
         body, warnings = build(frames)
         return await _submit_and_wait(ctx, "video", body, wait_seconds, [*warnings, *placed], delivery, shows)
