@@ -34,6 +34,7 @@ from alltoken_mcp.store import Job, JobKind, JobStatus, StoreError
 from alltoken_mcp.tools.error_text import reports_store_errors, tool_error
 from alltoken_mcp.tools.media_args import ArgumentProblem, FrameRef, image_body, video_body
 from alltoken_mcp.tools.results import JSON_MIME, to_json
+from alltoken_mcp.tools.spend import confirm_render, refuse_over_budget
 from alltoken_mcp.tools.state_resources import add_state_resource
 
 MAX_FRAME_UPLOAD_BYTES = 30 * 1024 * 1024
@@ -327,9 +328,10 @@ def register(server: MCPServer[AppState], settings: Settings) -> None:
         moderation: Literal["auto", "low"] = "auto",
         seed: Annotated[int | None, Field(ge=0, le=2147483647, description="wan2.7 models only")] = None,
         wait_seconds: Annotated[float | None, WAIT_FIELD] = None,
-    ) -> Annotated[t.CallToolResult, JobAnswer]:
+    ) -> Annotated[t.CallToolResult, JobAnswer] | t.InputRequiredResult:
         state = app_state(ctx)
         _require_key(state)
+        await refuse_over_budget(state)
         chosen = model or state.settings.default_image_model
         image_models = await _models(state, "image", expecting=chosen)
         try:
@@ -347,6 +349,8 @@ def register(server: MCPServer[AppState], settings: Settings) -> None:
             )
         except ArgumentProblem as exc:
             raise ToolError(str(exc)) from exc
+        if (question := await confirm_render(ctx, "image", body)) is not None:
+            return question
         return await _submit_and_wait(ctx, "image", body, wait_seconds, warnings)
 
     @server.tool(
@@ -379,9 +383,10 @@ def register(server: MCPServer[AppState], settings: Settings) -> None:
             str | None, Field(min_length=1, max_length=4096, description="the same; needs first_frame")
         ] = None,
         wait_seconds: Annotated[float, WAIT_FIELD] = 0,
-    ) -> Annotated[t.CallToolResult, JobAnswer]:
+    ) -> Annotated[t.CallToolResult, JobAnswer] | t.InputRequiredResult:
         state = app_state(ctx)
         _require_key(state)
+        await refuse_over_budget(state)
         chosen = model or state.settings.default_video_model
         video_models = await _models(state, "video", expecting=chosen)
         wanted: list[tuple[Literal["first_frame", "last_frame"], str]] = []
@@ -410,12 +415,14 @@ def register(server: MCPServer[AppState], settings: Settings) -> None:
                 raise ToolError(str(exc)) from exc
 
         # Check everything (with stand-ins for local files) before uploading or paying for anything.
-        build(
+        checked, _ = build(
             [
                 FrameRef(role=role, url=raw) if _is_remote(raw) else FrameRef(role=role, upload_id="-")
                 for role, raw in wanted
             ]
         )
+        if (question := await confirm_render(ctx, "video", checked)) is not None:
+            return question
         frames = [await _upload_frame(state, raw, role) for role, raw in wanted]
         body, warnings = build(frames)
         return await _submit_and_wait(ctx, "video", body, wait_seconds, warnings)
