@@ -60,7 +60,7 @@ async def surface(client: Client) -> None:
     print("|---|---:|---:|---:|---:|")
     counted = [tool_tokens(tool) for tool in listing.tools]
     for c in counted:
-        print(f"| `{c.name}` | {c.head:,} | {c.input:,} | {c.output:,} | {c.whole:,} |")
+        print(f"| {c.name} | {c.head:,} | {c.input:,} | {c.output:,} | {c.whole:,} |")
     head = sum(c.head for c in counted)
     inputs = sum(c.input for c in counted)
     outputs = sum(c.output for c in counted)
