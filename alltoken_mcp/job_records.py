@@ -28,8 +28,8 @@ SUMMARY_PROMPT_CHARS = 32
 
 
 def prompt_start(prompt: str, limit: int) -> str:
-    """`prompt` if it has at most `limit` characters, else its first ones and "…" (`limit` in all)."""
-    return prompt if len(prompt) <= limit else prompt[: limit - 1] + "…"
+    """`prompt` if it has at most `limit` characters, else its first ones and "…" (at most `limit` in all)."""
+    return prompt if len(prompt) <= limit else prompt[: limit - 1].rstrip() + "…"
 
 
 class JobErrorInfo(BaseModel):

@@ -121,12 +121,11 @@ async def test_a_job_answer_echoes_the_start_of_its_prompt_and_the_resource_keep
         answer = data(started)
         full = json.loads(await resource_text(client, f"alltoken://jobs/{answer['job_id']}"))
         listed = data(await client.call_tool("list_jobs", {}))["jobs"]
-    assert len(answer["prompt"]) == ANSWER_PROMPT_CHARS
-    assert answer["prompt"] == AGENT_PROMPT[: ANSWER_PROMPT_CHARS - 1] + "…"
+    assert answer["prompt"] == AGENT_PROMPT[: ANSWER_PROMPT_CHARS - 1].rstrip() + "…"
     assert answer["prompt_chars"] == len(AGENT_PROMPT)
     assert f'Prompt ({len(AGENT_PROMPT):,} characters): "{answer["prompt"]}"' in text_of(started)
     assert full["prompt"] == AGENT_PROMPT
-    assert listed[0]["prompt"] == AGENT_PROMPT[: SUMMARY_PROMPT_CHARS - 1] + "…"
+    assert listed[0]["prompt"] == AGENT_PROMPT[: SUMMARY_PROMPT_CHARS - 1].rstrip() + "…"
 
 
 async def test_a_short_prompt_is_echoed_whole(sim: RunningSimulator, tmp_path: Path) -> None:
@@ -167,3 +166,26 @@ async def test_a_200_job_list_fits_in_40_kb_and_sends_the_reader_to_job_status(
     assert text + structured <= LIST_JOBS_BOUND
     assert "job_status(job_id) gives one in full" in text_of(listed)
     assert "… and 190 more in the structured result." in text_of(listed)
+
+
+def test_compacting_keeps_what_a_schema_accepts() -> None:
+    from typing import Literal
+
+    from pydantic import BaseModel
+
+    from alltoken_mcp.tools.schemas import compact_input_schema, compact_output_schema
+
+    class Node(BaseModel):
+        title: str  # a property called "title" is not pydantic's title keyword
+        mode: Literal["a", "b"] | None = None
+        child: Node | None = None  # recursive: left as a reference
+
+    schema = Node.model_json_schema()
+    out = compact_output_schema(schema)
+    assert out["properties"]["title"] == {"type": "string"}
+    assert out["properties"]["mode"] == {"enum": ["a", "b", None], "type": ["string", "null"]}
+    assert out["properties"]["child"]["anyOf"][0] == {"$ref": "#/$defs/Node"}
+    assert "Node" in out["$defs"]
+    given = compact_input_schema(schema)
+    assert given["properties"]["mode"] == {"enum": ["a", "b"], "type": "string"}
+    assert "title" not in given and given["required"] == ["title"]

@@ -12,7 +12,8 @@ in place, without changing what they accept where it matters:
   (string lengths, `minItems: 1`, the edges of a 32/64-bit integer) are not published: no model writes
   a 32,000-character ratio, and the server still enforces them, naming the bound in its one-line error
   (`arguments.invalid_arguments` words it from the full schema, kept by the server).
-- output: the same, and descriptions and defaults dropped too (they are read by no model); a nullable
+- output: the same, and descriptions and defaults dropped too (hosts validate results against output
+  schemas; they do not show them to the model, which reads the tool's description); a nullable
   field becomes a type list (`["string", "null"]`), because clients validate results against it. The
   shape is published two objects deep — a record and its parts (a job's files, a model entry); an
   object inside those is published as an object (a video model's rules: `list_models` describes them).
@@ -86,7 +87,7 @@ def _inline(schema: Mapping[str, Any]) -> dict[str, Any]:
                 kept[name] = defs.get(name, {})
                 return dict(node)
             resolved = walk(defs[name], (*seen, name))
-            extra = {k: walk(v, seen) for k, v in node.items() if k != "$ref"}
+            extra = {k: walk(v, seen) for k, v in node.items() if k not in ("$ref", "$defs")}
             return {**resolved, **extra}
         return {k: walk(v, seen) for k, v in node.items() if k != "$defs"}
 
