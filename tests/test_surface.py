@@ -188,4 +188,5 @@ def test_compacting_keeps_what_a_schema_accepts() -> None:
     assert "Node" in out["$defs"]
     given = compact_input_schema(schema)
     assert given["properties"]["mode"] == {"enum": ["a", "b"], "type": "string"}
-    assert "title" not in given and given["required"] == ["title"]
+    assert "title" not in given
+    assert given["required"] == ["title"]
