@@ -1,11 +1,16 @@
-"""What tools and resources show about a media job: `JobRecord` and its parts, built from a store row.
+"""What tools and resources show about a media job, built from a store row: the full `JobRecord` (the
+`alltoken://jobs…` resources), the `JobAnswer` a tool returns about one job, and the `JobSummary` of
+each job `list_jobs` returns.
 
-Kept apart from the job manager so the public shape (part of the product contract in design.md) reads
-in one place.
+Answers land in the calling model's context, so they are short: a `JobAnswer` echoes the start of the
+prompt (and its length), not the whole of it, and leaves out what is empty and the bookkeeping a model
+cannot act on (the upstream status, token usage, the base URL); the resource keeps everything. Kept apart
+from the job manager so the public shapes (part of the product contract in design.md) read in one place.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
@@ -15,6 +20,16 @@ from alltoken_mcp.settings import Upstream
 from alltoken_mcp.store import Job, JobKind, JobStatus, MediaFile
 
 R = TypeVar("R", bound="JobRecord")
+
+ANSWER_PROMPT_CHARS = 120
+"""How much of its prompt a job answer echoes: enough to recognise the job."""
+SUMMARY_PROMPT_CHARS = 32
+"""How much of its prompt a `list_jobs` entry echoes: 200 entries must stay inside 40 KB."""
+
+
+def prompt_start(prompt: str, limit: int) -> str:
+    """`prompt` if it has at most `limit` characters, else its first ones and "…" (at most `limit` in all)."""
+    return prompt if len(prompt) <= limit else prompt[: limit - 1].rstrip() + "…"
 
 
 class JobErrorInfo(BaseModel):
@@ -78,6 +93,83 @@ class JobRecord(BaseModel):
             upstream=job.upstream_url,
             foreign=foreign,
         )
+
+
+class JobAnswer(BaseModel):
+    """What a tool answers about one job: the record, with the start of its prompt (see `dump`)."""
+
+    job_id: str
+    kind: JobKind
+    status: JobStatus
+    model: str
+    prompt: str = Field(description=f"its first {ANSWER_PROMPT_CHARS} characters at most")
+    prompt_chars: int
+    created_at: str
+    updated_at: str
+    upstream_id: str | None = None
+    files: list[MediaFile] = Field(default_factory=list)
+    error: JobErrorInfo | None = None
+    video_url: str | None = None
+    video_url_expires_at: str | None = None
+    cost_usd: str | None = None
+    note: str | None = None
+    foreign: bool = False
+    warnings: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def from_record(cls, record: JobRecord, warnings: Sequence[str] = ()) -> JobAnswer:
+        return cls(
+            **record.model_dump(include=_ANSWER_FIELDS),
+            files=record.files,
+            error=record.error,
+            prompt=prompt_start(record.prompt, ANSWER_PROMPT_CHARS),
+            prompt_chars=len(record.prompt),
+            warnings=list(warnings),
+        )
+
+    def dump(self) -> dict[str, Any]:
+        """The answer as JSON data. design.md's record fields are always there (null when not known yet);
+        the rest only when they say something: a note, `foreign: true`, and a video's URL."""
+        data = self.model_dump(mode="json")
+        if self.note is None:
+            del data["note"]
+        if not self.foreign:
+            del data["foreign"]
+        if self.kind == "image":
+            del data["video_url"], data["video_url_expires_at"]
+        return data
+
+
+_ANSWER_FIELDS = set(JobAnswer.model_fields) - {"files", "error", "prompt", "prompt_chars", "warnings"}
+
+
+class JobSummary(BaseModel):
+    """One job in a `list_jobs` answer; `job_status` has the rest."""
+
+    job_id: str
+    kind: JobKind
+    status: JobStatus
+    model: str
+    created_at: str
+    prompt: str
+    files: int = Field(description="how many files are saved")
+    foreign: bool = False
+
+    @classmethod
+    def from_record(cls, record: JobRecord) -> JobSummary:
+        return cls(
+            job_id=record.job_id,
+            kind=record.kind,
+            status=record.status,
+            model=record.model,
+            created_at=record.created_at,
+            prompt=prompt_start(record.prompt, SUMMARY_PROMPT_CHARS),
+            files=len(record.files),
+            foreign=record.foreign,
+        )
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude={"foreign"} if not self.foreign else None)
 
 
 def belongs_to(job: Job, here: Upstream) -> str:

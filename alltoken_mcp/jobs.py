@@ -81,6 +81,7 @@ MAX_BACKOFF_SECONDS = 60.0
 STEP_BACKOFF = RetryPolicy(base_delay=1.0, max_delay=MAX_BACKOFF_SECONDS, max_retry_after=MAX_BACKOFF_SECONDS)
 """The wait after a failed step: the server's Retry-After, else the client's full-jitter backoff (jittered
 so the jobs of one outage do not all retry in the same second when it ends)."""
+MIN_STEP_BACKOFF_SECONDS = 1.0
 MAX_TRANSIENT_STEPS = 50
 """Failed steps in a row (network, 5xx, 429) before a job is given up: about 22 minutes of backoff on
 average (the jittered waits average half of the 60 s cap), long enough to ride out a gateway outage."""
@@ -1073,8 +1074,10 @@ def _poll_interval(task: ImageTask | VideoTask) -> float:
 
 def _backoff(failures: int, exc: AllTokenError | None = None) -> float:
     retry_after = getattr(exc, "retry_after", None)
-    hint = float(retry_after) if isinstance(retry_after, (int, float)) and retry_after > 0 else None
-    return STEP_BACKOFF.delay(failures + 1, hint)
+    if isinstance(retry_after, (int, float)) and retry_after > 0:
+        return STEP_BACKOFF.delay(failures + 1, float(retry_after))
+    # Full jitter may draw next to nothing; a step that just failed waits at least a second.
+    return max(MIN_STEP_BACKOFF_SECONDS, STEP_BACKOFF.delay(failures + 1))
 
 
 def _error_code(exc: AllTokenError) -> str:

@@ -30,17 +30,13 @@ from alltoken_mcp.settings import Settings
 from alltoken_mcp.tools import catalog, chat, media, spend
 from alltoken_mcp.tools.arguments import invalid_arguments, make_strict
 from alltoken_mcp.tools.deadline import CallDeadline
+from alltoken_mcp.tools.schemas import compact_tool
 
 INSTRUCTIONS = """\
-Delegate work to AllToken, a gateway in front of dozens of chat, image and video models.
-- alltoken_chat: one chat turn with any model (a second opinion, a cheap sub-task); pass the returned
-  conversation_id to continue a thread.
-- alltoken_image: generate images; files are saved locally and their paths returned.
-- alltoken_video: start a video render (minutes). It returns a job at once: check it later with
-  job_status(job_id, wait_seconds=...), cancel it with job_cancel. Jobs survive server restarts.
-- list_models / route_health: what exists, what it costs, what it accepts, which routes are healthy.
-Generated files are never inlined: results carry absolute paths and alltoken://media/... links.
-"""
+AllToken is one gateway to many chat, image and video models: use it for a second opinion or a sub-task \
+from another model family, and for the images and videos a project needs (saved as local files). \
+alltoken_chat, alltoken_image and alltoken_video cost money; list_models shows the prices."""
+"""Sent once, in `initialize`: what the server is for. Each tool's description says how to use it."""
 
 
 def build_server(settings: Settings, *, catalog_ttl: CatalogTTL | None = None) -> MCPServer[AppState]:
@@ -71,9 +67,9 @@ def build_server(settings: Settings, *, catalog_ttl: CatalogTTL | None = None) -
     _install_legacy_subscriptions(server, notifier)
     server.middleware.append(CallDeadline(settings.max_wait_seconds))
 
-    chat.register(server)
+    chat.register(server, settings)
     catalog.register(server)
-    media.register(server, max_wait_seconds=settings.max_wait_seconds)
+    media.register(server, settings)
     spend.register(server)
     return server
 
@@ -89,6 +85,8 @@ class _AllTokenServer(MCPServer[AppState]):
 
     def __init__(self, *, max_wait_seconds: float, **options: Any) -> None:
         self._max_wait_seconds = max_wait_seconds
+        self._argument_schemas: dict[str, dict[str, Any]] = {}
+        """Each tool's full input schema, every bound included: what invalid_arguments words errors from."""
         super().__init__(**options)
 
     def add_tool(
@@ -106,6 +104,8 @@ class _AllTokenServer(MCPServer[AppState]):
         tool = self._tool_manager.get_tool(name or fn.__name__)
         assert tool is not None
         make_strict(tool, max_wait_seconds=self._max_wait_seconds)
+        self._argument_schemas[tool.name] = tool.parameters
+        compact_tool(tool)
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[AppState, Any] | None = None
@@ -114,11 +114,15 @@ class _AllTokenServer(MCPServer[AppState]):
             return await super().call_tool(name, arguments, context)
         except ToolError as exc:
             cause = exc.__cause__
-            tool = self._tool_manager.get_tool(name)
-            if isinstance(exc, UnexpectedToolError) or not isinstance(cause, ValidationError) or tool is None:
+            schema = self._argument_schemas.get(name)
+            if (
+                isinstance(exc, UnexpectedToolError)
+                or not isinstance(cause, ValidationError)
+                or schema is None
+            ):
                 raise
             # From the ValidationError, so the SDK still logs field names only (never the values).
-            raise ToolError(invalid_arguments(name, tool.parameters, cause)) from cause
+            raise ToolError(invalid_arguments(name, schema, cause)) from cause
 
 
 def _install_legacy_subscriptions(server: MCPServer[AppState], notifier: ResourceNotifier) -> None:

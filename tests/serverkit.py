@@ -53,6 +53,13 @@ def data(result: t.CallToolResult) -> dict[str, Any]:
     return result.structured_content
 
 
+async def resource_text(client: Client, uri: str) -> str:
+    """The text of a resource (the first of its contents)."""
+    content = (await client.read_resource(uri)).contents[0]
+    assert isinstance(content, t.TextResourceContents), content
+    return content.text
+
+
 def error_text(result: t.CallToolResult) -> str:
     assert result.is_error, f"expected an error, got {result.structured_content}"
     return text_of(result)

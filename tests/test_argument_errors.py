@@ -13,6 +13,7 @@ import pytest
 from alltoken_mcp.server import build_server
 from alltoken_mcp.simulator import RunningSimulator
 from alltoken_mcp.tools.arguments import closest_name, with_wait_cap
+from alltoken_mcp.tools.schemas import compact_input_schema
 from tests.serverkit import ERAS, connect, data, error_text, settings_for
 
 
@@ -126,13 +127,15 @@ async def test_every_tool_refuses_an_unknown_argument_and_lists_the_valid_ones(
 def test_each_published_input_schema_is_exactly_the_schema_of_the_model_that_validates_the_call(
     tmp_path: Path,
 ) -> None:
-    # The published schema is derived from the loose one rather than generated again from the strict
-    # model; whatever the strict model would generate itself is what must be published.
+    # The full schema is derived from the loose one rather than generated again from the strict model;
+    # whatever the strict model would generate itself is what words the errors, and its compact form
+    # (tools/schemas.py) is what is published.
     server = build_server(settings_for(tmp_path, ALLTOKEN_MAX_WAIT_SECONDS="90"))
     tools = server._tool_manager.list_tools()
     for tool in tools:
-        own = tool.fn_metadata.arg_model.model_json_schema(by_alias=True)
-        assert tool.parameters == with_wait_cap(own, 90.0), tool.name
+        own = with_wait_cap(tool.fn_metadata.arg_model.model_json_schema(by_alias=True), 90.0)
+        assert server._argument_schemas[tool.name] == own, tool.name  # type: ignore[attr-defined]
+        assert tool.parameters == compact_input_schema(own), tool.name
         assert tool.parameters["additionalProperties"] is False
     assert len(tools) == 8
 

@@ -144,7 +144,8 @@ def test_a_failed_job_step_waits_the_servers_hint_or_a_jittered_doubling_capped_
     limited = RateLimitError("slow down", status_code=429, retry_after=7.0)
     assert jobs._backoff(0, limited) == 7.0
     assert jobs._backoff(0, RateLimitError("x", status_code=429, retry_after=3600.0)) == 60.0
+    assert all(jobs._backoff(0) == 1.0 for _ in range(50))  # never a tight loop, even on a low draw
     waits = [jobs._backoff(3) for _ in range(200)]
-    assert all(0.0 <= wait <= 8.0 for wait in waits)
+    assert all(1.0 <= wait <= 8.0 for wait in waits)
     assert len(set(waits)) > 100  # jittered: an outage's jobs do not all come back in the same second
     assert max(jobs._backoff(40) for _ in range(200)) <= 60.0

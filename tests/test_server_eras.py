@@ -31,7 +31,7 @@ async def test_tools_carry_titles_annotations_and_output_schemas(tmp_path: Path,
         assert tool.annotations is not None
         assert tool.annotations.read_only_hint is True
     chat_args = chat.input_schema["properties"]
-    assert chat_args["temperature"]["anyOf"][0]["maximum"] == 2
+    assert chat_args["temperature"] == {"type": "number", "minimum": 0, "maximum": 2}
     assert {"prompt", "messages", "model", "system", "conversation_id", "enable_search", "thinking"} <= set(
         chat_args
     )

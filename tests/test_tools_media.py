@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 import shutil
 import time
@@ -22,7 +23,7 @@ from mcp import Client
 
 from alltoken_mcp.server import build_server
 from alltoken_mcp.simulator import RunningSimulator, SimConfig
-from tests.serverkit import ERAS, connect, data, error_text, settings_for, text_of
+from tests.serverkit import ERAS, connect, data, error_text, resource_text, settings_for, text_of
 
 T = TypeVar("T")
 
@@ -165,14 +166,17 @@ async def test_every_input_schema_refuses_unknown_keys_and_publishes_the_wait_ca
     async with connect(settings_for(tmp_path, ALLTOKEN_MAX_WAIT_SECONDS="12.5"), mode) as client:
         tools = {tool.name: tool for tool in (await client.list_tools()).tools}
     assert all(tool.input_schema["additionalProperties"] is False for tool in tools.values())
-    assert tools["alltoken_chat"].input_schema["$defs"]["ChatMessage"]["additionalProperties"] is False
+    assert (
+        tools["alltoken_chat"].input_schema["properties"]["messages"]["items"]["additionalProperties"]
+        is False
+    )
     waits = {
         name: tool.input_schema["properties"]["wait_seconds"]
         for name, tool in tools.items()
         if "wait_seconds" in tool.input_schema["properties"]
     }
     assert set(waits) == {"alltoken_image", "alltoken_video", "job_status"}
-    assert waits["alltoken_image"]["anyOf"][0] == {"type": "number", "minimum": 0, "maximum": 12.5}
+    assert waits["alltoken_image"] == {"type": "number", "minimum": 0, "maximum": 12.5}
     assert (waits["alltoken_video"]["maximum"], waits["job_status"]["maximum"]) == (12.5, 12.5)
     # The descriptions quote the same cap, and suggest no longer wait.
     assert "job_status(job_id, wait_seconds=12.5)" in (tools["alltoken_video"].description or "")
@@ -204,9 +208,10 @@ async def test_a_refused_submit_is_an_actionable_error_and_a_failed_job(
         message = error_text(await client.call_tool("alltoken_image", {"prompt": "x"}))
         assert "Top up" in message
         jobs = data(await client.call_tool("list_jobs", {}))["jobs"]
+        failed = data(await client.call_tool("job_status", {"job_id": jobs[0]["job_id"]}))
     assert [job["status"] for job in jobs] == ["failed"]
     assert jobs[0]["job_id"] in message
-    assert jobs[0]["error"]["code"] == "insufficient_balance"
+    assert failed["error"]["code"] == "insufficient_balance"
 
 
 async def test_an_unwritable_output_dir_keeps_the_job_recoverable(
@@ -407,7 +412,9 @@ async def test_a_refused_cancel_of_a_running_video_is_reported_truthfully(
         result = await client.call_tool("job_cancel", {"job_id": job["job_id"]})
         record = data(result)
         assert record["status"] in ("queued", "processing")
-        assert record["upstream_status"] == "processing"
+        assert json.loads(await resource_text(client, f"alltoken://jobs/{job['job_id']}"))[
+            "upstream_status"
+        ] == ("processing")
         assert record["note"].startswith(
             "AllToken refused to cancel: the video is already rendering (processing), so it will finish and "
             f'be charged. This server still saves it when it is done: collect it with job_status(job_id="'
@@ -575,9 +582,11 @@ async def test_a_cancel_during_the_submit_is_sent_once_the_task_exists(
                 # The job row appears in another task of the server; polling its listing is the only view.
                 while not (jobs := data(await client.call_tool("list_jobs", {}))["jobs"]):  # noqa: ASYNC110
                     await anyio.sleep(0.01)
-            assert jobs[0]["upstream_id"] is None  # the create is still on its way
+            pending = data(await client.call_tool("job_status", {"job_id": jobs[0]["job_id"]}))
+            assert pending["upstream_id"] is None  # the create is still on its way
             requested = data(await client.call_tool("job_cancel", {"job_id": jobs[0]["job_id"]}))
-            assert requested["cancel_requested"] is True
+            full = json.loads(await resource_text(client, f"alltoken://jobs/{requested['job_id']}"))
+            assert full["cancel_requested"] is True
             assert "as soon as AllToken confirms" in requested["note"]
         assert started["status"] == "cancelled"
         final = data(await client.call_tool("job_status", {"job_id": started["job_id"]}))

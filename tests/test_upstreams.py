@@ -10,6 +10,7 @@ and the state is read straight from the SQLite files.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import time
@@ -65,6 +66,13 @@ async def call(srv: StdioServer, tool: str, arguments: dict[str, Any]) -> tuple[
     return bool(result.get("isError")), text, result.get("structuredContent") or {}
 
 
+async def full_record(srv: StdioServer, job_id: str) -> dict[str, Any]:
+    """The job's full record, as the `alltoken://jobs/{id}` resource has it (tool answers are shorter)."""
+    result = await srv.request("resources/read", {"uri": f"alltoken://jobs/{job_id}"})
+    record: dict[str, Any] = json.loads(result["contents"][0]["text"])
+    return record
+
+
 def rows(database: Path) -> dict[str, dict[str, Any]]:
     """Every job row of a state database, by job id, exactly as stored."""
     if not database.exists():
@@ -115,12 +123,13 @@ async def test_simulate_on_the_same_home_leaves_a_real_video_alone_and_it_is_dow
             # A try-it session neither sees the real job nor can cancel it.
             unknown, text, _ = await call(simulated, "job_cancel", {"job_id": real["job_id"]})
             listed = await simulated.tool("list_jobs", {})
+            simulated_record = await full_record(simulated, image["job_id"])
 
         assert done["status"] == "completed", done
         assert unknown
         assert f"No job '{real['job_id']}' is stored" in text
         assert [job["job_id"] for job in listed["jobs"]] == [image["job_id"]]
-        assert listed["jobs"][0]["upstream"] == SIMULATED_UPSTREAM
+        assert simulated_record["upstream"] == SIMULATED_UPSTREAM
 
         # The real job is exactly as the stopped server left it; A heard nothing from the simulate session.
         assert rows(home / "state.sqlite3") == {real["job_id"]: real}
@@ -155,6 +164,7 @@ async def test_another_key_on_the_same_base_url_is_another_upstream(
             status = await other.tool("job_status", {"job_id": real["job_id"], "wait_seconds": WAIT_SECONDS})
             waited = time.monotonic() - started
             refused, refusal, _ = await call(other, "job_cancel", {"job_id": real["job_id"]})
+            real_record = await full_record(other, real["job_id"])
             _, listing, listed = await call(other, "list_jobs", {})
 
         assert done["status"] == "completed", done
@@ -164,7 +174,7 @@ async def test_another_key_on_the_same_base_url_is_another_upstream(
         )
         # job_status shows it as it was, says whose it is, and does not wait for what cannot move here.
         assert (status["status"], status["error"], status["foreign"]) == ("queued", None, True)
-        assert status["upstream"] == sim.base_url
+        assert real_record["upstream"] == sim.base_url
         assert status["note"] == (
             f"This job belongs to {belongs}; run the server with that configuration to continue it. This "
             "server does not poll, cancel or fail it."
@@ -172,9 +182,10 @@ async def test_another_key_on_the_same_base_url_is_another_upstream(
         assert waited < WAIT_SECONDS / 2
         assert refused
         assert f"Job {real['job_id']} was not cancelled: it belongs to {belongs}." in refusal
-        marks = {job["job_id"]: job["foreign"] for job in listed["jobs"]}
+        marks = {job["job_id"]: job.get("foreign", False) for job in listed["jobs"]}
         assert marks == {real["job_id"]: True, mine["job_id"]: False}
-        assert f"[belongs to {sim.base_url}: not this server's]" in listing
+        assert f"{real['job_id']} video queued" in listing
+        assert "[not this server's: job_status says whose]" in listing
         # Never polled with K2 (AllToken would have answered 404 and the job been failed), never written.
         assert sim.state.requests[task_polls] == polls_before
         assert rows(home / "state.sqlite3")[real["job_id"]] == real

@@ -194,17 +194,16 @@ def _health_text(out: RouteHealthOutput, model: str | None) -> str:
 
 # ------------------------------------------------------------------------------------ registration
 
-LIST_MODELS_DESCRIPTION = """\
-List AllToken's models with prices, limits and capabilities. Use it to pick a model id for
-alltoken_chat / alltoken_image / alltoken_video, to compare prices, or to check a video model's allowed
-durations, resolutions and ratios before starting a render. Filters combine (AND). Answers from a local
-cache (refreshed every few hours); pass refresh=true to force a fresh listing."""
+LIST_MODELS_DESCRIPTION = (
+    "AllToken's models with prices, limits and capabilities, and each video model's durations, ratios "
+    "and resolutions. Filters combine. Served from a cache of a few hours; refresh=true refetches."
+)
 
-ROUTE_HEALTH_DESCRIPTION = """\
-Current health of AllToken's routes (model × provider): a gateway-wide summary plus per-route
-availability, p50/p95 latency and open incidents. Pass `model` to see only that model's routes — useful
-before choosing a model or after a call failed with all_providers_failed. Also shows known spend (today,
-this month) and the account's quota."""
+ROUTE_HEALTH_DESCRIPTION = (
+    "Health of AllToken's routes (model × provider): availability, p50/p95 latency, incidents, and a "
+    "gateway summary; also today's and this month's known spend and the account quota. Check it before "
+    "choosing a model or after all_providers_failed."
+)
 
 
 def register(server: MCPServer[AppState]) -> None:
@@ -220,25 +219,18 @@ def register(server: MCPServer[AppState]) -> None:
         ctx: Context[AppState],
         modality: Annotated[
             Modality | None,
-            Field(
-                description="text = every chat model; vision = chat models that accept images; "
-                "image / video = generators"
-            ),
+            Field(description="text: every chat model; vision: chat models that take images"),
         ] = None,
         search: Annotated[
             str | None,
-            Field(max_length=100, description="case-insensitive substring of the id, name or family"),
+            Field(max_length=100, description="substring of the id, name or family"),
         ] = None,
         supports: Annotated[
             list[Capability] | None,
-            Field(
-                max_length=8,
-                description="only models supporting all of these: search (enable_search really searches), "
-                "thinking, image_input, tools, structured_output, first_last_frame, audio, auto_duration",
-            ),
+            Field(max_length=8, description="all of these"),
         ] = None,
-        limit: Annotated[int, Field(ge=1, le=500, description="at most this many models")] = 100,
-        refresh: Annotated[bool, Field(description="bypass the cache and fetch the listing now")] = False,
+        limit: Annotated[int, Field(ge=1, le=500)] = 100,
+        refresh: bool = False,
     ) -> Annotated[t.CallToolResult, ListModelsOutput]:
         try:
             view = await app_state(ctx).catalog.snapshot(refresh=refresh)
@@ -267,10 +259,10 @@ def register(server: MCPServer[AppState]) -> None:
     async def route_health(
         ctx: Context[AppState],
         model: Annotated[
-            str | None, Field(min_length=1, max_length=200, description="only routes serving this model id")
+            str | None, Field(min_length=1, max_length=200, description="only this model's routes")
         ] = None,
-        status: Annotated[RouteStatus | None, Field(description="only routes in this state")] = None,
-        limit: Annotated[int, Field(ge=1, le=500, description="at most this many routes")] = 100,
+        status: RouteStatus | None = None,
+        limit: Annotated[int, Field(ge=1, le=500)] = 100,
     ) -> Annotated[t.CallToolResult, RouteHealthOutput]:
         state = app_state(ctx)
         try:

@@ -29,6 +29,7 @@ from alltoken_mcp.app_state import AppState, app_state
 from alltoken_mcp.catalog import SEARCH_FAMILIES
 from alltoken_mcp.client import ChatResult
 from alltoken_mcp.errors import AllProvidersFailedError, AllTokenError, ModelNotFoundError, ServerError
+from alltoken_mcp.settings import Settings
 from alltoken_mcp.store import StoreError, StoreWriteError
 from alltoken_mcp.tools.error_text import reports_store_errors, tool_error
 from alltoken_mcp.tools.results import JSON_MIME, to_json, tool_result
@@ -210,19 +211,21 @@ def _history_messages(stored: Any) -> list[dict[str, str]]:
     return [{"role": m["role"], "content": m["content"]} for m in stored]
 
 
-CHAT_DESCRIPTION = """\
-Ask any AllToken model (DeepSeek, Qwen, Claude, GPT, Gemini, GLM, Kimi, MiniMax, …) one chat turn:
-a second opinion, a cheap sub-task, a different model family. Give `prompt` (one user message) or
-`messages` (a list), not both. The result has the answer text, token usage, the cost in USD and a
-`conversation_id`: pass it back with the next prompt to continue the same thread (the stored history is
-sent for you). Use list_models to find model ids and prices."""
+def chat_description(settings: Settings) -> str:
+    return (
+        f"One chat turn with any AllToken model (default {settings.default_chat_model}): a second opinion "
+        "or a sub-task for another model family. Paid per token (list_models shows prices). Give prompt or "
+        "messages; pass the result's conversation_id back to continue the thread."
+    )
 
 
-def register(server: MCPServer[AppState]) -> None:
+def register(server: MCPServer[AppState], settings: Settings) -> None:
+    """`alltoken_chat` and the conversation resource; the description quotes `settings`' default model."""
+
     @server.tool(
         name="alltoken_chat",
         title="Chat with an AllToken model",
-        description=CHAT_DESCRIPTION,
+        description=chat_description(settings),
         annotations=t.ToolAnnotations(
             title="Chat with an AllToken model",
             read_only_hint=False,
@@ -234,72 +237,37 @@ def register(server: MCPServer[AppState]) -> None:
     @reports_store_errors
     async def alltoken_chat(
         ctx: Context[AppState],
-        prompt: Annotated[
-            str | None,
-            Field(min_length=1, max_length=MAX_TEXT, description="the user message (or use `messages`)"),
-        ] = None,
+        prompt: Annotated[str | None, Field(min_length=1, max_length=MAX_TEXT)] = None,
         messages: Annotated[
             list[ChatMessage] | None,
-            Field(
-                min_length=1,
-                max_length=500,
-                description="the turns to send, oldest first (or use `prompt`); appended to the "
-                "conversation's stored history when conversation_id is given",
-            ),
+            Field(min_length=1, max_length=500, description="turns, oldest first (instead of prompt)"),
         ] = None,
-        model: Annotated[
-            str | None,
-            Field(
-                min_length=1,
-                max_length=200,
-                description="AllToken model id, e.g. deepseek-v4-pro, claude-sonnet-4-6, gpt-5.4; "
-                "default: the server's ALLTOKEN_DEFAULT_CHAT_MODEL",
-            ),
-        ] = None,
+        model: Annotated[str | None, Field(min_length=1, max_length=200)] = None,
         system: Annotated[
             str | None,
-            Field(
-                max_length=MAX_TEXT,
-                description="system prompt; with conversation_id it replaces the stored one",
-            ),
+            Field(max_length=MAX_TEXT, description="replaces a stored conversation's system prompt"),
         ] = None,
         conversation_id: Annotated[
             str | None,
-            Field(
-                min_length=1,
-                max_length=100,
-                description="continue this conversation (from a previous result); omit to start a new one",
-            ),
+            Field(min_length=1, max_length=100, description="from an earlier result, to continue it"),
         ] = None,
-        temperature: Annotated[float | None, Field(ge=0, le=2, description="sampling temperature")] = None,
-        max_tokens: Annotated[
-            int | None, Field(ge=1, le=1_000_000, description="upper bound on answer tokens")
-        ] = None,
+        temperature: Annotated[float | None, Field(ge=0, le=2)] = None,
+        max_tokens: Annotated[int | None, Field(ge=1, le=1_000_000)] = None,
         enable_search: Annotated[
             bool,
-            Field(
-                description="let the model search the web first (DeepSeek and Qwen models; adds ~6-15 s; "
-                "refused for OpenAI models)"
-            ),
+            Field(description="search the web first (DeepSeek, Qwen; +6-15 s; not OpenAI models)"),
         ] = False,
         thinking: Annotated[
             bool | None,
-            Field(description="turn the model's reasoning on or off (thinking-capable models only)"),
+            Field(description="reasoning on or off (thinking models)"),
         ] = None,
         json_schema: Annotated[
             dict[str, Any] | None,
-            Field(
-                description="make the answer JSON matching this JSON Schema (or a {name, schema, strict} "
-                "block); the parsed value is returned as json_value"
-            ),
+            Field(description="JSON Schema the answer must match; parsed into json_value"),
         ] = None,
         fallback_models: Annotated[
             list[Annotated[str, Field(min_length=1, max_length=200)]] | None,
-            Field(
-                max_length=5,
-                description="models tried in order if the model fails with all_providers_failed or a "
-                "server error",
-            ),
+            Field(max_length=5, description="tried in order if the model's providers fail"),
         ] = None,
     ) -> Annotated[t.CallToolResult, ChatOutput]:
         state = app_state(ctx)

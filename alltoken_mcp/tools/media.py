@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,12 +33,12 @@ from pydantic import BaseModel, Field, ValidationError
 
 from alltoken_mcp import budget, destinations, files, previews
 from alltoken_mcp.app_state import AppState, app_state
-from alltoken_mcp.catalog import ModelEntry
+from alltoken_mcp.catalog import ModelEntry, video_rules
 from alltoken_mcp.errors import AllTokenError
 from alltoken_mcp.formats import byte_size
-from alltoken_mcp.job_records import JobRecord
+from alltoken_mcp.job_records import ANSWER_PROMPT_CHARS, JobAnswer, JobRecord, JobSummary, prompt_start
 from alltoken_mcp.jobs import ForeignJobError, Progress, SubmitRejected, UnknownJobError
-from alltoken_mcp.settings import Upstream
+from alltoken_mcp.settings import Settings, Upstream
 from alltoken_mcp.store import Delivery, Job, JobKind, JobStatus, StoreError
 from alltoken_mcp.tools.error_text import reports_store_errors, tool_error
 from alltoken_mcp.tools.media_args import ArgumentProblem, FrameRef, image_body, video_body
@@ -55,13 +56,15 @@ PREVIEW_MARGIN_SECONDS = 1.0
 FRAME_MIME_TYPES = ("image/png", "image/jpeg", "image/webp")
 
 
-class JobResult(JobRecord):
-    """A job record plus the warnings about the arguments of the call that started it."""
-
-    warnings: list[str] = Field(default_factory=list)
-
-
 class JobList(BaseModel):
+    """`list_jobs`: a summary of each job."""
+
+    jobs: list[JobSummary]
+
+
+class JobRecords(BaseModel):
+    """`alltoken://jobs`: the full records."""
+
     jobs: list[JobRecord]
 
 
@@ -88,11 +91,10 @@ def job_result(
     shown: dict[int, previews.Preview] | None = None,
 ) -> t.CallToolResult:
     """Short text for the model, a resource_link per saved file (followed by its preview, if `shown` has
-    one for its index), the job record as structuredContent. `max_wait_seconds` is the longest wait the
-    next-step hint may suggest. With `here`, a job of another upstream is marked as such (see
+    one for its index), the job's `JobAnswer` as structuredContent. `max_wait_seconds` is the longest wait
+    the next-step hint may suggest. With `here`, a job of another upstream is marked as such (see
     `JobRecord.from_job`)."""
-    record = JobResult.from_job(job, here)
-    record.warnings = list(warnings)
+    record = JobRecord.from_job(job, here)
     text = _job_text(record, warnings, max_wait_seconds)
     content: list[t.ContentBlock] = [t.TextContent(type="text", text=text)]
     for index, saved in enumerate(record.files):
@@ -110,7 +112,8 @@ def job_result(
         if preview is not None:
             data = base64.b64encode(preview.data).decode("ascii")
             content.append(t.ImageContent(type="image", data=data, mime_type=preview.mime_type))
-    return t.CallToolResult(content=content, structured_content=record.model_dump(mode="json"))
+    answer = JobAnswer.from_record(record, warnings)
+    return t.CallToolResult(content=content, structured_content=answer.dump())
 
 
 @dataclass(frozen=True)
@@ -150,7 +153,10 @@ def _job_text(record: JobRecord, warnings: Sequence[str], max_wait_seconds: floa
     head = f"{record.kind.capitalize()} job {record.job_id} ({record.model}) is {record.status}"
     if record.upstream_id:
         head += f" [AllToken task {record.upstream_id}]"
-    lines = [head + "."]
+    lines = [
+        head + ".",
+        f'Prompt ({len(record.prompt):,} characters): "{prompt_start(record.prompt, ANSWER_PROMPT_CHARS)}"',
+    ]
     for saved in record.files:
         lines.append(f"Saved {saved.role}: {saved.path} ({byte_size(saved.bytes)}, {saved.mime_type})")
     if record.error is not None:
@@ -164,6 +170,27 @@ def _job_text(record: JobRecord, warnings: Sequence[str], max_wait_seconds: floa
             f"Still running: call {collect} later to collect it{cancel}. The job survives server restarts."
         )
     lines.extend(f"Warning: {w}" for w in warnings)
+    return "\n".join(lines)
+
+
+LISTED_IN_TEXT = 10
+"""How many jobs the text of a list_jobs answer names; all of them are in its structured result."""
+
+
+def _list_text(summaries: Sequence[JobSummary]) -> str:
+    counts = Counter(s.status for s in summaries)
+    head = f"{len(summaries)} job(s), newest first" + (
+        ": " + ", ".join(f"{n} {status}" for status, n in counts.items()) if summaries else ""
+    )
+    lines = [head + ". job_status(job_id) gives one in full."]
+    lines += [
+        f'{s.job_id} {s.kind} {s.status} {s.model} "{s.prompt}"'
+        + (f" ({s.files} files)" if s.files > 1 else "")
+        + (" [not this server's: job_status says whose]" if s.foreign else "")
+        for s in summaries[:LISTED_IN_TEXT]
+    ]
+    if len(summaries) > LISTED_IN_TEXT:
+        lines.append(f"… and {len(summaries) - LISTED_IN_TEXT} more in the structured result.")
     return "\n".join(lines)
 
 
@@ -376,56 +403,71 @@ async def _upload_frame(state: AppState, raw: str, role: Literal["first_frame", 
 
 # ------------------------------------------------------------------------------- descriptions
 
-# `{wait}` is this server's ALLTOKEN_MAX_WAIT_SECONDS, filled in at registration.
-IMAGE_DESCRIPTION = """\
-Generate 1–10 images with an AllToken image model (default gpt-image-2). The files are saved in the
-server's output directory before the result is returned; the result lists their absolute paths. Waits
-up to wait_seconds (default and maximum: {wait} s, this server's ALLTOKEN_MAX_WAIT_SECONDS); if the
-images are not ready by then, the job is returned still running and is finished in the background —
-collect it with job_status. Typical time: 15–60 s."""
+# Each description is written at start-up from the settings: the model reads the defaults and the wait cap
+# that are really in force, not the names of the variables that set them.
 
-VIDEO_DESCRIPTION = """\
-Start a video render with an AllToken video model (default seedance-1.5-pro): text-to-video, or from a
-first (and optionally last) frame given as an https URL or a local image path. Renders take minutes, so
-by default this returns a job at once (wait_seconds=0): check it with job_status(job_id, wait_seconds={wait})
-and cancel it with job_cancel while it is queued. Arguments are checked against the model's published
-limits before anything is paid for; list_models(modality="video") shows each model's durations, ratios
-and resolutions. The finished video (and last frame) is downloaded to the output directory."""
 
-JOB_STATUS_DESCRIPTION = """\
-The current state of an image or video job, with its saved files. With wait_seconds, waits (sending
-progress) until the job finishes or the time is up — at most {wait} s, this server's
-ALLTOKEN_MAX_WAIT_SECONDS. Jobs survive server restarts."""
+def image_description(settings: Settings) -> str:
+    return (
+        f"Generate images (default model {settings.default_image_model}); paid per image. The files are "
+        "saved locally before the result returns their paths. Waits up to wait_seconds (default and "
+        f"maximum: {_seconds(settings.max_wait_seconds)} s); a job still running then is finished in the "
+        "background: collect it with job_status."
+    )
 
-JOB_CANCEL_DESCRIPTION = """\
-Cancel a job. Videos are cancelled at AllToken while it allows (queued); once a video is rendering
-AllToken refuses, and the result says so: the render finishes, is charged, and is still saved here
-(collect it with job_status). A video that has finished rendering (and is charged) is cancelled here:
-its download stops and nothing is saved. Images cannot be cancelled at AllToken: the job is cancelled
-here and a late result is discarded."""
 
+def video_description(settings: Settings) -> str:
+    model = settings.default_video_model
+    durations = video_rules(model, None).durations
+    if durations is not None and durations.default is not None:
+        model += f", {durations.default} s"
+    wait = _seconds(settings.max_wait_seconds)
+    return (
+        f"Start a video render (default model {model}) from text, or from a first/last frame (a local "
+        f"one must be under {allowed_dirs(settings)}); paid per second. It returns a job at once; renders "
+        f"take minutes: call job_status(job_id, wait_seconds={wait}) until it completes; job_cancel works "
+        "while it is queued. Arguments are checked against the model's limits "
+        '(list_models modality="video") before paying. Files are saved locally.'
+    )
+
+
+def job_status_description(settings: Settings) -> str:
+    return (
+        "A media job's state and saved files. wait_seconds waits (with progress) until it finishes, at "
+        f"most {_seconds(settings.max_wait_seconds)} s. Jobs survive server restarts."
+    )
+
+
+def allowed_dirs(settings: Settings) -> str:
+    """Where a local input file may be read from: the directories themselves, resolved at start-up."""
+    return " or ".join(str(d) for d in [*settings.input_dirs, settings.output_dir])
+
+
+JOB_CANCEL_DESCRIPTION = (
+    "Cancel a job. AllToken cancels a video only while it is queued: once rendering, it finishes, is "
+    "charged and is still saved. An image job is dropped here (a late result is discarded)."
+)
+
+LIST_JOBS_DESCRIPTION = (
+    "Recent image and video jobs, newest first, in short (status, model, prompt start, file count); "
+    "job_status(job_id) gives one job's full record with its file paths."
+)
+
+WAIT_FIELD = Field(ge=0, allow_inf_nan=False)
 SAVE_TO_FIELD = Field(
     min_length=1,
     max_length=4096,
-    description="file or directory to save to, inside the client's roots, input dirs or output dir",
+    description="file or dir to save to, inside the client's roots, input dirs or output dir",
 )
 OVERWRITE_FIELD = Field(description="replace an existing save_to file")
 PREVIEW_FIELD = Field(description="inline a small preview image")
-
-WAIT_FIELD = Field(
-    ge=0,
-    allow_inf_nan=False,
-    description="seconds to wait for completion; the maximum is this server's ALLTOKEN_MAX_WAIT_SECONDS "
-    "(a longer wait is cut to it, and the answer says so)",
-)
 
 
 # ------------------------------------------------------------------------------- registration
 
 
-def register(server: MCPServer[AppState], *, max_wait_seconds: float) -> None:
-    """The media tools and resources; `max_wait_seconds` (the call budget) is quoted in the descriptions."""
-    wait = _seconds(max_wait_seconds)
+def register(server: MCPServer[AppState], settings: Settings) -> None:
+    """The media tools and resources; their descriptions quote `settings`' defaults and wait cap."""
     saved_files = files.SavedFileReader()  # this server's own threads and deadline for file reads
     shows = _Previews(saved_files, previews.Previewer())
     generating = dict(
@@ -435,42 +477,30 @@ def register(server: MCPServer[AppState], *, max_wait_seconds: float) -> None:
     @server.tool(
         name="alltoken_image",
         title="Generate images",
-        description=IMAGE_DESCRIPTION.format(wait=wait),
+        description=image_description(settings),
         annotations=t.ToolAnnotations(title="Generate images", **generating),
     )
     @reports_store_errors
     async def alltoken_image(
         ctx: Context[AppState],
-        prompt: Annotated[str, Field(min_length=1, max_length=32000, description="what to draw")],
-        model: Annotated[
-            str | None,
-            Field(min_length=1, max_length=200, description="image model id; default from settings"),
-        ] = None,
-        n: Annotated[int, Field(ge=1, le=10, description="number of images")] = 1,
+        prompt: Annotated[str, Field(min_length=1, max_length=32000)],
+        model: Annotated[str | None, Field(min_length=1, max_length=200)] = None,
+        n: Annotated[int, Field(ge=1, le=10)] = 1,
         size: Annotated[
-            str,
-            Field(
-                max_length=20,
-                description='"auto" or WIDTHxHEIGHT, e.g. 1024x1024, 1536x1024 (gpt-image-2: sides divisible '
-                "by 16, up to 3840x2160, aspect between 1:3 and 3:1)",
-            ),
+            str, Field(max_length=20, description="auto or WIDTHxHEIGHT, e.g. 1536x1024")
         ] = "auto",
-        quality: Annotated[
-            Literal["auto", "low", "medium", "high"], Field(description="render quality")
-        ] = "auto",
-        output_format: Annotated[Literal["png", "jpeg", "webp"], Field(description="file format")] = "png",
+        quality: Literal["auto", "low", "medium", "high"] = "auto",
+        output_format: Literal["png", "jpeg", "webp"] = "png",
         background: Annotated[
             Literal["auto", "opaque", "transparent"], Field(description="transparent needs png or webp")
         ] = "auto",
-        moderation: Annotated[Literal["auto", "low"], Field(description="content moderation level")] = "auto",
-        seed: Annotated[
-            int | None, Field(ge=0, le=2147483647, description="reproducible output (wan2.7 models only)")
-        ] = None,
+        moderation: Literal["auto", "low"] = "auto",
+        seed: Annotated[int | None, Field(ge=0, le=2147483647, description="wan2.7 models only")] = None,
         wait_seconds: Annotated[float | None, WAIT_FIELD] = None,
         save_to: Annotated[str | None, SAVE_TO_FIELD] = None,
         overwrite: Annotated[bool, OVERWRITE_FIELD] = False,
         preview: Annotated[bool, PREVIEW_FIELD] = True,
-    ) -> Annotated[t.CallToolResult, JobResult] | t.InputRequiredResult:
+    ) -> Annotated[t.CallToolResult, JobAnswer] | t.InputRequiredResult:
         state = app_state(ctx)
         _require_key(state)
         await refuse_over_budget(state)
@@ -510,56 +540,37 @@ def register(server: MCPServer[AppState], *, max_wait_seconds: float) -> None:
     @server.tool(
         name="alltoken_video",
         title="Start a video render",
-        description=VIDEO_DESCRIPTION.format(wait=wait),
+        description=video_description(settings),
         annotations=t.ToolAnnotations(title="Start a video render", **generating),
     )
     @reports_store_errors
     async def alltoken_video(
         ctx: Context[AppState],
-        prompt: Annotated[
-            str, Field(min_length=1, max_length=32000, description="what happens in the video")
-        ],
-        model: Annotated[
-            str | None,
-            Field(min_length=1, max_length=200, description="video model id; default from settings"),
-        ] = None,
+        prompt: Annotated[str, Field(min_length=1, max_length=32000)],
+        model: Annotated[str | None, Field(min_length=1, max_length=200)] = None,
         duration: Annotated[
-            int | None,
-            Field(
-                description="seconds; model-specific (e.g. 4–12), -1 lets the model choose where supported"
-            ),
+            int | None, Field(description="seconds; -1: the model picks (where allowed)")
         ] = None,
         ratio: Annotated[
-            str | None, Field(max_length=10, description="16:9, 9:16, 4:3, 3:4, 21:9, 1:1 or adaptive")
+            str | None, Field(max_length=10, description="16:9, 9:16, 4:3, 3:4, 21:9, 1:1, adaptive")
         ] = None,
-        resolution: Annotated[str | None, Field(max_length=10, description="480p, 720p or 1080p")] = None,
-        generate_audio: Annotated[
-            bool | None, Field(description="add a soundtrack (models that support it)")
-        ] = None,
-        seed: Annotated[int | None, Field(ge=-1, le=2**63 - 1, description="reproducible output")] = None,
-        camera_fixed: Annotated[bool | None, Field(description="keep the camera still")] = None,
-        watermark: Annotated[bool | None, Field(description="add AllToken's watermark")] = None,
-        return_last_frame: Annotated[
-            bool | None, Field(description="also save the last frame as an image (to chain renders)")
-        ] = None,
+        resolution: Annotated[str | None, Field(max_length=10, description="480p, 720p, 1080p")] = None,
+        generate_audio: bool | None = None,
+        seed: Annotated[int | None, Field(ge=-1, le=2**63 - 1)] = None,
+        camera_fixed: bool | None = None,
+        watermark: bool | None = None,
+        return_last_frame: Annotated[bool | None, Field(description="also save it, to chain renders")] = None,
         first_frame: Annotated[
-            str | None,
-            Field(
-                min_length=1,
-                max_length=4096,
-                description="start from this image: an https URL or a local file path (uploaded; must be "
-                "inside ALLTOKEN_INPUT_DIRS or the output dir)",
-            ),
+            str | None, Field(min_length=1, max_length=4096, description="an https URL or a local image path")
         ] = None,
         last_frame: Annotated[
-            str | None,
-            Field(min_length=1, max_length=4096, description="end on this image (needs first_frame too)"),
+            str | None, Field(min_length=1, max_length=4096, description="the same; needs first_frame")
         ] = None,
         wait_seconds: Annotated[float, WAIT_FIELD] = 0,
         save_to: Annotated[str | None, SAVE_TO_FIELD] = None,
         overwrite: Annotated[bool, OVERWRITE_FIELD] = False,
         preview: Annotated[bool, PREVIEW_FIELD] = True,
-    ) -> Annotated[t.CallToolResult, JobResult] | t.InputRequiredResult:
+    ) -> Annotated[t.CallToolResult, JobAnswer] | t.InputRequiredResult:
         state = app_state(ctx)
         _require_key(state)
         await refuse_over_budget(state)
@@ -612,7 +623,7 @@ def register(server: MCPServer[AppState], *, max_wait_seconds: float) -> None:
     @server.tool(
         name="job_status",
         title="Check a media job",
-        description=JOB_STATUS_DESCRIPTION.format(wait=wait),
+        description=job_status_description(settings),
         annotations=t.ToolAnnotations(
             title="Check a media job", read_only_hint=True, idempotent_hint=True, open_world_hint=False
         ),
@@ -620,11 +631,9 @@ def register(server: MCPServer[AppState], *, max_wait_seconds: float) -> None:
     @reports_store_errors
     async def job_status(
         ctx: Context[AppState],
-        job_id: Annotated[
-            str, Field(max_length=100, description="the job_id from alltoken_image/alltoken_video")
-        ],
+        job_id: Annotated[str, Field(max_length=100)],
         wait_seconds: Annotated[float, WAIT_FIELD] = 0,
-    ) -> Annotated[t.CallToolResult, JobResult]:
+    ) -> Annotated[t.CallToolResult, JobAnswer]:
         state = app_state(ctx)
         try:
             job = await state.jobs.get(job_id)
@@ -655,8 +664,8 @@ def register(server: MCPServer[AppState], *, max_wait_seconds: float) -> None:
     @reports_store_errors
     async def job_cancel(
         ctx: Context[AppState],
-        job_id: Annotated[str, Field(max_length=100, description="the job to cancel")],
-    ) -> Annotated[t.CallToolResult, JobResult]:
+        job_id: Annotated[str, Field(max_length=100)],
+    ) -> Annotated[t.CallToolResult, JobAnswer]:
         state = app_state(ctx)
         try:
             job = await state.jobs.cancel(job_id)
@@ -669,7 +678,7 @@ def register(server: MCPServer[AppState], *, max_wait_seconds: float) -> None:
     @server.tool(
         name="list_jobs",
         title="List media jobs",
-        description="Recent image and video jobs, newest first, with their status and saved files.",
+        description=LIST_JOBS_DESCRIPTION,
         annotations=t.ToolAnnotations(
             title="List media jobs", read_only_hint=True, idempotent_hint=True, open_world_hint=False
         ),
@@ -677,29 +686,23 @@ def register(server: MCPServer[AppState], *, max_wait_seconds: float) -> None:
     @reports_store_errors
     async def list_jobs(
         ctx: Context[AppState],
-        kind: Annotated[JobKind | None, Field(description="only image or only video jobs")] = None,
-        status: Annotated[JobStatus | None, Field(description="only jobs in this state")] = None,
-        limit: Annotated[int, Field(ge=1, le=200, description="at most this many jobs")] = 20,
+        kind: JobKind | None = None,
+        status: JobStatus | None = None,
+        limit: Annotated[int, Field(ge=1, le=200)] = 20,
     ) -> Annotated[t.CallToolResult, JobList]:
         manager = app_state(ctx).jobs
         jobs = await manager.list_jobs(kind=kind, status=status, limit=limit)
-        records = [JobRecord.from_job(job, manager.upstream) for job in jobs]
-        lines = [f"{len(records)} job(s)."] + [
-            f"{r.job_id} {r.kind} {r.status} {r.model} {r.created_at}"
-            + (f" → {', '.join(f.path for f in r.files)}" if r.files else "")
-            + (f" [belongs to {r.upstream}: not this server's]" if r.foreign else "")
-            for r in records
-        ]
+        summaries = [JobSummary.from_record(JobRecord.from_job(job, manager.upstream)) for job in jobs]
         return t.CallToolResult(
-            content=[t.TextContent(type="text", text="\n".join(lines))],
-            structured_content=JobList(jobs=records).model_dump(mode="json"),
+            content=[t.TextContent(type="text", text=_list_text(summaries))],
+            structured_content={"jobs": [summary.dump() for summary in summaries]},
         )
 
     # -- resources -------------------------------------------------------------------------------
 
     async def jobs_resource(state: AppState) -> str:
         jobs = await state.jobs.list_jobs(kind=None, status=None, limit=100)
-        return to_json(JobList(jobs=[JobRecord.from_job(j, state.jobs.upstream) for j in jobs]))
+        return to_json(JobRecords(jobs=[JobRecord.from_job(j, state.jobs.upstream) for j in jobs]))
 
     add_state_resource(
         server,
