@@ -229,7 +229,8 @@ def register(server: MCPServer[AppState]) -> None:
             Field(
                 max_length=8,
                 description="only models supporting all of these: search (enable_search really searches), "
-                "thinking, image_input, tools, structured_output, first_last_frame, audio, auto_duration",
+                "thinking, image_input, tools, structured_output, first_last_frame, audio, auto_duration, "
+                "image_edit, image_variation",
             ),
         ] = None,
         limit: Annotated[int, Field(ge=1, le=500, description="at most this many models")] = 100,
