@@ -13,6 +13,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from alltoken_mcp.client import AllTokenClient, RetryPolicy
@@ -384,7 +385,7 @@ async def test_a_local_frame_is_presigned_put_without_auth_and_claimed_by_a_vide
 
 
 async def _uploaded(client: AllTokenClient, path: Path, purpose: str) -> str:
-    data = path.read_bytes()
+    data = await anyio.Path(path).read_bytes()
     presigned = await client.presign_upload(
         purpose=purpose,
         content_type="image/png",

@@ -21,7 +21,7 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
 from pydantic import BaseModel, Field
 
-from alltoken_mcp import budget, files
+from alltoken_mcp import budget, files, image_inputs
 from alltoken_mcp.app_state import AppState, app_state
 from alltoken_mcp.catalog import ModelEntry
 from alltoken_mcp.errors import AllTokenError
@@ -31,7 +31,15 @@ from alltoken_mcp.jobs import ForeignJobError, Progress, SubmitRejected, Unknown
 from alltoken_mcp.settings import Upstream
 from alltoken_mcp.store import Job, JobKind, JobStatus, StoreError
 from alltoken_mcp.tools.error_text import reports_store_errors, tool_error
-from alltoken_mcp.tools.media_args import ArgumentProblem, FrameRef, image_body, video_body
+from alltoken_mcp.tools.media_args import (
+    ArgumentProblem,
+    FrameRef,
+    ImageInputs,
+    image_body,
+    image_model,
+    image_operation,
+    video_body,
+)
 from alltoken_mcp.tools.results import JSON_MIME, to_json
 from alltoken_mcp.tools.state_resources import add_state_resource
 
@@ -213,11 +221,48 @@ async def _upload_frame(state: AppState, raw: str, role: Literal["first_frame", 
     return FrameRef(role=role, upload_id=presigned.upload_id)
 
 
+async def _image_inputs(state: AppState, image: str, mask: str | None, variation: bool) -> ImageInputs:
+    """The source (and mask) of an edit or variation, found, checked and uploaded: nothing reaches
+    AllToken, not even a presign, until both files pass every check (see image_inputs)."""
+    settings = state.settings
+    allowed = [*settings.input_dirs, settings.output_dir]
+    try:
+        async with image_inputs.scratch_dir() as scratch:
+
+            async def fetch(raw: str, name: image_inputs.InputName) -> image_inputs.InputImage:
+                return await image_inputs.input_image(
+                    state.client, raw, name, allowed_dirs=allowed, scratch=scratch, limits=settings.downloads
+                )
+
+            source = await fetch(image, "image")
+            masked = await fetch(mask, "mask") if mask else None
+            if masked is not None:
+                image_inputs.check_mask(source, masked)
+            current = source
+            try:
+                source_id = await image_inputs.upload(
+                    state.client, source, "image_variation_source" if variation else "image_edit_source"
+                )
+                mask_id = None
+                if masked is not None:
+                    current = masked
+                    mask_id = await image_inputs.upload(state.client, masked, "image_edit_mask")
+            except AllTokenError as exc:
+                raise ToolError(
+                    f"Uploading the {current.name} {current.given.strip()[:200]} failed: {tool_error(exc)} "
+                    "Nothing was charged."
+                ) from exc
+    except image_inputs.InputImageError as exc:
+        raise ToolError(f"{exc} Nothing was sent to AllToken.") from exc
+    return ImageInputs(image_upload_id=source_id, mask_upload_id=mask_id, variation=variation)
+
+
 # ------------------------------------------------------------------------------- descriptions
 
 # `{wait}` is this server's ALLTOKEN_MAX_WAIT_SECONDS, filled in at registration.
 IMAGE_DESCRIPTION = """\
-Generate 1–10 images with an AllToken image model (default gpt-image-2). The files are saved in the
+Generate 1–10 images with an AllToken image model (default gpt-image-2); with image, edit it per the prompt
+(mask optional) or, with variation=true, make variations of it. The files are saved in the
 server's output directory before the result is returned; the result lists their absolute paths. Waits
 up to wait_seconds (default and maximum: {wait} s, this server's ALLTOKEN_MAX_WAIT_SECONDS); if the
 images are not ready by then, the job is returned still running and is finished in the background —
@@ -270,7 +315,9 @@ def register(server: MCPServer[AppState], *, max_wait_seconds: float) -> None:
     @reports_store_errors
     async def alltoken_image(
         ctx: Context[AppState],
-        prompt: Annotated[str, Field(min_length=1, max_length=32000, description="what to draw")],
+        prompt: Annotated[
+            str | None, Field(min_length=1, max_length=32000, description="what to draw, or what to change")
+        ] = None,
         model: Annotated[
             str | None,
             Field(min_length=1, max_length=200, description="image model id; default from settings"),
@@ -295,27 +342,58 @@ def register(server: MCPServer[AppState], *, max_wait_seconds: float) -> None:
         seed: Annotated[
             int | None, Field(ge=0, le=2147483647, description="reproducible output (wan2.7 models only)")
         ] = None,
+        image: Annotated[
+            str | None,
+            Field(
+                min_length=1, max_length=4096, description="image to edit or vary: local path or https URL"
+            ),
+        ] = None,
+        mask: Annotated[
+            str | None,
+            Field(
+                min_length=1,
+                max_length=4096,
+                description="edit only where this is transparent; same size as image",
+            ),
+        ] = None,
+        variation: Annotated[bool, Field(description="make variations of image (no prompt)")] = False,
         wait_seconds: Annotated[float | None, WAIT_FIELD] = None,
     ) -> Annotated[t.CallToolResult, JobResult]:
         state = app_state(ctx)
         _require_key(state)
-        chosen = model or state.settings.default_image_model
-        image_models = await _models(state, "image", expecting=chosen)
+        default = state.settings.default_image_model
         try:
-            body, warnings = image_body(
-                model=chosen,
-                prompt=prompt,
-                n=n,
-                size=size,
-                quality=quality,
-                output_format=output_format,
-                background=background,
-                moderation=moderation,
-                seed=seed,
-                image_models=image_models,
-            )
+            operation = image_operation(image=image is not None, mask=mask is not None, variation=variation)
         except ArgumentProblem as exc:
             raise ToolError(str(exc)) from exc
+        image_models = await _models(state, "image", expecting=model or default)
+
+        def build(inputs: ImageInputs | None) -> tuple[dict[str, object], list[str]]:
+            try:
+                chosen, picked = image_model(model, default, operation, image_models)
+                body, warnings = image_body(
+                    model=chosen,
+                    prompt=prompt,
+                    n=n,
+                    size=size,
+                    quality=quality,
+                    output_format=output_format,
+                    background=background,
+                    moderation=moderation,
+                    seed=seed,
+                    image_models=image_models,
+                    inputs=inputs,
+                )
+            except ArgumentProblem as exc:
+                raise ToolError(str(exc)) from exc
+            return body, [*picked, *warnings]
+
+        inputs = None
+        if image is not None:
+            # Check the arguments with stand-in upload ids, then the files, before uploading anything.
+            build(ImageInputs("-", "-" if mask else None, variation))
+            inputs = await _image_inputs(state, image, mask, variation)
+        body, warnings = build(inputs)
         return await _submit_and_wait(ctx, "image", body, wait_seconds, warnings)
 
     @server.tool(
