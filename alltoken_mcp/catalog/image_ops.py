@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 ImageOperation = Literal["generation", "edit", "variation"]
 VARIATION_MODELS = ("dall-e-2",)
@@ -28,9 +28,9 @@ class ImageOperations(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    generation: bool | None = Field(None, description="text-to-image")
-    edit: bool | None = Field(None, description="edits an image from a prompt (and a mask)")
-    variation: bool = Field(False, description="variations of an image, without a prompt")
+    generation: bool | None = None
+    edit: bool | None = None
+    variation: bool = False
 
     def allows(self, operation: ImageOperation) -> bool | None:
         return {"generation": self.generation, "edit": self.edit, "variation": self.variation}[operation]

@@ -48,7 +48,7 @@ class ModelEntry(BaseModel):
     pricing: dict[str, Any] | None = Field(None, description="as AllToken publishes it (USD)")
     supports: list[str] = Field(default_factory=list)
     video: VideoRules | None = Field(None, description="what alltoken_video accepts for this model")
-    image: ImageOperations | None = Field(None, description="what alltoken_image takes this model for")
+    image: ImageOperations | None = Field(None, description="what alltoken_image can do with it")
 
     def is_kind(self, kind: Modality | None) -> bool:
         """text = every chat model (vision included); the others their own modality; None = any."""

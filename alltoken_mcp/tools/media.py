@@ -344,19 +344,17 @@ def register(server: MCPServer[AppState], *, max_wait_seconds: float) -> None:
         ] = None,
         image: Annotated[
             str | None,
-            Field(
-                min_length=1, max_length=4096, description="image to edit or vary: local path or https URL"
-            ),
+            Field(min_length=1, max_length=4096, description="image to edit or vary: path or https URL"),
         ] = None,
         mask: Annotated[
             str | None,
             Field(
                 min_length=1,
                 max_length=4096,
-                description="edit only where this is transparent; same size as image",
+                description="edit where this is transparent; image's size",
             ),
         ] = None,
-        variation: Annotated[bool, Field(description="make variations of image (no prompt)")] = False,
+        variation: Annotated[bool, Field(description="vary image instead (no prompt)")] = False,
         wait_seconds: Annotated[float | None, WAIT_FIELD] = None,
     ) -> Annotated[t.CallToolResult, JobResult]:
         state = app_state(ctx)
