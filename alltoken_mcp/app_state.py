@@ -2,8 +2,8 @@
 
 The MCP lifespan (server.py) enters `running_app` once per server process; tools reach the state with
 `app_state(ctx)`. Everything that lives as long as the server lives here, on the state — the store, the
-client, the job manager and its poller, the catalog — and nowhere else: no module keeps a cache of its
-own, so a rebuilt server starts clean and tests configure it by passing values in.
+client, the job manager and its poller, the catalog, the spend ledger — and nowhere else: no module keeps a
+cache of its own, so a rebuilt server starts clean and tests configure it by passing values in.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from alltoken_mcp.jobs import JobManager
 from alltoken_mcp.notifier import ResourceNotifier
 from alltoken_mcp.redact import MIN_SECRET_LENGTH, Redactor
 from alltoken_mcp.settings import Settings
+from alltoken_mcp.spend import SpendLedger
 from alltoken_mcp.store import Store, process_owner
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,8 @@ class AppState:
     """Removes the configured secrets from text; applied to every result, log line and stored error."""
     catalog: Catalog
     """The model listings (one cached fetch) and what each video model accepts."""
+    spend: SpendLedger
+    """The ledger of paid calls: known spend today and this month (UTC), and the daily budget."""
 
 
 def app_state(ctx: Context[Any]) -> AppState:
@@ -82,14 +85,20 @@ async def running_app(
                 await notifier.updated(job_uri(job.job_id))
                 await notifier.updated("alltoken://jobs")
 
+            spend = SpendLedger(store=store, client=client, settings=settings)
             jobs = JobManager(
-                store=store, client=client, settings=settings, owner=owner, on_change=on_job_change
+                store=store,
+                client=client,
+                settings=settings,
+                owner=owner,
+                on_change=on_job_change,
+                spend=spend,
             )
             catalog = Catalog(store, client, ttl=catalog_ttl)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(jobs.run)
                 try:
-                    yield AppState(settings, client, store, jobs, notifier, redactor, catalog)
+                    yield AppState(settings, client, store, jobs, notifier, redactor, catalog, spend)
                 finally:
                     # Without this the poller keeps the process alive after stdin closes.
                     tg.cancel_scope.cancel()

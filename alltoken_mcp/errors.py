@@ -3,7 +3,8 @@
     AllTokenError
     ├── MissingAPIKeyError          no usable key (says why: unset, a placeholder...; and the fix)
     ├── TransportError              connection failed / timed out after the retries
-    │   └── ResponseTooLargeError       a 2xx body far larger than its kind allows (not read further)
+    │   ├── ResponseTooLargeError       a 2xx body far larger than its kind allows (not read further)
+    │   └── MalformedResponseError      a 2xx body that does not fit the API (a field missing or mistyped)
     ├── IdempotencyWindowClosedError    a create was not resent: AllToken forgot its key
     ├── StreamError                 an SSE stream ended early or carried malformed data
     └── APIStatusError              a non-2xx answer; carries status, code, type, param,
@@ -61,6 +62,11 @@ class TransportError(AllTokenError):
 
 class ResponseTooLargeError(TransportError):
     """A success body far larger than its kind allows; reading stopped at the cap."""
+
+
+class MalformedResponseError(TransportError):
+    """A success body that does not fit the API: not the shape asked for, or a field missing or mistyped.
+    Asking again rarely helps, so job steps treat it as a refusal (see `jobs.MAX_REFUSED_STEPS`)."""
 
 
 class IdempotencyWindowClosedError(AllTokenError):

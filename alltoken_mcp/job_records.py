@@ -39,6 +39,7 @@ class JobRecord(BaseModel):
     video_url: str | None = Field(default=None, description="remote video URL (expires); the file is saved")
     video_url_expires_at: str | None = None
     usage: dict[str, Any] | None = None
+    cost_usd: str | None = Field(default=None, description="USD billed; null: not known")
     note: str | None = Field(default=None, description="the latest notable event, e.g. a cancel outcome")
     cancel_requested: bool = False
     upstream: str | None = Field(default=None, description="the AllToken base URL the job belongs to")
@@ -71,6 +72,7 @@ class JobRecord(BaseModel):
             video_url=job.video_url,
             video_url_expires_at=job.video_url_expires_at,
             usage=job.usage,
+            cost_usd=job.cost_usd,
             note=note,
             cancel_requested=job.cancel_requested,
             upstream=job.upstream_url,

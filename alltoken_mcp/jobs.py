@@ -37,6 +37,7 @@ from alltoken_mcp.errors import (
     DuplicateRequestError,
     GoneError,
     IdempotencyWindowClosedError,
+    MalformedResponseError,
     MissingAPIKeyError,
     NotFoundError,
     RateLimitError,
@@ -46,6 +47,7 @@ from alltoken_mcp.errors import (
 )
 from alltoken_mcp.job_records import JobRecord, belongs_to, media_uri
 from alltoken_mcp.settings import Settings, Upstream
+from alltoken_mcp.spend import SpendLedger, media_cost
 from alltoken_mcp.store import (
     ImageSource,
     Job,
@@ -173,10 +175,12 @@ class JobManager:
         settings: Settings,
         owner: str,
         on_change: OnChange | None = None,
+        spend: SpendLedger | None = None,
     ) -> None:
         self._store = store
         self._client = client
         self._settings = settings
+        self._spend = spend or SpendLedger(store=store, client=client, settings=settings)
         self.upstream = settings.upstream
         """The only upstream whose jobs this manager polls, waits on or cancels (see `Job.belongs_to`)."""
         self.owner = owner
@@ -301,14 +305,22 @@ class JobManager:
                 job, "failed", error=(_error_code(exc), str(exc)), submit_state="rejected"
             )
             raise SubmitRejected(JobRecord.from_job(failed), exc) from exc
-        return await self._accept(job, task.id, task.status)
+        return await self._accept(job, task.id, task.status, request_id=task.request_id)
 
-    async def _accept(self, job: Job, upstream_id: str, upstream_status: str, note: str | None = None) -> Job:
+    async def _accept(
+        self,
+        job: Job,
+        upstream_id: str,
+        upstream_status: str,
+        note: str | None = None,
+        request_id: str | None = None,
+    ) -> Job:
         status: JobStatus = "processing" if upstream_status == "processing" else "queued"
         updated = await self._store.update_job(
             job.job_id,
             submit_state="accepted",
             upstream_id=upstream_id,
+            request_id=request_id or job.request_id,
             upstream_status=upstream_status,
             status=status if job.active else job.status,
             next_poll_at=time.time() + DEFAULT_POLL_SECONDS / 4,
@@ -621,7 +633,7 @@ class JobManager:
         except MissingAPIKeyError as exc:
             # This process cannot act on the job; one that has the key will.
             raise _Retry(MAX_BACKOFF_SECONDS, str(exc)) from exc
-        except ResponseTooLargeError as exc:
+        except (ResponseTooLargeError, MalformedResponseError) as exc:  # asking again will not change it
             await self._step_failed(job, exc, limit=MAX_REFUSED_STEPS)
         except (TransportError, ServerError, RateLimitError, ConflictError) as exc:
             await self._step_failed(job, exc, limit=MAX_TRANSIENT_STEPS)
@@ -877,9 +889,10 @@ class JobManager:
                 f"downloaded from its recovery URL: {exc} {outcome}{kept} Generate it again if you still "
                 "need it."
             )
-        await self._finish(
+        failed = await self._finish(
             job, "failed", error=("download_failed", message), download_failures=attempts, files=saved
         )
+        await self._record_cost(failed)  # rendered and charged, though not delivered
 
     async def _remove_partials_for(self, job: Job) -> None:
         # Safe: only the lease holder (us) writes this job's files.
@@ -927,6 +940,18 @@ class JobManager:
             await self._discard(saved)
             return
         await self._changed_to(job, done)
+        await self._record_cost(done)
+
+    async def _record_cost(self, job: Job) -> None:
+        """Put what AllToken charged for a finished job on the ledger and the job (unknown when its billing
+        record cannot be found or read). Best effort: nothing here changes the job's outcome."""
+        try:
+            cost = await media_cost(self._client, job)
+            await self._spend.record_job(job, cost)
+            if cost is not None:
+                await self._store.update_job(job.job_id, cost_usd=str(cost))
+        except Exception as exc:  # the job is done whatever happens here: say so and move on
+            logger.warning("job %s: its cost was not recorded: %s", job.job_id, exc)
 
     @staticmethod
     async def _discard(saved: list[MediaFile]) -> None:

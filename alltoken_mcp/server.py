@@ -27,7 +27,7 @@ from alltoken_mcp.notifier import ResourceNotifier
 from alltoken_mcp.outbound import RedactingMiddleware
 from alltoken_mcp.redact import Redactor
 from alltoken_mcp.settings import Settings
-from alltoken_mcp.tools import catalog, chat, media
+from alltoken_mcp.tools import catalog, chat, media, spend
 from alltoken_mcp.tools.arguments import invalid_arguments, make_strict
 from alltoken_mcp.tools.deadline import CallDeadline
 
@@ -74,6 +74,7 @@ def build_server(settings: Settings, *, catalog_ttl: CatalogTTL | None = None) -
     chat.register(server)
     catalog.register(server)
     media.register(server, max_wait_seconds=settings.max_wait_seconds)
+    spend.register(server)
     return server
 
 

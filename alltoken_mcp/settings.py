@@ -14,8 +14,9 @@ import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 DEFAULT_BASE_URL = "https://api.alltoken.ai/v1"
@@ -25,6 +26,11 @@ MAX_ALLOWED_WAIT_SECONDS = 600.0
 DEFAULT_CHAT_MODEL = "deepseek-v4-pro"
 DEFAULT_IMAGE_MODEL = "gpt-image-2"
 DEFAULT_VIDEO_MODEL = "seedance-1.5-pro"
+BUDGET_VAR = "ALLTOKEN_DAILY_BUDGET_USD"
+CONFIRM_VAR = "ALLTOKEN_CONFIRM"
+ConfirmMode = Literal["never", "video", "media"]
+CONFIRM_MODES: tuple[ConfirmMode, ...] = ("never", "video", "media")
+"""never: no question; video: ask before each video render; media: before each image or video job."""
 
 API_KEY_VAR = "ALLTOKEN_API_KEY"
 MCP_TOKEN_VAR = "ALLTOKEN_MCP_TOKEN"
@@ -217,6 +223,10 @@ class Settings:
     """Why the configured ALLTOKEN_API_KEY was not used (a placeholder, quotes...); None if none was set."""
     upstream_name: str | None = None
     """What jobs record as their upstream instead of the base URL (`--simulate` names its simulator)."""
+    daily_budget_usd: Decimal | None = None
+    """Paid calls are refused once today's (UTC) known spend reaches this; None: no budget."""
+    confirm: ConfirmMode = "never"
+    """Which paid renders the user is asked to confirm (MCP form elicitation) before they are sent."""
 
     @property
     def key_problem(self) -> KeyProblem | None:
@@ -321,6 +331,31 @@ def _input_dirs(value: str | None, name: str) -> tuple[Path, ...]:
     return tuple(dirs)
 
 
+def _parse_budget(value: str, name: str) -> Decimal:
+    try:
+        amount = Decimal(value.strip().removeprefix("$"))
+    except InvalidOperation:
+        amount = Decimal("NaN")
+    if not amount.is_finite():
+        raise SettingsError(f"{name}={value!r} is not an amount of US dollars; expected e.g. 5 or 2.50")
+    if amount <= 0:
+        raise SettingsError(
+            f"{name}={value!r} must be more than 0: it is the most known spend per UTC day before paid calls "
+            "are refused (unset it for no budget)"
+        )
+    return amount
+
+
+def _parse_confirm(value: str, name: str) -> ConfirmMode:
+    mode = value.strip().lower()
+    if mode not in CONFIRM_MODES:
+        raise SettingsError(
+            f"{name}={value!r} must be never, video (ask before each video render) or media (ask before each "
+            "image or video job)"
+        )
+    return mode
+
+
 def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Read and validate the configuration. `overrides` (from CLI flags) win over the environment."""
     env = os.environ if env is None else env
@@ -369,4 +404,6 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         input_dirs=_input_dirs(get("ALLTOKEN_INPUT_DIRS"), "ALLTOKEN_INPUT_DIRS"),
         mcp_token=get(MCP_TOKEN_VAR),
         rejected_key=rejected_key,
+        daily_budget_usd=_parse_budget(budget_raw, BUDGET_VAR) if (budget_raw := get(BUDGET_VAR)) else None,
+        confirm=_parse_confirm(confirm_raw, CONFIRM_VAR) if (confirm_raw := get(CONFIRM_VAR)) else "never",
     )

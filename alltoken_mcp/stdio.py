@@ -139,14 +139,20 @@ async def _write_messages(
 ) -> None:
     """Write each message the server sends as one line. The writes happen in a daemon thread, for the
     reason reads do: a write to a pipe the host no longer reads blocks, and must not keep the process
-    alive after SIGTERM."""
+    alive after SIGTERM. The messages ready when a write is handed over go in that one write (a burst of
+    answers costs one round trip to the thread, not one each)."""
     writes: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
     threading.Thread(target=_drain, args=(out_fd, portal, writes), name="stdout writer", daemon=True).start()
     try:
         async with outgoing:
             async for item in outgoing:
-                data = item.message.model_dump_json(by_alias=True, exclude_unset=True).encode() + b"\n"
-                write = _Write(data)
+                lines = [_line(item)]
+                while True:
+                    try:
+                        lines.append(_line(outgoing.receive_nowait()))
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                write = _Write(b"".join(lines))
                 writes.put(write)
                 try:
                     await write.done.wait()
@@ -159,6 +165,10 @@ async def _write_messages(
                     raise write.error
     finally:
         writes.put(None)
+
+
+def _line(item: SessionMessage) -> bytes:
+    return item.message.model_dump_json(by_alias=True, exclude_unset=True).encode() + b"\n"
 
 
 @dataclass

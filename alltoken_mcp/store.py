@@ -1,6 +1,7 @@
 """The state database: one SQLite file (WAL) shared by every server process of one user.
 
-It holds media jobs (with their idempotency keys and poll leases), chat conversations and small caches.
+It holds media jobs (with their idempotency keys and poll leases), chat conversations, the spend ledger
+(one row per paid call: what it cost, when known) and small caches.
 Every call runs in a worker thread (`anyio.to_thread.run_sync`) on the `Store`'s one connection (a server
 opens one `Store`), guarded by a lock; several processes share the file through SQLite's own locking
 (`BEGIN IMMEDIATE` for the read-modify-write steps, a busy timeout for contention).
@@ -26,6 +27,7 @@ submit is retried.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -40,9 +42,11 @@ import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field, fields, replace
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+import anyio
 import anyio.to_thread
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -51,7 +55,7 @@ from alltoken_mcp.settings import Upstream
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 BUSY_TIMEOUT_SECONDS = 30
 HOME_VAR = "ALLTOKEN_MCP_HOME"
 
@@ -148,6 +152,24 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX jobs_by_kind_newest_first ON jobs (kind, created_at DESC, job_id);
     CREATE INDEX jobs_by_status_newest_first ON jobs (status, created_at DESC, job_id);
     CREATE INDEX jobs_by_kind_and_status_newest_first ON jobs (kind, status, created_at DESC, job_id);
+    """,
+    # 5: spend. A job keeps its create call's request id (what AllToken may file its charge under) and
+    # its known cost; `charges` is the ledger of paid calls, in picodollars (exact sums), NULL = unknown
+    """
+    ALTER TABLE jobs ADD COLUMN request_id TEXT;
+    ALTER TABLE jobs ADD COLUMN cost_usd TEXT;
+    CREATE TABLE charges (
+        charge_id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('chat', 'image', 'video')),
+        model TEXT NOT NULL,
+        cost_picodollars INTEGER,
+        request_id TEXT,
+        job_id TEXT UNIQUE,
+        upstream_url TEXT NOT NULL,
+        upstream_key TEXT
+    );
+    CREATE INDEX charges_by_upstream_and_time ON charges (upstream_url, upstream_key, at);
     """,
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
@@ -278,6 +300,10 @@ class Job:
     first server with a key to lease it adopts it."""
     upstream_key: str | None = None
     """`Upstream.key_fingerprint` of the key that created the job (never the key)."""
+    request_id: str | None = None
+    """The create call's `x-gateway-request-id`: one of the ids AllToken may file the job's charge under."""
+    cost_usd: str | None = None
+    """What AllToken charged for the job (a decimal string, from its billing record); None: not known."""
 
     @property
     def active(self) -> bool:
@@ -343,6 +369,34 @@ class Conversation:
 
 T = TypeVar("T")
 
+ChargeKind = Literal["chat", "image", "video"]
+PICODOLLARS = Decimal(10) ** 12
+"""Charges are stored as whole picodollars: exact sums in SQL (the cost comment has 10 decimals)."""
+
+
+@dataclass(frozen=True)
+class Charge:
+    """One paid call in the spend ledger. `cost_usd` None: it was paid for, but what it cost is not known."""
+
+    kind: ChargeKind
+    model: str
+    cost_usd: Decimal | None
+    at: float
+    upstream: Upstream
+    request_id: str | None = None
+    job_id: str | None = None
+    """A media job's charge is recorded once per job: recording it again replaces it."""
+
+
+@dataclass(frozen=True)
+class SpendTotal:
+    """The ledger over a period: the sum of the known costs, and how many charges there were and how many
+    of them have no known cost."""
+
+    known_usd: Decimal
+    charges: int
+    unknown: int
+
 
 def list_jobs_query(*, kind: str | None, status: str | None, limit: int) -> tuple[str, list[Any]]:
     """The SQL `Store.list_jobs` runs, and its parameters. Each combination of filters has an index that
@@ -370,6 +424,8 @@ class Store:
         self._limiter: anyio.CapacityLimiter | None = None
         self._redactor = redactor or Redactor()
         self.path = path
+        self._queued_turns: list[_Turn] = []
+        self._writing_turns = False
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -647,37 +703,113 @@ class Store:
         model: str | None,
         messages: Sequence[dict[str, str]],
     ) -> str:
-        """Record one chat turn in a single transaction: create the conversation when `conversation_id`
-        is None, else replace its system prompt when `system` is given; then append `messages`.
-        Returns the conversation id. One transaction: a turn costs one fsync, and is stored whole or not
-        at all.
+        """Record one chat turn: create the conversation when `conversation_id` is None, else replace its
+        system prompt when `system` is given; then append `messages`. Returns the conversation id.
+
+        Turns are committed in groups: the call that finds no write under way writes its turn and every
+        turn queued while that write ran, each group in one transaction (one fsync, one worker-thread
+        hop), each turn in a savepoint of its own so that a turn that fails fails alone. A burst of 64
+        chats ending together would otherwise queue 64 commits one behind another. A turn is written
+        once it is taken into a group; a caller cancelled before that leaves nothing written.
 
         Every text is redacted first: an answer that echoes a secret is stored (and later re-sent as
         history) with `[redacted]` in its place, which is also what the caller was shown."""
         redact = self._redactor.redact
-        system = None if system is None else redact(system)
-        messages = [{**m, "content": redact(m["content"])} for m in messages]
+        turn = _Turn(
+            conversation_id,
+            None if system is None else redact(system),
+            model,
+            [{**m, "content": redact(m["content"])} for m in messages],
+        )
+        self._queued_turns.append(turn)
+        if not self._writing_turns:
+            await self._write_queued_turns()
+        try:
+            await turn.done.wait()
+        except anyio.get_cancelled_exc_class():
+            if turn in self._queued_turns:
+                self._queued_turns.remove(turn)
+            else:  # being written: the write finishes first, as a single write would
+                with anyio.CancelScope(shield=True):
+                    await turn.done.wait()
+            raise
+        if turn.error is not None:
+            raise turn.error
+        assert turn.saved_as is not None
+        return turn.saved_as
 
-        def save(db: sqlite3.Connection) -> str:
-            now = time.time()
-            if conversation_id is None:
-                new_id = f"conv_{secrets.token_hex(8)}"
-                db.execute(
-                    "INSERT INTO conversations (conversation_id, system, model, created_at, updated_at) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (new_id, system, model, now, now),
-                )
-            else:
-                new_id = conversation_id
-                if system is not None:
-                    db.execute(
-                        "UPDATE conversations SET system = ? WHERE conversation_id = ?", (system, new_id)
-                    )
-            if messages:
-                _append(db, new_id, messages)
-            return new_id
+    async def _write_queued_turns(self) -> None:
+        self._writing_turns = True
+        try:
+            # Shielded: the group holds other calls' turns, which must be written even if this one's
+            # caller is cancelled meanwhile.
+            with anyio.CancelScope(shield=True):
+                while self._queued_turns:
+                    group, self._queued_turns = self._queued_turns, []
+                    try:
+                        await self._run(self._transaction, functools.partial(self._save_turns, turns=group))
+                    except BaseException as exc:
+                        for turn in group:
+                            turn.saved_as, turn.error = None, exc
+                        if not isinstance(exc, Exception):
+                            raise
+                    finally:
+                        for turn in group:
+                            turn.done.set()
+        finally:
+            self._writing_turns = False
+            for turn in self._queued_turns:  # left only when the writer itself was stopped
+                turn.error = StoreError("the conversation store stopped before this turn was written")
+                turn.done.set()
+            self._queued_turns = []
 
-        return await self._run(self._transaction, save)
+    def _save_turns(self, db: sqlite3.Connection, *, turns: Sequence[_Turn]) -> None:
+        """Write `turns` inside the caller's transaction, each in a savepoint. A fault of the machine (a
+        full disk…) fails the whole group; anything else fails its own turn only."""
+        for turn in turns:
+            turn.saved_as, turn.error = None, None
+            db.execute("SAVEPOINT turn")
+            try:
+                turn.saved_as = _save_turn(db, turn)
+            except sqlite3.Error as exc:
+                if _machine_fault(exc, self.path) is not None:
+                    raise
+                db.execute("ROLLBACK TO turn")
+                turn.error = exc
+            db.execute("RELEASE turn")
+
+    # -- spend ledger ----------------------------------------------------------------------------
+
+    async def record_charge(self, charge: Charge) -> None:
+        """Add a charge to the ledger; a job's charge replaces the one recorded for that job before."""
+        cost = None if charge.cost_usd is None else int(charge.cost_usd * PICODOLLARS)
+        await self._run(
+            self._execute,
+            "INSERT INTO charges (at, kind, model, cost_picodollars, request_id, job_id, upstream_url, "
+            "upstream_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job_id) DO UPDATE SET "
+            "cost_picodollars = excluded.cost_picodollars, request_id = excluded.request_id",
+            (
+                charge.at,
+                charge.kind,
+                charge.model,
+                cost,
+                charge.request_id,
+                charge.job_id,
+                charge.upstream.base_url,
+                charge.upstream.key_fingerprint,
+            ),
+        )
+
+    async def spend(self, upstream: Upstream, *, since: float) -> SpendTotal:
+        """The charges of `upstream` at or after `since` (Unix time)."""
+        row = await self._run(
+            lambda: self._db.execute(
+                "SELECT coalesce(sum(cost_picodollars), 0), count(*), count(*) - count(cost_picodollars) "
+                "FROM charges WHERE upstream_url = ? AND upstream_key IS ? AND at >= ?",
+                (upstream.base_url, upstream.key_fingerprint, since),
+            ).fetchone()
+        )
+        return SpendTotal(known_usd=Decimal(row[0]) / PICODOLLARS, charges=row[1], unknown=row[2])
 
     # -- cache -----------------------------------------------------------------------------------
 
@@ -693,6 +825,40 @@ class Store:
             lambda: self._db.execute("SELECT value FROM cache WHERE key = ?", (key,)).fetchone()
         )
         return None if row is None else json.loads(row[0])
+
+
+@dataclass(eq=False)
+class _Turn:
+    """One `save_turn` call, waiting for the group write that takes it."""
+
+    conversation_id: str | None
+    system: str | None
+    model: str | None
+    messages: list[dict[str, str]]
+    done: anyio.Event = field(default_factory=anyio.Event)
+    saved_as: str | None = None
+    error: BaseException | None = None
+
+
+def _save_turn(db: sqlite3.Connection, turn: _Turn) -> str:
+    now = time.time()
+    if turn.conversation_id is None:
+        conversation_id = f"conv_{secrets.token_hex(8)}"
+        db.execute(
+            "INSERT INTO conversations (conversation_id, system, model, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (conversation_id, turn.system, turn.model, now, now),
+        )
+    else:
+        conversation_id = turn.conversation_id
+        if turn.system is not None:
+            db.execute(
+                "UPDATE conversations SET system = ? WHERE conversation_id = ?",
+                (turn.system, conversation_id),
+            )
+    if turn.messages:
+        _append(db, conversation_id, turn.messages)
+    return conversation_id
 
 
 def _append(db: sqlite3.Connection, conversation_id: str, messages: Sequence[dict[str, str]]) -> None:

@@ -5,8 +5,10 @@ written one `send` at a time (TCP_NODELAY, so pieces usually arrive as separate 
 Content-Length, chunked encoding, or connection close. `pieces` may be endless (`itertools.repeat`):
 the server writes until the client goes away, as a hostile upstream would. `abort_after` drops the
 connection after that many pieces, mid-body; `hold` keeps the connection open after the pieces until
-the client goes away.
-The server records every request (method, path, headers, body) and notices when a client disconnects.
+the client goes away; `then_close` closes the connection after a complete keep-alive response, as a
+server whose idle timeout fired (`closed_idle` is set once it has).
+The server records every request (method, path, headers, body), counts the connections it accepted and
+notices when a client disconnects.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class RawResponse:
     framing: Literal["length", "chunked", "close"] = "chunked"
     abort_after: int | None = None
     hold: bool = False
+    then_close: bool = False
 
 
 @dataclass
@@ -47,6 +50,8 @@ class RawServer:
     requests: list[RecordedRequest] = field(default_factory=list)
     client_gone: anyio.Event = field(default_factory=anyio.Event)
     holding: anyio.Event = field(default_factory=anyio.Event)
+    closed_idle: anyio.Event = field(default_factory=anyio.Event)
+    connections: int = 0
 
     @property
     def origin(self) -> str:
@@ -108,7 +113,7 @@ async def _respond(server: RawServer, stream: SocketStream, response: RawRespons
         return False
     if response.framing == "chunked":
         await stream.send(b"0\r\n\r\n")
-    return response.framing != "close"
+    return response.framing != "close" and not response.then_close
 
 
 @asynccontextmanager
@@ -122,6 +127,7 @@ async def raw_server(*script: RawResponse, tls: ssl.SSLContext | None = None) ->
     server = RawServer(port=port, script=list(script))
 
     async def handle(stream: SocketStream) -> None:
+        server.connections += 1
         buffer = bytearray()
         async with stream:
             while True:
@@ -135,11 +141,15 @@ async def raw_server(*script: RawResponse, tls: ssl.SSLContext | None = None) ->
                         b"HTTP/1.1 599 Unscripted\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
                     )
                     return
+                response = server.script.pop(0)
                 try:
-                    keep = await _respond(server, stream, server.script.pop(0))
+                    keep = await _respond(server, stream, response)
                 except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                     server.client_gone.set()
                     return
+                if response.then_close:
+                    await stream.aclose()
+                    server.closed_idle.set()
                 if not keep:
                     return
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from alltoken_mcp.server import build_server
 from alltoken_mcp.simulator import RunningSimulator
-from alltoken_mcp.tools.arguments import closest_name
+from alltoken_mcp.tools.arguments import closest_name, with_wait_cap
 from tests.serverkit import ERAS, connect, data, error_text, settings_for
 
 
@@ -119,6 +120,20 @@ async def test_every_tool_refuses_an_unknown_argument_and_lists_the_valid_ones(
             )
     assert len(tools) == 8
     assert sim.state.counters()["requests"] == {}
+
+
+def test_each_published_input_schema_is_exactly_the_schema_of_the_model_that_validates_the_call(
+    tmp_path: Path,
+) -> None:
+    # The published schema is derived from the loose one rather than generated again from the strict
+    # model; whatever the strict model would generate itself is what must be published.
+    server = build_server(settings_for(tmp_path, ALLTOKEN_MAX_WAIT_SECONDS="90"))
+    tools = server._tool_manager.list_tools()
+    for tool in tools:
+        own = tool.fn_metadata.arg_model.model_json_schema(by_alias=True)
+        assert tool.parameters == with_wait_cap(own, 90.0), tool.name
+        assert tool.parameters["additionalProperties"] is False
+    assert len(tools) == 8
 
 
 async def test_an_unknown_key_in_a_chat_message_is_refused_with_the_message_fields(

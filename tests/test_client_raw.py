@@ -14,8 +14,10 @@ import anyio
 import pytest
 
 from alltoken_mcp.client import AllTokenClient, RetryPolicy
+from alltoken_mcp.client._pool import ProbedStream
 from alltoken_mcp.errors import (
     APIStatusError,
+    MalformedResponseError,
     MissingAPIKeyError,
     RateLimitError,
     ServerError,
@@ -323,3 +325,110 @@ async def test_calls_that_need_the_key_fail_before_any_network_io_when_it_is_mis
             with pytest.raises(MissingAPIKeyError):
                 await client.create_image({"model": "m", "prompt": "p"}, idempotency_key="k")
     assert server.requests == []
+
+
+COMPLETION = json.dumps(
+    {
+        "id": "c",
+        "model": "m",
+        "choices": [{"index": 0, "message": {"content": "hi"}, "finish_reason": "stop"}],
+    }
+).encode()
+
+
+def completion(*, then_close: bool = False) -> RawResponse:
+    return RawResponse(
+        headers=[("Content-Type", "application/json")],
+        pieces=[COMPLETION],
+        framing="length",
+        then_close=then_close,
+    )
+
+
+async def test_calls_one_after_another_reuse_one_kept_alive_connection() -> None:
+    async with (
+        raw_server(completion(), completion(), completion()) as server,
+        client_for(server.base_url) as client,
+    ):
+        for _ in range(3):
+            assert (await client.chat({"model": "m", "messages": []})).text == "hi"
+    assert server.connections == 1
+
+
+async def test_a_chat_after_the_server_closed_the_idle_connection_goes_out_on_a_new_one() -> None:
+    # A chat POST is never retried once it may have been sent, so reusing the dead connection would fail
+    # the call: the pool must see the server's close before choosing a connection.
+    async with (
+        raw_server(completion(then_close=True), completion()) as server,
+        client_for(server.base_url) as client,
+    ):
+        await client.chat({"model": "m", "messages": []})
+        with anyio.fail_after(5):
+            await server.closed_idle.wait()
+        assert (await client.chat({"model": "m", "messages": []})).text == "hi"
+    assert server.connections == 2
+
+
+async def test_the_clients_connections_are_probed_streams_on_their_own_socket() -> None:
+    # httpx2 takes no network backend, so the client swaps its transport's pool; were httpx2 to stop
+    # reading the pool from where it is swapped, every test above would still pass on the stock pool.
+    async with (
+        raw_server(RawResponse(headers=[("Content-Type", "image/png")], pieces=[b"x"])) as server,
+        client_for(server.base_url) as client,
+        client.download(f"{server.origin}/files/a.png") as download,
+    ):
+        stream = download.extensions["network_stream"]
+        assert isinstance(stream, ProbedStream)
+        assert await download.aread() == b"x"
+        assert stream.is_readable() is False  # read whole: nothing waiting, and the server has not closed
+
+
+def json_answer(value: Any) -> RawResponse:
+    return RawResponse(
+        headers=[("Content-Type", "application/json")], pieces=[json.dumps(value).encode()], framing="length"
+    )
+
+
+async def test_a_listing_keeps_its_well_formed_entries_and_drops_the_ones_that_do_not_fit(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    listing = {"object": "list", "data": [{"id": "good-model"}, {"no_id": True}, "not an object", {"id": 7}]}
+    async with raw_server(json_answer(listing)) as server, client_for(server.base_url) as client:
+        models = await client.list_models()
+    assert [m.id for m in models] == ["good-model"]
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "alltoken_mcp.client"]
+    assert "GET /models" in warning
+    assert "3 of 4 entries" in warning
+
+
+@pytest.mark.parametrize(
+    ("answer", "call"),
+    [
+        ({"status": "queued"}, "get_video"),  # no id
+        ({"id": "vgen_1", "status": {"nested": "object"}}, "get_video"),
+        ({"data": {"healthy_routes": "many"}}, "health_summary"),
+        ({"upload_url": 5}, "presign"),
+    ],
+)
+async def test_an_object_that_does_not_fit_the_api_is_a_one_line_transport_error(
+    answer: dict[str, Any], call: str
+) -> None:
+    async with raw_server(json_answer(answer)) as server, client_for(server.base_url) as client:
+        calls = {
+            "get_video": lambda: client.get_video("vgen_1"),
+            "health_summary": client.health_summary,
+            "presign": lambda: client.presign_upload(
+                purpose="video_input_image",
+                content_type="image/png",
+                content_length=1,
+                content_md5="1B2M2Y8AsgTpgAmY7PhCfg==",
+                checksum_sha256="0" * 64,
+            ),
+        }
+        with pytest.raises(MalformedResponseError) as caught:
+            await calls[call]()
+    text = str(caught.value)
+    assert "\n" not in text
+    assert text.startswith("AllToken ")
+    assert "does not fit" in text
+    assert isinstance(caught.value, TransportError)

@@ -350,3 +350,16 @@ async def test_a_complete_answer_whose_stream_stays_open_is_complete_and_saved(t
     assert (out["text"], out["finish_reason"]) == ("All done.", "stop")
     assert out["conversation_id"] is not None
     assert took < BUDGET
+
+
+async def test_status_answers_that_do_not_fit_the_api_fail_the_job_after_three_like_a_refusal(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
+    # A 200 carrying an error envelope instead of a task: no id, no status. Asking again will not help.
+    sim.state.add_fault(path=VIDEO_TASK, method="GET", status=200, message="not a task", count=None)
+    record = await _video_until_settled(sim, tmp_path)
+    assert record["status"] == "failed", record
+    message = str(record["error"]["message"])  # type: ignore[index]
+    assert "Gave up after 3 failed attempts" in message
+    assert "does not fit the API" in message
+    assert sim.state.requests[f"GET {VIDEO_TASK}"] == 3

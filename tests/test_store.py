@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import anyio
@@ -19,9 +20,11 @@ from alltoken_mcp.store import (
     _JOB_COLUMNS,
     _MIGRATIONS,
     SCHEMA_VERSION,
+    Charge,
     ImageSource,
     Job,
     MediaFile,
+    SpendTotal,
     Store,
     StoreError,
     _to_column,
@@ -78,10 +81,12 @@ async def test_reopening_keeps_data_and_does_not_migrate_again(tmp_path: Path) -
         await store.close()
 
 
+_SPEND_COLUMNS = ("request_id", "cost_usd")
 _ADDED_AFTER = {
-    1: ("download_failures", "upstream_url", "upstream_key"),
-    2: ("upstream_url", "upstream_key"),
-    3: (),
+    1: ("download_failures", "upstream_url", "upstream_key", *_SPEND_COLUMNS),
+    2: ("upstream_url", "upstream_key", *_SPEND_COLUMNS),
+    3: _SPEND_COLUMNS,
+    4: _SPEND_COLUMNS,
 }
 """The job columns that later migrations added, by the schema version that lacks them."""
 
@@ -116,7 +121,7 @@ async def test_a_version_1_database_is_upgraded_and_keeps_its_jobs(tmp_path: Pat
     finally:
         await store.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     db.close()
 
 
@@ -503,6 +508,131 @@ async def test_concurrent_turns_from_one_process_keep_every_message(tmp_path: Pa
         await store.close()
 
 
+async def test_turns_written_together_each_keep_their_own_conversation_and_messages(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "db.sqlite3")
+    try:
+        saved: dict[int, str] = {}
+
+        async def turn(i: int) -> None:
+            saved[i] = await store.save_turn(
+                None, system=f"s{i}", model="m", messages=[{"role": "user", "content": f"q{i}"}]
+            )
+
+        async with anyio.create_task_group() as tg:
+            for i in range(30):
+                tg.start_soon(turn, i)
+        assert len(set(saved.values())) == 30
+        for i, conversation_id in saved.items():
+            conversation = await store.get_conversation(conversation_id)
+            assert conversation is not None
+            assert (conversation.system, [m["content"] for m in conversation.messages]) == (
+                f"s{i}",
+                [f"q{i}"],
+            )
+    finally:
+        await store.close()
+
+
+async def test_a_turn_that_cannot_be_saved_fails_alone_and_the_turns_written_with_it_are_kept(
+    tmp_path: Path,
+) -> None:
+    store = await Store.open(tmp_path / "db.sqlite3")
+    try:
+        outcomes: dict[str, object] = {}
+
+        async def turn(name: str, conversation_id: str | None) -> None:
+            try:
+                outcomes[name] = await store.save_turn(
+                    conversation_id, system=None, model="m", messages=[{"role": "user", "content": name}]
+                )
+            except sqlite3.IntegrityError as exc:
+                outcomes[name] = exc
+
+        # The first call writes alone; the next two queue behind it and are written as one group.
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(turn, "first", None)
+            tg.start_soon(turn, "orphan", "conv_0000000000000000")  # no such conversation
+            tg.start_soon(turn, "sibling", None)
+        assert isinstance(outcomes["orphan"], sqlite3.IntegrityError)
+        for name in ("first", "sibling"):
+            conversation_id = outcomes[name]
+            assert isinstance(conversation_id, str)
+            conversation = await store.get_conversation(conversation_id)
+            assert conversation is not None
+            assert [m["content"] for m in conversation.messages] == [name]
+    finally:
+        await store.close()
+
+
+async def test_a_turn_cancelled_before_its_write_started_is_not_written(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "db.sqlite3")
+    try:
+        cancelled = anyio.CancelScope()
+
+        async def new_conversation() -> None:
+            await store.save_turn(None, system=None, model="m", messages=[])
+
+        async def waiting_turn() -> None:
+            with cancelled:
+                await new_conversation()
+
+        store._lock.acquire()  # the first write waits for the connection, so the second one queues
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(new_conversation)
+                tg.start_soon(waiting_turn)
+                await anyio.wait_all_tasks_blocked()
+                cancelled.cancel()
+                await anyio.wait_all_tasks_blocked()
+                store._lock.release()
+        finally:
+            if store._lock.locked():
+                store._lock.release()
+        assert cancelled.cancelled_caught
+        count = await store._run(
+            lambda: store._db.execute("SELECT count(*) FROM conversations").fetchone()[0]
+        )
+        assert count == 1
+    finally:
+        await store.close()
+
+
+async def test_turns_queued_behind_a_cancelled_call_are_still_written(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "db.sqlite3")
+    try:
+        cancelled = anyio.CancelScope()
+        saved: list[str] = []
+
+        async def first_turn() -> None:
+            with cancelled:
+                saved.append(await store.save_turn(None, system=None, model="m", messages=[]))
+
+        async def queued_turn() -> None:
+            saved.append(await store.save_turn(None, system=None, model="m", messages=[]))
+
+        store._lock.acquire()  # the first call's write waits for the connection; the second queues
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(first_turn)
+                tg.start_soon(queued_turn)
+                await anyio.wait_all_tasks_blocked()
+                cancelled.cancel()
+                store._lock.release()
+        finally:
+            if store._lock.locked():
+                store._lock.release()
+        assert cancelled.cancelled_caught  # the first call was cancelled after its turn was written
+        assert len(saved) == 1
+        assert await store.get_conversation(saved[0]) is not None
+        db = sqlite3.connect(tmp_path / "db.sqlite3")
+        try:
+            assert db.execute("SELECT count(*) FROM conversations").fetchone()[0] == 2
+        finally:
+            db.close()
+    finally:
+        await store.close()
+
+
 async def test_cache_put_get_replace(tmp_path: Path) -> None:
     store = await Store.open(tmp_path / "db.sqlite3")
     try:
@@ -535,5 +665,54 @@ async def test_save_turn_creates_or_continues_a_conversation_in_one_step(tmp_pat
         empty = await store.save_turn(None, system=None, model=None, messages=[])
         assert empty != first
         assert (await store.get_conversation(empty)).messages == []  # type: ignore[union-attr]
+    finally:
+        await store.close()
+
+
+# ------------------------------------------------------------------------------------ spend ledger
+
+
+async def test_a_version_4_database_gains_the_ledger_and_its_jobs_read_with_no_known_cost(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "db.sqlite3"
+    job = make_job(status="completed")
+    await anyio.to_thread.run_sync(_old_database, path, job, 4)
+    store = await Store.open(path)
+    try:
+        assert await store.get_job(job.job_id) == job
+        assert (job.request_id, job.cost_usd) == (None, None)
+        await store.record_charge(Charge("image", "gpt-image-2", Decimal("0.04"), time.time(), HERE))
+        assert (await store.spend(HERE, since=0)).known_usd == Decimal("0.04")
+    finally:
+        await store.close()
+
+
+async def test_the_ledger_sums_known_costs_exactly_and_counts_the_unknown_ones(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "db.sqlite3")
+    now = time.time()
+    other = Upstream(HERE.base_url, key_fingerprint("sk-another-key-0000"))
+    try:
+        for cost in ("0.0000188000", "0.1", "0.2"):  # 0.1 + 0.2 is not 0.3 in floating point
+            await store.record_charge(Charge("chat", "m", Decimal(cost), now, HERE, request_id="r"))
+        await store.record_charge(Charge("video", "v", None, now, HERE, job_id="job_1"))
+        await store.record_charge(Charge("chat", "m", Decimal(7), now - 86400, HERE))  # before `since`
+        await store.record_charge(Charge("chat", "m", Decimal(9), now, other))  # another key's
+        today = await store.spend(HERE, since=now - 60)
+        assert today == SpendTotal(known_usd=Decimal("0.3000188"), charges=4, unknown=1)
+        assert (await store.spend(HERE, since=0)).known_usd == Decimal("7.3000188")
+        assert (await store.spend(other, since=0)).known_usd == Decimal(9)
+    finally:
+        await store.close()
+
+
+async def test_a_jobs_charge_is_recorded_once_and_a_later_known_cost_replaces_the_unknown_one(
+    tmp_path: Path,
+) -> None:
+    store = await Store.open(tmp_path / "db.sqlite3")
+    try:
+        await store.record_charge(Charge("image", "m", None, time.time(), HERE, job_id="job_1"))
+        await store.record_charge(Charge("image", "m", Decimal("0.05"), time.time(), HERE, job_id="job_1"))
+        assert await store.spend(HERE, since=0) == SpendTotal(Decimal("0.05"), charges=1, unknown=0)
     finally:
         await store.close()

@@ -182,7 +182,9 @@ async def test_a_read_only_database_gives_one_line_errors_sends_nothing_and_reco
     chat = data(results["alltoken_chat"])  # the answer is paid for: it comes back, unsaved
     assert chat["text"].startswith("Echo: hello")
     assert chat["conversation_id"] is None
-    (warning,) = chat["warnings"]
+    ledger, warning = chat["warnings"]
+    one_line_naming(ledger, database, "read-only", "writable")
+    assert ledger.startswith("This turn was not added to the spend ledger")
     one_line_naming(warning, database, "read-only", "writable")
     assert warning.startswith("This turn was not saved to the conversation")
     for name in ("alltoken_image", "alltoken_video"):

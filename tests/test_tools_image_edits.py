@@ -16,7 +16,8 @@ import pytest
 
 from alltoken_mcp.simulator import RunningSimulator
 from alltoken_mcp.simulator.media import png
-from tests.serverkit import connect, data, error_text, settings_for
+from tests.serverkit import ERAS, connect, data, error_text, settings_for
+from tests.test_spend import asking
 
 EDITING_MODELS = "gpt-image-2, wan2.7-image, wan2.7-image-pro"
 
@@ -250,3 +251,22 @@ async def test_a_url_that_is_not_an_image_is_refused_before_any_presign(
     assert "image:" in message
     assert "Nothing was sent to AllToken" in message
     assert_nothing_sent(sim)
+
+
+@pytest.mark.parametrize("mode", ERAS)
+@pytest.mark.parametrize("answer", ["decline", "accept"])
+async def test_the_user_is_asked_before_anything_is_uploaded(
+    sim: RunningSimulator, tmp_path: Path, mode: str, answer: str
+) -> None:
+    picture(tmp_path, "cat.png")
+    settings = settings_for(tmp_path, sim.base_url, ALLTOKEN_CONFIRM="media")
+    async with asking(settings, mode, answer) as (client, asked):
+        result = await client.call_tool("alltoken_image", {"prompt": "a hat", "image": "cat.png"})
+    assert len(asked) == 1
+    if answer == "decline":
+        assert "declined the image render" in error_text(result)
+        assert_nothing_sent(sim)
+    else:
+        assert data(result)["upstream_id"].startswith("igen_iedit_")
+        assert sim.state.requests["POST /v1/uploads/presign"] == 1  # not once per round of the question
+        assert sim.state.requests["POST /v1/images/edits"] == 1

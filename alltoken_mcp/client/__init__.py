@@ -5,6 +5,8 @@ from alltoken_mcp.client._client import DEFAULT_TIMEOUT, AllTokenClient, image_e
 from alltoken_mcp.client._retry import RetryPolicy
 from alltoken_mcp.client._sse import ChatStream, SSEComment, SSEDecoder, SSEEvent, iter_sse
 from alltoken_mcp.client.models import (
+    AccountUsage,
+    BillingRecord,
     CatalogModel,
     ChatEvent,
     ChatResult,
@@ -30,7 +32,9 @@ from alltoken_mcp.client.models import (
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "AccountUsage",
     "AllTokenClient",
+    "BillingRecord",
     "CatalogModel",
     "ChatEvent",
     "ChatResult",

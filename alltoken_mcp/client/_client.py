@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 import anyio
 import httpx2
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from alltoken_mcp import __version__, budget, urlpolicy
 from alltoken_mcp.client._b64scan import B64JsonScanner, B64Piece, B64ScanError, ImageSink, decode_piece
@@ -38,6 +38,8 @@ from alltoken_mcp.client._retry import (
 )
 from alltoken_mcp.client._sse import DEFAULT_MAX_CHARS, ChatStream, chat_result_from_completion, snippet
 from alltoken_mcp.client.models import (
+    AccountUsage,
+    BillingRecord,
     CatalogModel,
     ChatResult,
     HealthSummary,
@@ -52,6 +54,7 @@ from alltoken_mcp.client.models import (
 from alltoken_mcp.errors import (
     AllTokenError,
     IdempotencyWindowClosedError,
+    MalformedResponseError,
     MissingAPIKeyError,
     ModelNotFoundError,
     NotFoundError,
@@ -199,6 +202,46 @@ async def _decoded(piece: B64Piece) -> bytes:
     return decode_piece(piece)
 
 
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def _misfit(exc: ValidationError) -> str:
+    """The first thing wrong with a body, in a few words: `status: Input should be a valid string`."""
+    first = exc.errors(include_url=False, include_input=False)[0]
+    where = ".".join(str(part) for part in first["loc"]) or "the body"
+    return f"{where}: {first['msg']}"
+
+
+def _fit(model: type[ModelT], data: Any, what: str) -> ModelT:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise MalformedResponseError(
+            f"AllToken {what} answered with a body that does not fit the API ({_misfit(exc)})."
+        ) from None
+
+
+def _entries(model: type[ModelT], rows: list[Any], what: str) -> list[ModelT]:
+    """Every entry of a listing that fits `model`. One malformed entry must not hide the others (a model
+    listing with one broken row still lists every model); the ones left out are logged."""
+    kept: list[ModelT] = []
+    first_misfit: str | None = None
+    for row in rows:
+        try:
+            kept.append(model.model_validate(row))
+        except ValidationError as exc:
+            first_misfit = first_misfit or _misfit(exc)
+    if first_misfit is not None:
+        logger.warning(
+            "AllToken %s listed %d of %d entries that do not fit the API; they were left out (first: %s)",
+            what,
+            len(rows) - len(kept),
+            len(rows),
+            first_misfit,
+        )
+    return kept
+
+
 class AllTokenClient:
     """Async client for AllToken's HTTP API. Use as `async with AllTokenClient(...) as client:`."""
 
@@ -228,12 +271,9 @@ class AllTokenClient:
         # Downloads may use plain http and reach non-public addresses only on the base URL's own origin.
         self._trusted_origin = urlpolicy.Origin.of(url)
         self._resolve = resolver
-        self._http = httpx2.AsyncClient(
-            timeout=httpx2.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT)),
-            limits=limits,
-            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
-            follow_redirects=False,
-        )
+        self._limits = limits
+        self._pool: httpx2.AsyncClient | None = None
+        self._closed = False
 
     # ------------------------------------------------------------------------------------ lifecycle
 
@@ -268,8 +308,27 @@ class AllTokenClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        with anyio.CancelScope(shield=True):
-            await self._http.aclose()
+        self._closed = True
+        if self._pool is not None:
+            with anyio.CancelScope(shield=True):
+                await self._pool.aclose()
+
+    @property
+    def _http(self) -> httpx2.AsyncClient:
+        """The connection pool, made by the first request: its SSL context (reading the CA bundle) and the
+        HTTP core's import cost ~40 ms that a server start, which sends nothing, has no use for."""
+        if self._pool is None:
+            if self._closed:
+                raise RuntimeError("Cannot send a request, as the client has been closed.")
+            from alltoken_mcp.client._pool import pooled_client  # (imports httpcore2)
+
+            self._pool = pooled_client(
+                timeout=httpx2.Timeout(self._timeout, connect=min(self._timeout, CONNECT_TIMEOUT)),
+                limits=self._limits,
+                headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+                follow_redirects=False,
+            )
+        return self._pool
 
     # ------------------------------------------------------------------------------------ plumbing
 
@@ -480,7 +539,7 @@ class AllTokenClient:
     @staticmethod
     def _expect_dict(payload: Any, what: str) -> dict[str, Any]:
         if not isinstance(payload, dict):
-            raise TransportError(
+            raise MalformedResponseError(
                 f"AllToken {what} answered with {type(payload).__name__}, expected a JSON object"
             )
         return payload
@@ -497,7 +556,7 @@ class AllTokenClient:
         elif isinstance(payload, list):
             rows = payload
         if rows is None:
-            raise TransportError(
+            raise MalformedResponseError(
                 f"AllToken {what} answered with an unexpected shape: {snippet(repr(payload)[:1000])}"
             )
         if len(rows) > MAX_LIST_ENTRIES:
@@ -582,25 +641,26 @@ class AllTokenClient:
 
     async def list_models(self) -> list[ModelInfo]:
         payload, _ = await self._json("GET", self._v1("/models"), replay_safe=True, max_body=MAX_LIST_BODY)
-        return [ModelInfo.model_validate(m) for m in self._list_of(payload, "GET /models")]
+        return _entries(ModelInfo, self._list_of(payload, "GET /models"), "GET /models")
 
     async def list_image_models(self) -> list[ModelInfo]:
         payload, _ = await self._json(
             "GET", self._v1("/images/models"), replay_safe=True, max_body=MAX_LIST_BODY
         )
-        return [ModelInfo.model_validate(m) for m in self._list_of(payload, "GET /images/models")]
+        return _entries(ModelInfo, self._list_of(payload, "GET /images/models"), "GET /images/models")
 
     async def list_video_models(self) -> list[ModelInfo]:
         payload, _ = await self._json(
             "GET", self._v1("/videos/models"), replay_safe=True, max_body=MAX_LIST_BODY
         )
-        return [ModelInfo.model_validate(m) for m in self._list_of(payload, "GET /videos/models")]
+        return _entries(ModelInfo, self._list_of(payload, "GET /videos/models"), "GET /videos/models")
 
     async def catalog(self) -> list[CatalogModel]:
         payload, _ = await self._json(
             "GET", f"{self._origin}/api-account/models", auth=False, replay_safe=True, max_body=MAX_LIST_BODY
         )
-        return [CatalogModel.model_validate(m) for m in self._list_of(payload, "GET /api-account/models")]
+        what = "GET /api-account/models"
+        return _entries(CatalogModel, self._list_of(payload, what), what)
 
     async def health_summary(self) -> HealthSummary:
         payload, _ = await self._json(
@@ -610,9 +670,8 @@ class AllTokenClient:
             replay_safe=True,
             max_body=MAX_SMALL_BODY,
         )
-        return HealthSummary.model_validate(
-            self._expect_dict(unwrap_data(payload), "GET /api-account/health/summary")
-        )
+        what = "GET /api-account/health/summary"
+        return _fit(HealthSummary, self._expect_dict(unwrap_data(payload), what), what)
 
     async def health_routes(self) -> list[RouteHealth]:
         payload, _ = await self._json(
@@ -623,7 +682,21 @@ class AllTokenClient:
             max_body=MAX_LIST_BODY,
         )
         rows = self._list_of(payload, "GET /api-account/health/routes", "routes")
-        return [RouteHealth.model_validate(r) for r in rows]
+        return _entries(RouteHealth, rows, "GET /api-account/health/routes")
+
+    # ------------------------------------------------------------------------------------ spend
+
+    async def usage(self) -> AccountUsage:
+        """`GET /v1/usage`: the account's USD quota and token grants."""
+        payload, _ = await self._json("GET", self._v1("/usage"), replay_safe=True, max_body=MAX_SMALL_BODY)
+        return _fit(AccountUsage, self._expect_dict(unwrap_data(payload), "GET /usage"), "GET /usage")
+
+    async def billing_record(self, request_id: str) -> BillingRecord:
+        """`GET /v1/billing/transactions/{request_id}`: what one request was charged. A request AllToken
+        has no record of raises `NotFoundError`."""
+        path = f"/billing/transactions/{_task_path('billing', request_id)}"
+        payload, _ = await self._json("GET", self._v1(path), replay_safe=True, max_body=MAX_SMALL_BODY)
+        return _fit(BillingRecord, self._expect_dict(unwrap_data(payload), f"GET {path}"), f"GET {path}")
 
     # ------------------------------------------------------------------------------------ images
 
@@ -759,7 +832,7 @@ class AllTokenClient:
         rows = self._list_of(payload, "GET /videos/generations")
         total = payload.get("total") if isinstance(payload, dict) else None
         return VideoList(
-            items=[VideoTask.model_validate(row) for row in rows],
+            items=_entries(VideoTask, rows, "GET /videos/generations"),
             total=total if isinstance(total, int) else None,
         )
 
@@ -791,7 +864,8 @@ class AllTokenClient:
         payload, _ = await self._json(
             "POST", self._v1("/uploads/presign"), replay_safe=False, max_body=MAX_SMALL_BODY, json=body
         )
-        return PresignedUpload.model_validate(self._expect_dict(payload, "POST /uploads/presign"))
+        what = "POST /uploads/presign"
+        return _fit(PresignedUpload, self._expect_dict(payload, what), what)
 
     async def put_upload(self, presigned: PresignedUpload, path: Path) -> None:
         """PUT the file to the presigned URL with exactly its required headers; no Authorization."""
@@ -897,4 +971,5 @@ class AllTokenClient:
     def _task(self, cls: type[TaskT], payload: Any, response: httpx2.Response, what: str) -> TaskT:
         data = dict(self._expect_dict(payload, what))
         data["retry_after"] = self._retry.retry_after(response.headers)
-        return cls.model_validate(data)
+        data["request_id"] = _request_id(response) or data.get("request_id")
+        return _fit(cls, data, what)

@@ -8,6 +8,7 @@ lifted into flat fields.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
@@ -16,7 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 
 class WireModel(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    # Validators are built on first use, not at import: a server start validates no wire object, and
+    # building these ~20 models' validators would cost ~10 ms before `initialize` could be answered.
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
 
 def unwrap_data(payload: Any) -> Any:
@@ -268,6 +271,8 @@ class _Task(WireModel):
     id: str
     status: str
     model: str | None = None
+    request_id: str | None = None
+    """The answering request's `x-gateway-request-id` (what AllToken may file its charge under)."""
     error: TaskError | None = None
     next_poll_after_ms: int | None = None
     retry_after: float | None = None  # seconds, from the Retry-After header (not a body field)
@@ -334,3 +339,69 @@ class PresignedUpload(WireModel):
     expires_in: int | None = None
     claim_expires_at: str | None = None
     max_content_length: int | None = None
+
+
+# -------------------------------------------------------------------------------------------- spend
+
+_USD_TEXT = re.compile(r"\s*(?P<sign>[-+]?)\s*\$?\s*(?P<digits>\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)\s*")
+
+
+def usd(value: Any) -> Decimal | None:
+    """A USD amount as AllToken writes it (a number, "0.0023", "$0.0023", "-$0.0023"), or None when it is
+    none of those."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        amount = Decimal(str(value))
+    elif isinstance(value, str) and (match := _USD_TEXT.fullmatch(value)):
+        amount = Decimal(match["digits"]) * (-1 if match["sign"] == "-" else 1)
+    else:
+        return None
+    return amount if amount.is_finite() else None
+
+
+class AccountUsage(WireModel):
+    """`GET /v1/usage`: the account's USD quota and token grants. Read tolerantly: a field that is not
+    what the spec says reads as unknown."""
+
+    currency: Any = None
+    usage_quota: Any = None
+    usage_quota_str: Any = None
+    token_quota: Any = None
+
+    @property
+    def quota_usd(self) -> Decimal | None:
+        """USD left on the account (negative when overdrawn); None when the answer does not say."""
+        return usd(self.usage_quota) if usd(self.usage_quota) is not None else usd(self.usage_quota_str)
+
+    @property
+    def tokens_remaining(self) -> int | None:
+        tokens = self.token_quota.get("total_remaining") if isinstance(self.token_quota, dict) else None
+        return tokens if isinstance(tokens, int) and not isinstance(tokens, bool) else None
+
+
+class BillingRecord(WireModel):
+    """`GET /v1/billing/transactions/{request_id}`: the ledger entries of one request. Read tolerantly."""
+
+    request_id: Any = None
+    summary: Any = None
+    ledgers: Any = None
+
+    def charged_usd(self) -> Decimal | None:
+        """What the request cost: its deductions less its refunds, from the ledger entries, else the
+        summary's total (signed by direction, so its size); None when neither says."""
+        total: Decimal | None = None
+        for entry in self.ledgers if isinstance(self.ledgers, list) else ():
+            if not isinstance(entry, dict) or entry.get("direction") not in ("deduct", "refund"):
+                continue
+            amount = usd(entry.get("cost"))
+            amount = usd(entry.get("cost_str")) if amount is None else amount
+            if amount is None:
+                continue
+            total = (total or Decimal(0)) + (abs(amount) if entry["direction"] == "deduct" else -abs(amount))
+        if total is not None:
+            return max(total, Decimal(0))
+        summary = self.summary if isinstance(self.summary, dict) else {}
+        amount = usd(summary.get("total_cost"))
+        amount = usd(summary.get("total_cost_str")) if amount is None else amount
+        return None if amount is None else abs(amount)

@@ -59,6 +59,8 @@ SETTINGS = (
     "ALLTOKEN_DEFAULT_IMAGE_MODEL",
     "ALLTOKEN_DEFAULT_VIDEO_MODEL",
     "ALLTOKEN_MCP_TOKEN",
+    "ALLTOKEN_DAILY_BUDGET_USD",
+    "ALLTOKEN_CONFIRM",
 )
 """Every setting the server reads besides the key (a test compares this with what `load_settings` reads)."""
 

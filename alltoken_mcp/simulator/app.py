@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 from starlette.types import Message, Receive, Scope, Send
 
-from alltoken_mcp.simulator import chat, control, images, public, uploads, videos
+from alltoken_mcp.simulator import billing, chat, control, images, public, uploads, videos
 from alltoken_mcp.simulator.envelope import DEFAULT_CODES, api_error, new_request_id
 from alltoken_mcp.simulator.state import Fault, SimState
 
@@ -75,6 +75,9 @@ def _routes() -> list[Route]:
         r("/v1/videos/generations/{task_id}", videos.get, methods=["GET"]),
         r("/v1/videos/generations/{task_id}/cancel", videos.cancel, methods=["POST"]),
         r("/v1/uploads/presign", uploads.presign, methods=["POST"]),
+        r("/v1/usage", billing.usage, methods=["GET"]),
+        r("/v1/billing/transactions", billing.transactions, methods=["GET"]),
+        r("/v1/billing/transactions/{request_id}", billing.transaction, methods=["GET"]),
         r("/_r2/uploads/{upload_id}", uploads.put_object, methods=["PUT"]),
         r("/_r2/images/{task_id}/{index:int}.png", images.r2_object, methods=["GET"]),
         r("/_cdn/videos/{name}", videos.cdn_object, methods=["GET"]),

@@ -288,6 +288,14 @@ async def chat_completions(ctx: Ctx) -> Response:
     if body.get("enable_search") and any(model.id.startswith(p) for p in config.search_rejecting_prefixes):
         raise ApiFailure(503, "all_providers_failed", error_type="api_error")
     request_id = request_id_of(ctx.request)
+    ctx.state.charge(
+        ctx.owner,
+        "chat",
+        model.id,
+        Decimal(plan.cost()["cost"]),
+        request_id=request_id,
+        tokens=plan.prompt_tokens + plan.completion_tokens,
+    )
     first = config.chat_first_token_s + (config.search_latency_s if body.get("enable_search") else 0.0)
     if body.get("stream"):
         options = body.get("stream_options")

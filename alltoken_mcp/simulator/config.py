@@ -27,6 +27,10 @@ class SimConfig(BaseModel):
 
     # Billing and routing toggles.
     balance_ok: bool = True
+    usage_quota_usd: float = Field(default=100.0, allow_inf_nan=False)
+    """The account's balance before anything is charged; `/v1/usage` reports it minus the charges."""
+    media_billed_under: Literal["request_id", "task_id"] = "request_id"
+    """Which id an image or video charge is filed under: the create call's request id or the task id."""
     search_rejecting_prefixes: tuple[str, ...] = ("gpt-",)
 
     # Idempotency (§1.4): the window is real seconds, never scaled, because it is a server-side clock

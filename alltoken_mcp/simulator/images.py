@@ -19,6 +19,7 @@ import base64
 import hashlib
 import math
 import re
+from decimal import Decimal
 from typing import Any
 
 import anyio
@@ -28,7 +29,7 @@ from starlette.responses import JSONResponse, Response
 from alltoken_mcp.simulator import media
 from alltoken_mcp.simulator.catalog import IMAGE_BY_ID, IMAGE_MODELS
 from alltoken_mcp.simulator.endpoint import Ctx, sim_state, v1
-from alltoken_mcp.simulator.envelope import ApiFailure, invalid, new_hex_id, rfc3339
+from alltoken_mcp.simulator.envelope import ApiFailure, invalid, new_hex_id, request_id_of, rfc3339
 from alltoken_mcp.simulator.state import ImageTask, SimState, Upload
 from alltoken_mcp.simulator.uploads import bind, check_claim
 
@@ -145,13 +146,13 @@ def _duplicate(ctx: Ctx, task: ImageTask) -> Response:
 def _created_body(state: SimState, task: ImageTask) -> dict[str, Any]:
     return {
         "id": task.id,
-        "status": _status(state, task),
+        "status": status_of(state, task),
         "model": task.model,
         "created_at": rfc3339(state.wall(task.timeline.created)),
     }
 
 
-def _status(state: SimState, task: ImageTask) -> str:
+def status_of(state: SimState, task: ImageTask) -> str:
     phase = task.timeline.phase(state.now())
     return phase if phase != "done" else ("failed" if task.fail else "completed")
 
@@ -203,6 +204,10 @@ async def _create(ctx: Ctx, prefix: str, kind: str) -> Response:
     bind(claims, task.id)
     state.images[task.id] = task
     state.tasks_created["images"] += 1
+    price = Decimal(IMAGE_BY_ID[task.model].price_per_image.get(quality, "0"))
+    state.charge(
+        ctx.owner, "image", task.model, price * task.n, request_id=request_id_of(ctx.request), task_id=task.id
+    )
     if key:
         state.remember(ctx.owner, "images", key, task.id)
     return JSONResponse(_created_body(state, task), status_code=202)
@@ -343,7 +348,7 @@ async def r2_object(request: Request) -> Response:
     if (
         task is None
         or not config.r2_mode
-        or _status(state, task) != "completed"
+        or status_of(state, task) != "completed"
         or index >= task.n
         or state.now() > task.timeline.finished + config.scaled(config.image_r2_ttl_s)
     ):

@@ -12,6 +12,7 @@ import hashlib
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -91,6 +92,21 @@ class Upload:
     claimed_by: str | None = None
 
 
+@dataclass
+class Charge:
+    """What one paid request cost, filed under the id a billing lookup finds it by (see billing.py)."""
+
+    filed_under: str
+    number: int  # the ledger entry's id; a refund takes the next number
+    owner: str
+    category: Literal["chat", "image", "video"]
+    model: str
+    cost: Decimal
+    tokens: int
+    created: float  # Unix time
+    task_id: str | None = None
+
+
 class Fault(BaseModel):
     """An injected failure for requests whose path (concrete or route template) and method match.
 
@@ -157,6 +173,7 @@ class SimState:
         self.tasks_created: Counter[str] = Counter({"images": 0, "videos": 0, "uploads": 0})
         self.b64_deliveries = 0
         self.foreign_authorization = 0
+        self.charges: dict[str, Charge] = {}
 
     # -- clock ---------------------------------------------------------------------------------------
 
@@ -206,6 +223,35 @@ class SimState:
 
     def forget_idempotency(self) -> None:
         self.idempotency.clear()
+
+    # -- billing ---------------------------------------------------------------------------------------
+
+    def charge(
+        self,
+        owner: str,
+        category: Literal["chat", "image", "video"],
+        model: str,
+        cost: Decimal,
+        *,
+        request_id: str,
+        tokens: int = 0,
+        task_id: str | None = None,
+    ) -> Charge:
+        """Bill one paid request; a media charge is filed under the id `media_billed_under` names."""
+        by_task = task_id is not None and self.config.media_billed_under == "task_id"
+        charge = Charge(
+            filed_under=task_id if by_task and task_id is not None else request_id,
+            number=2 * len(self.charges) + 1,
+            owner=owner,
+            category=category,
+            model=model,
+            cost=cost,
+            tokens=tokens,
+            created=self.wall(),
+            task_id=task_id,
+        )
+        self.charges[charge.filed_under] = charge
+        return charge
 
     # -- faults ----------------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ HappyHorse durations follow the inferred 3–15 s range. A prompt containing "[f
 from __future__ import annotations
 
 import math
+from decimal import Decimal
 from typing import Any
 
 from starlette.requests import Request
@@ -18,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 from alltoken_mcp.simulator import media
 from alltoken_mcp.simulator.catalog import ALL_RATIOS, VIDEO_BY_ID, VideoModel
 from alltoken_mcp.simulator.endpoint import Ctx, sim_state, v1
-from alltoken_mcp.simulator.envelope import ApiFailure, invalid, new_hex_id, rfc3339
+from alltoken_mcp.simulator.envelope import ApiFailure, invalid, new_hex_id, request_id_of, rfc3339
 from alltoken_mcp.simulator.state import SimState, Upload, VideoTask
 from alltoken_mcp.simulator.uploads import bind, check_claim
 
@@ -328,6 +329,16 @@ async def create(ctx: Ctx) -> Response:
     bind(claims, task.id)
     state.videos[task.id] = task
     state.tasks_created["videos"] += 1
+    price = Decimal(VIDEO_BY_ID[task.model].price_per_second.get(task.resolution, "0"))
+    state.charge(
+        ctx.owner,
+        "video",
+        task.model,
+        price * task.duration,
+        request_id=request_id_of(ctx.request),
+        tokens=_tokens(task),
+        task_id=task.id,
+    )
     if key:
         state.remember(ctx.owner, "videos", key, task.id)
     return JSONResponse(task_body(state, task, ctx.origin), status_code=202)

@@ -52,20 +52,32 @@ def make_strict(tool: Tool, *, max_wait_seconds: float) -> None:
     """Forbid unknown arguments in `tool` (validation and published schema alike) and publish the wait cap.
 
     `FuncMetadata` reads its argument model live, so swapping it here changes what the next call accepts.
+    The strict model's validator is built by its first call rather than here, and its schema is the loose
+    one with `additionalProperties: false`, which is all `extra="forbid"` changes: start-up pays for
+    neither a second validator nor a second schema per tool.
     """
     loose = tool.fn_metadata.arg_model
 
     class StrictArguments(loose):  # type: ignore[valid-type,misc]  # a class built at runtime
-        model_config = ConfigDict(extra="forbid", title=loose.__name__)
+        model_config = ConfigDict(extra="forbid", title=loose.__name__, defer_build=True)
 
     tool.fn_metadata.arg_model = StrictArguments
-    schema = StrictArguments.model_json_schema(by_alias=True)
+    tool.parameters = with_wait_cap(forbid_extra(tool.parameters), max_wait_seconds)
+
+
+def forbid_extra(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """`schema` (an object's, keys sorted as pydantic sorts them) refusing properties it does not list."""
+    return dict(sorted({**schema, "additionalProperties": False}.items()))
+
+
+def with_wait_cap(schema: dict[str, Any], max_wait_seconds: float) -> dict[str, Any]:
+    """`schema` with the server's wait cap as the `maximum` of its wait argument, if it has one."""
     wait = schema.get("properties", {}).get(WAIT_ARGUMENT)
     if wait is not None:
         for branch in wait.get("anyOf", [wait]):
             if branch.get("type") in ("number", "integer"):
                 branch["maximum"] = max_wait_seconds
-    tool.parameters = schema
+    return schema
 
 
 # ------------------------------------------------------------------------------- the message

@@ -28,6 +28,7 @@ from alltoken_mcp.catalog import (
 )
 from alltoken_mcp.client import AllTokenClient, HealthSummary, RouteHealth
 from alltoken_mcp.errors import AllTokenError
+from alltoken_mcp.store import StoreError
 from alltoken_mcp.tools.error_text import close_matches, describe, tool_error
 from alltoken_mcp.tools.results import JSON_MIME, to_json, tool_result
 from alltoken_mcp.tools.state_resources import add_state_resource
@@ -72,6 +73,9 @@ class RouteHealthOutput(BaseModel):
     routes: list[RouteRow]
     total: int = Field(description="routes matching the filters, before `limit`")
     warnings: list[str] = Field(default_factory=list)
+    # A plain object in the schema: the report's shape is alltoken://usage's, and spelling it out here would
+    # cost every tools/list ~400 tokens.
+    spend: dict[str, Any] | None = Field(None, description="known spend and quota, as alltoken://usage")
 
 
 # ------------------------------------------------------------------------------------------ text
@@ -199,7 +203,8 @@ cache (refreshed every few hours); pass refresh=true to force a fresh listing.""
 ROUTE_HEALTH_DESCRIPTION = """\
 Current health of AllToken's routes (model × provider): a gateway-wide summary plus per-route
 availability, p50/p95 latency and open incidents. Pass `model` to see only that model's routes — useful
-before choosing a model or after a call failed with all_providers_failed."""
+before choosing a model or after a call failed with all_providers_failed. Also shows known spend (today,
+this month) and the account's quota."""
 
 
 def register(server: MCPServer[AppState]) -> None:
@@ -294,7 +299,14 @@ def register(server: MCPServer[AppState]) -> None:
             total=len(rows),
             warnings=warnings,
         )
-        return tool_result(_health_text(out, model), out)
+        text = _health_text(out, model)
+        try:
+            report = await state.spend.report()
+        except StoreError as exc:
+            out.warnings.append(f"Known spend could not be read: {exc}")
+            return tool_result(f"{text}\nwarning: {out.warnings[-1]}", out)
+        out.spend = report.model_dump(mode="json")
+        return tool_result(f"{text}\n{report.summary()}", out)
 
     async def models_resource(state: AppState) -> str:
         view = await state.catalog.snapshot()

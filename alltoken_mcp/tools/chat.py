@@ -29,9 +29,10 @@ from alltoken_mcp.app_state import AppState, app_state
 from alltoken_mcp.catalog import SEARCH_FAMILIES
 from alltoken_mcp.client import ChatResult
 from alltoken_mcp.errors import AllProvidersFailedError, AllTokenError, ModelNotFoundError, ServerError
-from alltoken_mcp.store import StoreWriteError
+from alltoken_mcp.store import StoreError, StoreWriteError
 from alltoken_mcp.tools.error_text import reports_store_errors, tool_error
 from alltoken_mcp.tools.results import JSON_MIME, to_json, tool_result
+from alltoken_mcp.tools.spend import refuse_over_budget
 
 logger = logging.getLogger(__name__)
 
@@ -162,6 +163,17 @@ class _CutShort(Exception):
         super().__init__("cut short")
         self.text = text
         self.reasoning_chars = reasoning_chars
+
+
+async def _record_cost(state: AppState, model: str, result: ChatResult | None) -> list[str]:
+    """Put the turn on the spend ledger: its exact cost from the cost comment, unknown when the answer was
+    cut short or AllToken sent none. A failure to record is a warning: the answer is paid for either way."""
+    cost = result.cost.cost if result is not None and result.cost is not None else None
+    try:
+        await state.spend.record_chat(model, cost, result.request_id if result is not None else None)
+    except StoreError as exc:
+        return [f"This turn was not added to the spend ledger: {exc}"]
+    return []
 
 
 async def _stream_once(state: AppState, body: dict[str, Any], progress: _Progress) -> ChatResult:
@@ -332,6 +344,7 @@ def register(server: MCPServer[AppState]) -> None:
         if json_schema is not None:
             body["response_format"] = _response_format(json_schema)
 
+        await refuse_over_budget(state)
         progress = _Progress(ctx, max_tokens)
         budget_seconds = state.settings.max_wait_seconds
         result: ChatResult | None = None
@@ -359,6 +372,7 @@ def register(server: MCPServer[AppState]) -> None:
             except AllTokenError as exc:
                 raise tool_error(exc, model=candidate) from exc
 
+        warnings += await _record_cost(state, answered_by, result)
         finish: str | None
         complete = result is not None and not result.truncated
         if result is not None and result.truncated and not result.text:

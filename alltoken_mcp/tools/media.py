@@ -41,6 +41,7 @@ from alltoken_mcp.tools.media_args import (
     video_body,
 )
 from alltoken_mcp.tools.results import JSON_MIME, to_json
+from alltoken_mcp.tools.spend import confirm_render, refuse_over_budget
 from alltoken_mcp.tools.state_resources import add_state_resource
 
 MAX_FRAME_UPLOAD_BYTES = 30 * 1024 * 1024
@@ -221,39 +222,47 @@ async def _upload_frame(state: AppState, raw: str, role: Literal["first_frame", 
     return FrameRef(role=role, upload_id=presigned.upload_id)
 
 
-async def _image_inputs(state: AppState, image: str, mask: str | None, variation: bool) -> ImageInputs:
-    """The source (and mask) of an edit or variation, found, checked and uploaded: nothing reaches
-    AllToken, not even a presign, until both files pass every check (see image_inputs)."""
+async def _checked_inputs(
+    state: AppState, image: str, mask: str | None, scratch: Path
+) -> tuple[image_inputs.InputImage, image_inputs.InputImage | None]:
+    """The source (and mask) of an edit or variation, found (a URL downloaded into `scratch`) and checked;
+    nothing is sent to AllToken here (see image_inputs)."""
     settings = state.settings
     allowed = [*settings.input_dirs, settings.output_dir]
     try:
-        async with image_inputs.scratch_dir() as scratch:
 
-            async def fetch(raw: str, name: image_inputs.InputName) -> image_inputs.InputImage:
-                return await image_inputs.input_image(
-                    state.client, raw, name, allowed_dirs=allowed, scratch=scratch, limits=settings.downloads
-                )
+        async def fetch(raw: str, name: image_inputs.InputName) -> image_inputs.InputImage:
+            return await image_inputs.input_image(
+                state.client, raw, name, allowed_dirs=allowed, scratch=scratch, limits=settings.downloads
+            )
 
-            source = await fetch(image, "image")
-            masked = await fetch(mask, "mask") if mask else None
-            if masked is not None:
-                image_inputs.check_mask(source, masked)
-            current = source
-            try:
-                source_id = await image_inputs.upload(
-                    state.client, source, "image_variation_source" if variation else "image_edit_source"
-                )
-                mask_id = None
-                if masked is not None:
-                    current = masked
-                    mask_id = await image_inputs.upload(state.client, masked, "image_edit_mask")
-            except AllTokenError as exc:
-                raise ToolError(
-                    f"Uploading the {current.name} {current.given.strip()[:200]} failed: {tool_error(exc)} "
-                    "Nothing was charged."
-                ) from exc
+        source = await fetch(image, "image")
+        masked = await fetch(mask, "mask") if mask else None
+        if masked is not None:
+            image_inputs.check_mask(source, masked)
     except image_inputs.InputImageError as exc:
         raise ToolError(f"{exc} Nothing was sent to AllToken.") from exc
+    return source, masked
+
+
+async def _uploaded(
+    state: AppState, source: image_inputs.InputImage, mask: image_inputs.InputImage | None, variation: bool
+) -> ImageInputs:
+    """Upload the checked files with the purposes their endpoint binds (§6)."""
+    current = source
+    try:
+        source_id = await image_inputs.upload(
+            state.client, source, "image_variation_source" if variation else "image_edit_source"
+        )
+        mask_id = None
+        if mask is not None:
+            current = mask
+            mask_id = await image_inputs.upload(state.client, mask, "image_edit_mask")
+    except AllTokenError as exc:
+        raise ToolError(
+            f"Uploading the {current.name} {current.given.strip()[:200]} failed: {tool_error(exc)} "
+            "Nothing was charged."
+        ) from exc
     return ImageInputs(image_upload_id=source_id, mask_upload_id=mask_id, variation=variation)
 
 
@@ -356,9 +365,10 @@ def register(server: MCPServer[AppState], *, max_wait_seconds: float) -> None:
         ] = None,
         variation: Annotated[bool, Field(description="vary image instead (no prompt)")] = False,
         wait_seconds: Annotated[float | None, WAIT_FIELD] = None,
-    ) -> Annotated[t.CallToolResult, JobResult]:
+    ) -> Annotated[t.CallToolResult, JobResult] | t.InputRequiredResult:
         state = app_state(ctx)
         _require_key(state)
+        await refuse_over_budget(state)
         default = state.settings.default_image_model
         try:
             operation = image_operation(image=image is not None, mask=mask is not None, variation=variation)
@@ -386,11 +396,19 @@ def register(server: MCPServer[AppState], *, max_wait_seconds: float) -> None:
                 raise ToolError(str(exc)) from exc
             return body, [*picked, *warnings]
 
-        inputs = None
-        if image is not None:
-            # Check the arguments with stand-in upload ids, then the files, before uploading anything.
-            build(ImageInputs("-", "-" if mask else None, variation))
-            inputs = await _image_inputs(state, image, mask, variation)
+        if image is None:
+            body, warnings = build(None)
+            if (question := await confirm_render(ctx, "image", body)) is not None:
+                return question
+            return await _submit_and_wait(ctx, "image", body, wait_seconds, warnings)
+        # An edit or variation: the arguments (with stand-in upload ids), then the files, then the user's
+        # confirmation, and only then the uploads — nothing reaches AllToken before all of them pass.
+        stand_in, _ = build(ImageInputs("-", "-" if mask else None, variation))
+        async with image_inputs.scratch_dir() as scratch:
+            source, masked = await _checked_inputs(state, image, mask, scratch)
+            if (question := await confirm_render(ctx, "image", stand_in)) is not None:
+                return question
+            inputs = await _uploaded(state, source, masked, variation)
         body, warnings = build(inputs)
         return await _submit_and_wait(ctx, "image", body, wait_seconds, warnings)
 
@@ -443,9 +461,10 @@ def register(server: MCPServer[AppState], *, max_wait_seconds: float) -> None:
             Field(min_length=1, max_length=4096, description="end on this image (needs first_frame too)"),
         ] = None,
         wait_seconds: Annotated[float, WAIT_FIELD] = 0,
-    ) -> Annotated[t.CallToolResult, JobResult]:
+    ) -> Annotated[t.CallToolResult, JobResult] | t.InputRequiredResult:
         state = app_state(ctx)
         _require_key(state)
+        await refuse_over_budget(state)
         chosen = model or state.settings.default_video_model
         video_models = await _models(state, "video", expecting=chosen)
         wanted: list[tuple[Literal["first_frame", "last_frame"], str]] = []
@@ -474,12 +493,14 @@ def register(server: MCPServer[AppState], *, max_wait_seconds: float) -> None:
                 raise ToolError(str(exc)) from exc
 
         # Check everything (with stand-ins for local files) before uploading or paying for anything.
-        build(
+        checked, _ = build(
             [
                 FrameRef(role=role, url=raw) if _is_remote(raw) else FrameRef(role=role, upload_id="-")
                 for role, raw in wanted
             ]
         )
+        if (question := await confirm_render(ctx, "video", checked)) is not None:
+            return question
         frames = [await _upload_frame(state, raw, role) for role, raw in wanted]
         body, warnings = build(frames)
         return await _submit_and_wait(ctx, "video", body, wait_seconds, warnings)
