@@ -269,12 +269,24 @@ def default_home(env: Mapping[str, str]) -> Path:
 
 
 def _validate_base_url(value: str, name: str) -> str:
-    parts = urlsplit(value.strip())
+    url = value.strip()
+    parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise SettingsError(f"{name}={value!r} is not an http(s) URL; expected e.g. {DEFAULT_BASE_URL}")
-    if parts.query or parts.fragment:
+    # Request paths are appended to the base URL: anything after a ? or # would swallow them.
+    if "?" in url or "#" in url:
         raise SettingsError(f"{name}={value!r} must not carry a query or fragment")
-    return value.strip().rstrip("/")
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise SettingsError(f"{name}={value!r} contains whitespace or control characters")
+    if not parts.hostname:
+        raise SettingsError(f"{name}={value!r} names no host; expected e.g. {DEFAULT_BASE_URL}")
+    try:
+        port = parts.port  # urlsplit checks the port only when it is read
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise SettingsError(f"{name}={value!r} has an invalid port (1-65535)")
+    return url.rstrip("/")
 
 
 def _parse_wait(value: str, name: str) -> float:
@@ -293,7 +305,7 @@ def _parse_wait(value: str, name: str) -> float:
 
 def _model_id(value: str, name: str) -> str:
     value = value.strip()
-    if not value or len(value) > 200 or any(c.isspace() for c in value):
+    if not value or len(value) > 200 or any(c.isspace() or not c.isprintable() for c in value):
         raise SettingsError(f"{name}={value!r} is not a model id (no spaces, at most 200 characters)")
     return value
 
@@ -313,6 +325,21 @@ def _writable_dir(path: Path, name: str) -> Path:
             f"{name}={str(path)!r} is not a writable directory ({exc.strerror or exc})"
         ) from None
     return path
+
+
+def _mcp_token(value: str | None, name: str) -> str | None:
+    """The HTTP bearer token. Surrounding whitespace is dropped (a token read from a file keeps its line
+    break, and the Authorization header never carries one); anything a client could not send as one
+    header word is refused, since no request could then be let in. The value is never quoted back."""
+    token = (value or "").strip()
+    if not token:
+        return None
+    if not all(c.isascii() and c.isprintable() and not c.isspace() for c in token):
+        raise SettingsError(
+            f"{name} must be one word of visible ASCII characters (it is sent in an HTTP header); "
+            "the value set has spaces, control or non-ASCII characters"
+        )
+    return token
 
 
 def _input_dirs(value: str | None, name: str) -> tuple[Path, ...]:
@@ -402,7 +429,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
             get("ALLTOKEN_DEFAULT_VIDEO_MODEL") or DEFAULT_VIDEO_MODEL, "ALLTOKEN_DEFAULT_VIDEO_MODEL"
         ),
         input_dirs=_input_dirs(get("ALLTOKEN_INPUT_DIRS"), "ALLTOKEN_INPUT_DIRS"),
-        mcp_token=get(MCP_TOKEN_VAR),
+        mcp_token=_mcp_token(get(MCP_TOKEN_VAR), MCP_TOKEN_VAR),
         rejected_key=rejected_key,
         daily_budget_usd=_parse_budget(budget_raw, BUDGET_VAR) if (budget_raw := get(BUDGET_VAR)) else None,
         confirm=_parse_confirm(confirm_raw, CONFIRM_VAR) if (confirm_raw := get(CONFIRM_VAR)) else "never",

@@ -353,13 +353,50 @@ async def test_listing_jobs_reads_the_newest_rows_off_an_index_without_sorting(
     "job_id", ["../../etc/passwd", "job_'; DROP TABLE jobs;--", "JOB_0123456789abcdef", ""]
 )
 async def test_malformed_job_ids_never_reach_sql(tmp_path: Path, job_id: str) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3")
+    """A row stored under the malformed id (by hand, or by a release without the check) is there to be
+    found: only the id check keeps `get_job` from looking it up."""
+    path = tmp_path / "db.sqlite3"
+    store = await Store.open(path)
     try:
-        await store.insert_job(make_job())
+        job = make_job()
+        await store.insert_job(job)
+        await anyio.to_thread.run_sync(_copy_row, path, "jobs", "job_id", job.job_id, job_id)
+        assert len(await store.list_jobs()) == 2
         assert await store.get_job(job_id) is None
-        assert len(await store.list_jobs()) == 1
+        assert await store.get_job(job.job_id) == job
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("conversation_id", ["conv_../../x", "CONV_0123456789abcdef", "conv_0123", ""])
+async def test_malformed_conversation_ids_never_reach_sql(tmp_path: Path, conversation_id: str) -> None:
+    path = tmp_path / "db.sqlite3"
+    store = await Store.open(path)
+    try:
+        kept = await store.save_turn(
+            None, system="s", model="m", messages=[{"role": "user", "content": "hi"}]
+        )
+        await anyio.to_thread.run_sync(
+            _copy_row, path, "conversations", "conversation_id", kept, conversation_id
+        )
+        assert await store.get_conversation(conversation_id) is None
+        assert (await store.get_conversation(kept)) is not None
+    finally:
+        await store.close()
+
+
+def _copy_row(path: Path, table: str, key: str, source: str, copy: str) -> None:
+    """Store a copy of row `source` of `table` under the id `copy`, whatever the table's columns."""
+    db = sqlite3.connect(path)
+    try:
+        db.execute(f"CREATE TEMP TABLE copied AS SELECT * FROM {table} WHERE {key} = ?", (source,))
+        db.execute(f"UPDATE copied SET {key} = ?", (copy,))
+        if table == "jobs":
+            db.execute("UPDATE copied SET upstream_id = NULL")  # upstream ids are unique
+        db.execute(f"INSERT INTO {table} SELECT * FROM copied")
+        db.commit()
+    finally:
+        db.close()
 
 
 async def test_update_with_owner_fails_once_the_lease_is_lost(tmp_path: Path) -> None:

@@ -9,9 +9,11 @@ import base64
 import hashlib
 import re
 import shutil
+import time
 import warnings
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import mcp_types as t
@@ -21,6 +23,8 @@ from mcp import Client
 from alltoken_mcp.server import build_server
 from alltoken_mcp.simulator import RunningSimulator, SimConfig
 from tests.serverkit import ERAS, connect, data, error_text, settings_for, text_of
+
+T = TypeVar("T")
 
 SLOW = SimConfig(speed=1.0)
 """Real-time renders: a job stays queued/processing for as long as a test needs it to."""
@@ -104,18 +108,33 @@ async def test_a_short_wait_returns_the_running_job_and_the_poller_finishes_it(
     assert "completed" in progress[-1][2]
 
 
+async def timed(call: Awaitable[T]) -> tuple[T, float]:
+    """The result of `call` and the seconds it took."""
+    started = time.monotonic()
+    result = await call
+    return result, time.monotonic() - started
+
+
 async def test_a_wait_beyond_the_cap_is_cut_to_it_and_the_answer_says_so(tmp_path: Path) -> None:
     async with serve_slow() as sim:
         settings = settings_for(tmp_path, sim.base_url, ALLTOKEN_MAX_WAIT_SECONDS="1")
         async with connect(settings) as client:
             with anyio.fail_after(8):
-                image = await client.call_tool("alltoken_image", {"prompt": "slow", "wait_seconds": 3000})
+                image, image_took = await timed(
+                    client.call_tool("alltoken_image", {"prompt": "slow", "wait_seconds": 3000})
+                )
                 record = data(image)
                 assert record["status"] in ("queued", "processing")
-                again = await client.call_tool("job_status", {"job_id": record["job_id"], "wait_seconds": 60})
+                again, again_took = await timed(
+                    client.call_tool("job_status", {"job_id": record["job_id"], "wait_seconds": 60})
+                )
                 within = await client.call_tool(
                     "job_status", {"job_id": record["job_id"], "wait_seconds": 0.2}
                 )
+    # Each call ends when the 1 s budget does: not before it (it waited), and not much after (the slack is
+    # ten times the ~0.05 s a call takes beyond its wait here) — a cap removed or raised fails this.
+    assert 0.9 <= image_took <= 1.5
+    assert 0.9 <= again_took <= 1.5
 
     def waited(warnings: list[str], asked: int) -> float:
         """The wait a capped-wait warning reports (the submit may have used some of the 1 s budget)."""
@@ -505,14 +524,20 @@ async def test_legacy_subscribers_are_told_when_a_job_changes(sim: RunningSimula
 async def test_listeners_are_told_when_a_job_changes(sim: RunningSimulator, tmp_path: Path) -> None:
     async with connect(settings_for(tmp_path, sim.base_url)) as client:
         job = data(await client.call_tool("alltoken_video", {"prompt": "x", "resolution": "480p"}))
+        assert job["status"] in ("queued", "processing")  # so there are changes left to be told of
         uri = f"alltoken://jobs/{job['job_id']}"
+        told, state = 0, job
         async with client.listen(resource_subscriptions=[uri]) as subscription:
             with anyio.fail_after(20):
                 async for event in subscription:
                     assert uri in str(event)
+                    told += 1
                     state = data(await client.call_tool("job_status", {"job_id": job["job_id"]}))
                     if state["status"] == "completed":
                         break
+    # The loop also ends when the subscription does: only a completed job proves the listener was told.
+    assert state["status"] == "completed", f"the subscription ended after {told} update(s)"
+    assert told >= 1
 
 
 @pytest.mark.parametrize("sim_config", [SimConfig(speed=1.0, r2_mode=False)])

@@ -474,8 +474,9 @@ class ChatStream:
         """A stream that replays a finished answer (a server that ignored `stream: true`)."""
 
         async def nothing() -> AsyncIterator[bytes]:
-            return
-            yield b""  # pragma: no cover - makes this an async generator
+            nothing_at_all: tuple[bytes, ...] = ()
+            for piece in nothing_at_all:  # an async generator that yields nothing
+                yield piece
 
         stream = cls(nothing())
         if result.reasoning:
