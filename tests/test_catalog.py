@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from alltoken_mcp.catalog import Catalog, CatalogTTL
+from alltoken_mcp.catalog import Catalog, CatalogTTL, ImageOperations, image_models_for, image_operations
 from alltoken_mcp.client import AllTokenClient
 from alltoken_mcp.simulator import SIM_API_KEY, RunningSimulator
 from alltoken_mcp.store import Store
@@ -71,3 +71,37 @@ async def test_video_rules_come_from_the_listing_or_for_unlisted_ids_from_the_fa
     assert unlisted.source == "family"
     assert unlisted.resolutions == ["480p", "720p"]
     assert (await catalog.video_rules("acme-video")).source == "none"
+
+
+async def test_which_image_endpoints_take_a_model_comes_from_its_listed_inputs(
+    parts: tuple[Store, AllTokenClient],
+) -> None:
+    images = await Catalog(*parts).models("image")
+    assert image_models_for(images, "generation") == ["gpt-image-2", "wan2.7-image", "wan2.7-image-pro"]
+    assert image_models_for(images, "edit") == ["gpt-image-2", "wan2.7-image", "wan2.7-image-pro"]
+    assert image_models_for(images, "variation") == ["dall-e-2"]
+    by_id = {m.id: m for m in images}
+    assert "image_edit" in by_id["gpt-image-2"].supports
+    assert by_id["dall-e-2"].supports == ["image_variation"]
+
+
+@pytest.mark.parametrize(
+    ("model_id", "inputs", "expected"),
+    [
+        ("gpt-image-2", ["text", "image"], ImageOperations(generation=True, edit=True)),
+        ("acme-draw", ["text"], ImageOperations(generation=True, edit=False)),
+        ("acme-remix", ["image"], ImageOperations(generation=False, edit=False, variation=True)),
+        (
+            "DALL-E-2-2026-01-01",
+            ["text", "image"],
+            ImageOperations(generation=True, edit=True, variation=True),
+        ),
+        ("dall-e-2", [], ImageOperations(variation=True)),  # §4.3 names it; the rest is not published
+        ("acme-unlisted", [], ImageOperations()),  # nothing published: the gateway decides
+        ("dall-e-20", ["text"], ImageOperations(generation=True, edit=False)),  # not a dall-e-2 variant
+    ],
+)
+def test_image_operations_follow_the_published_inputs_and_the_variation_models(
+    model_id: str, inputs: list[str], expected: ImageOperations
+) -> None:
+    assert image_operations(model_id, inputs) == expected

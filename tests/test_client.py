@@ -13,6 +13,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from alltoken_mcp.client import AllTokenClient, RetryPolicy
@@ -381,6 +382,62 @@ async def test_a_local_frame_is_presigned_put_without_auth_and_claimed_by_a_vide
     created = await client.create_video({**VIDEO, "content": [item]}, idempotency_key="vid-frame")
     assert created.input_type == "image_first_frame"
     assert sim.state.counters()["foreign_authorization"] == 0
+
+
+async def _uploaded(client: AllTokenClient, path: Path, purpose: str) -> str:
+    data = await anyio.Path(path).read_bytes()
+    presigned = await client.presign_upload(
+        purpose=purpose,
+        content_type="image/png",
+        content_length=len(data),
+        content_md5=b64encode(hashlib.md5(data).digest()).decode(),
+        checksum_sha256=hashlib.sha256(data).hexdigest(),
+    )
+    await client.put_upload(presigned, path)
+    return presigned.upload_id
+
+
+async def test_edits_and_variations_go_to_their_endpoints_by_their_body_and_poll_like_generations(
+    sim: RunningSimulator, client: AllTokenClient, tmp_path: Path
+) -> None:
+    source = tmp_path / "source.png"
+    source.write_bytes(PNG)
+    edit = {"model": "gpt-image-2", "prompt": "add a hat"}
+    edit["image_upload_id"] = await _uploaded(client, source, "image_edit_source")
+    edit["mask_upload_id"] = await _uploaded(client, source, "image_edit_mask")
+    variation = {
+        "model": "dall-e-2",
+        "image_upload_id": await _uploaded(client, source, "image_variation_source"),
+    }
+    edited = await client.create_image(edit, idempotency_key="edit-key")
+    varied = await client.create_image(variation, idempotency_key="variation-key")
+    assert edited.id.startswith("igen_mask_")
+    assert varied.id.startswith("igen_ivar_")
+    requests = sim.state.requests
+    assert (requests["POST /v1/images/edits"], requests["POST /v1/images/variations"]) == (1, 1)
+    assert "POST /v1/images/generations/async" not in requests
+    with pytest.raises(DuplicateRequestError) as caught:  # the key is honoured on these endpoints too
+        await client.create_image(edit, idempotency_key="edit-key")
+    assert caught.value.task_id == edited.id
+    finish_image(sim, varied.id)
+    done = await client.get_image(varied.id)
+    assert done.status == "completed"
+    assert len(done.data) == 1
+
+
+async def test_a_dropped_edit_is_retried_with_the_same_key_and_binds_its_upload_once(
+    sim: RunningSimulator, client: AllTokenClient, tmp_path: Path
+) -> None:
+    source = tmp_path / "source.png"
+    source.write_bytes(PNG)
+    edit = {"model": "gpt-image-2", "prompt": "add a hat"}
+    edit["image_upload_id"] = await _uploaded(client, source, "image_edit_source")
+    sim.state.add_fault(path="/v1/images/edits", drop="before_body")
+    with pytest.raises(DuplicateRequestError) as caught:  # not "upload already used": the key wins
+        await client.create_image(edit, idempotency_key="edit-drop")
+    [only_task] = sim.state.images
+    assert caught.value.task_id == only_task
+    assert sim.state.uploads[edit["image_upload_id"]].claimed_by == only_task
 
 
 async def test_a_bad_presign_raises_bad_request_with_the_field_code(client: AllTokenClient) -> None:

@@ -27,7 +27,9 @@ from alltoken_mcp.simulator import SIM_API_KEY, SimConfig, serve_simulator
 from alltoken_mcp.tools.media_args import (
     ArgumentProblem,
     FrameRef,
+    ImageInputs,
     image_body,
+    image_model,
     video_body,
 )
 
@@ -754,3 +756,46 @@ def test_an_unavailable_image_catalog_skips_the_model_check_but_not_the_size_rul
     assert "multiples of 16" in problem_text(
         image_body, **image_args([], model="gpt-image-2-2026-05-01", size="1000x1000")
     )
+
+
+# ------------------------------------------------------------------------------ edits and variations
+
+
+async def test_an_edit_body_is_the_generation_body_plus_its_uploads(live: Live) -> None:
+    edit = ImageInputs("upl_source", "upl_mask")
+    body, warnings = image_body(**image_args(live.images, size="1024x1536", inputs=edit))
+    assert body == {
+        "model": "gpt-image-2",
+        "prompt": "a lighthouse in a storm, oil painting",
+        "n": 1,
+        "size": "1024x1536",
+        "quality": "low",
+        "output_format": "png",
+        "background": "auto",
+        "moderation": "auto",
+        "image_upload_id": "upl_source",
+        "mask_upload_id": "upl_mask",
+    }
+    assert warnings == []
+
+
+async def test_a_variation_body_carries_only_model_image_and_size(live: Live) -> None:
+    variation = ImageInputs("upl_source", variation=True)
+    body, _ = image_body(
+        **image_args(live.images, model="dall-e-2", prompt=None, quality="auto", inputs=variation)
+    )
+    assert body == {"model": "dall-e-2", "image_upload_id": "upl_source", "size": "auto"}
+    # A quality other than the default is something a variation cannot honour: refused by name.
+    text = problem_text(
+        image_body, **image_args(live.images, model="dall-e-2", prompt=None, inputs=variation)
+    )
+    assert "drop quality='low'" in text
+
+
+async def test_an_unset_model_becomes_one_that_can_do_the_operation(live: Live) -> None:
+    assert image_model(None, "gpt-image-2", "edit", live.images) == ("gpt-image-2", [])
+    chosen, warnings = image_model(None, "gpt-image-2", "variation", live.images)
+    assert chosen == "dall-e-2"
+    assert warnings == ["Used dall-e-2: the default image model gpt-image-2 cannot make variations."]
+    assert image_model("gpt-image-2", "gpt-image-2", "variation", live.images) == ("gpt-image-2", [])
+    assert image_model(None, "gpt-image-2", "variation", []) == ("gpt-image-2", [])  # no listing: unchecked

@@ -55,7 +55,7 @@ async def test_results_and_errors_behave_the_same_in_both_eras(
         unknown = await client.call_tool("no_such_tool", {})
         resource = await client.read_resource("alltoken://health")
     assert chat["text"] == "Echo: era"
-    assert models["total"] == 3
+    assert models["total"] == 4
     assert {r["status"] for r in health["routes"]} == {"degraded"}
     assert "does not support enable_search" in error_text(refused)
     assert "limit" in error_text(invalid)

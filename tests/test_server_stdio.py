@@ -83,7 +83,7 @@ async def test_every_tool_and_resource_works_over_stdio(
     assert {r["model"] for r in health["routes"]} == {"deepseek-v4-pro"}
     assert "Close matches: qwen3.6-flash" in error_text(bad)
     assert json.loads(conversation.contents[0].text)["messages"][1]["content"] == "Echo: over stdio"  # type: ignore[union-attr]
-    assert len(json.loads(catalog.contents[0].text)["models"]) == 26  # type: ignore[union-attr]
+    assert len(json.loads(catalog.contents[0].text)["models"]) == 27  # type: ignore[union-attr]
     assert json.loads(one.contents[0].text)["video"]["durations"]["max"] == 15  # type: ignore[union-attr]
     assert json.loads(gateway.contents[0].text)["summary"]["total_routes"] > 0  # type: ignore[union-attr]
 

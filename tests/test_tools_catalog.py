@@ -53,7 +53,7 @@ async def test_the_catalog_merges_listings_prices_and_video_constraints(
     assert models["gpt-image-2"]["pricing"]["per_image"]["low"] == "0.011"  # type: ignore[index]
     assert out["stale"] is False
     assert out["warnings"] == []
-    assert out["total"] == len(out["models"]) == 13 + 3 + 10  # type: ignore[arg-type]
+    assert out["total"] == len(out["models"]) == 13 + 4 + 10  # type: ignore[arg-type]
     assert "seedance-2.0 · video" in text_of(result)
 
 
@@ -69,7 +69,9 @@ async def test_the_catalog_merges_listings_prices_and_video_constraints(
             {"deepseek-v4-pro", "deepseek-v3.2", "qwen3.6-flash", "qwen3.6-max-preview"},
         ),
         ({"modality": "vision", "supports": ["search"]}, {"qwen3.6-max-preview"}),
-        ({"modality": "image"}, {"gpt-image-2", "wan2.7-image", "wan2.7-image-pro"}),
+        ({"modality": "image"}, {"gpt-image-2", "wan2.7-image", "wan2.7-image-pro", "dall-e-2"}),
+        ({"supports": ["image_edit"]}, {"gpt-image-2", "wan2.7-image", "wan2.7-image-pro"}),
+        ({"supports": ["image_variation"]}, {"dall-e-2"}),
         ({"search": "OPENAI", "modality": "text"}, {"gpt-5.4", "gpt-5.4-nano", "gpt-5.5"}),
         (
             {"modality": "video", "supports": ["first_last_frame", "audio"]},
@@ -134,7 +136,7 @@ async def test_a_failed_refresh_serves_the_stale_copy_with_a_warning(tmp_path: P
     async with connect(settings, catalog_ttl=CatalogTTL(complete=0.0)) as client:
         out = data(await client.call_tool("list_models", {"modality": "image"}))
     assert out["stale"] is True
-    assert set(by_id(out)) == {"gpt-image-2", "wan2.7-image", "wan2.7-image-pro"}
+    assert set(by_id(out)) == {"gpt-image-2", "wan2.7-image", "wan2.7-image-pro", "dall-e-2"}
     assert any("Could not refresh the catalog" in w for w in out["warnings"])
 
 
@@ -180,7 +182,7 @@ async def test_model_resources_serve_the_catalog_and_name_close_matches(
         "alltoken://models/{model_id}",
         "alltoken://conversations/{conversation_id}",
     }
-    assert len(everything["models"]) == 26
+    assert len(everything["models"]) == 27
     assert one["modality"] == "image"
 
 

@@ -1,5 +1,6 @@
 """AllToken's model catalog, outside the MCP layer: the merged listings, cached (`Catalog`), and the one
-answer to "what does this video model accept" (`VideoRules`).
+answer to "what does this video model accept" (`VideoRules`) and "what is this image model taken for"
+(`ImageOperations`: generation, edits, variations).
 
 ```python
 catalog = Catalog(store, client, ttl=CatalogTTL())
@@ -9,6 +10,7 @@ await catalog.video_rules("seedance-2.5")        # VideoRules
 ```
 """
 
+from alltoken_mcp.catalog.image_ops import ImageOperation, ImageOperations, image_operations
 from alltoken_mcp.catalog.listing import (
     SEARCH_FAMILIES,
     Capability,
@@ -16,6 +18,7 @@ from alltoken_mcp.catalog.listing import (
     ModelEntry,
     filter_models,
     find_model,
+    image_models_for,
     merge_listings,
 )
 from alltoken_mcp.catalog.rules import (
@@ -50,11 +53,15 @@ __all__ = [
     "CatalogView",
     "CountLimit",
     "DurationRule",
+    "ImageOperation",
+    "ImageOperations",
     "Modality",
     "ModelEntry",
     "VideoRules",
     "filter_models",
     "find_model",
+    "image_models_for",
+    "image_operations",
     "inputs_text",
     "merge_listings",
     "video_rules",

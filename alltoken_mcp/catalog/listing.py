@@ -2,7 +2,8 @@
 
 `/v1/models` says what the key can call, `/v1/images/models` and `/v1/videos/models` add the media
 models (the latter with video capabilities), and the public `/api-account/models` adds prices, limits and
-tags. Every video entry carries its `VideoRules` (see rules.py), computed here once.
+tags. Every video entry carries its `VideoRules` (see rules.py) and every image entry its
+`ImageOperations` (see image_ops.py), computed here once.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from alltoken_mcp.catalog.image_ops import ImageOperation, ImageOperations, image_operations
 from alltoken_mcp.catalog.rules import VideoRules, video_rules
 from alltoken_mcp.client import CatalogModel, ModelInfo
 
@@ -28,6 +30,8 @@ Capability = Literal[
     "first_last_frame",
     "audio",
     "auto_duration",
+    "image_edit",
+    "image_variation",
 ]
 
 
@@ -44,6 +48,7 @@ class ModelEntry(BaseModel):
     pricing: dict[str, Any] | None = Field(None, description="as AllToken publishes it (USD)")
     supports: list[str] = Field(default_factory=list)
     video: VideoRules | None = Field(None, description="what alltoken_video accepts for this model")
+    image: ImageOperations | None = Field(None, description="what alltoken_image can do with it")
 
     def is_kind(self, kind: Modality | None) -> bool:
         """text = every chat model (vision included); the others their own modality; None = any."""
@@ -70,6 +75,11 @@ def filter_models(
         and (not needle or any(needle in (v or "").lower() for v in (m.id, m.name, m.family)))
         and wanted <= set(m.supports)
     ]
+
+
+def image_models_for(models: Sequence[ModelEntry], operation: ImageOperation) -> list[str]:
+    """The ids of the image models known to be taken for `operation` (see image_ops.py)."""
+    return [m.id for m in models if m.image is not None and m.image.allows(operation)]
 
 
 def find_model(models: Sequence[ModelEntry], model_id: str) -> ModelEntry | None:
@@ -119,6 +129,11 @@ def _supports(entry: ModelEntry, params: set[str], tags: set[str]) -> list[str]:
             found.add("audio")
         if entry.video.durations is not None and entry.video.durations.supports_auto:
             found.add("auto_duration")
+    if entry.image is not None:
+        if entry.image.edit:
+            found.add("image_edit")
+        if entry.image.variation:
+            found.add("image_variation")
     return sorted(found)
 
 
@@ -163,6 +178,7 @@ def merge_listings(
             max_completion_tokens=rich.max_completion_tokens if rich else None,
             pricing=rich.pricing if rich else None,
             video=video_rules(model_id, info.capabilities) if modality == "video" else None,
+            image=image_operations(model_id, info.input_modalities or []) if modality == "image" else None,
         )
         params = set(rich.supported_parameters or []) if rich else set()
         tags = set(rich.tags or []) if rich else set()

@@ -27,7 +27,7 @@ from alltoken_mcp.store import Store, StoreError
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
 """Bumped when the stored shape changes; an entry of another format is ignored and fetched afresh."""
 
 SOURCE_PATHS = {

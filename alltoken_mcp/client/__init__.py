@@ -1,7 +1,7 @@
 """AllToken over HTTP: the client, its retry policy, the SSE chat stream and the wire models."""
 
 from alltoken_mcp.client._b64scan import ImageSink
-from alltoken_mcp.client._client import DEFAULT_TIMEOUT, AllTokenClient
+from alltoken_mcp.client._client import DEFAULT_TIMEOUT, AllTokenClient, image_endpoint
 from alltoken_mcp.client._retry import RetryPolicy
 from alltoken_mcp.client._sse import ChatStream, SSEComment, SSEDecoder, SSEEvent, iter_sse
 from alltoken_mcp.client.models import (
@@ -62,5 +62,6 @@ __all__ = [
     "VideoFeatures",
     "VideoList",
     "VideoTask",
+    "image_endpoint",
     "iter_sse",
 ]

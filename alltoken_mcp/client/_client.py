@@ -130,6 +130,16 @@ def _request_id(response: httpx2.Response) -> str | None:
     return value
 
 
+def image_endpoint(body: Mapping[str, Any]) -> str:
+    """The create endpoint an image request body is for (alltoken-api.md §4.1, §4.3): a body with an
+    `image_upload_id` edits that image when it has a prompt and asks for variations of it when it has
+    none; any other body is a generation. The body alone decides, so a job resent from its stored
+    request after a restart reaches the same endpoint."""
+    if body.get("image_upload_id") is None:
+        return "/images/generations/async"
+    return "/images/edits" if body.get("prompt") else "/images/variations"
+
+
 def _task_path(kind: str, task_id: str) -> str:
     if not isinstance(task_id, str) or not task_id.strip():
         raise ValueError(f"{kind} task id must be a non-empty string, got {task_id!r}")
@@ -693,18 +703,20 @@ class AllTokenClient:
     async def create_image(
         self, body: dict[str, Any], *, idempotency_key: str, send_before: float | None = None
     ) -> ImageTask:
-        """Submit an image job (202). The same `idempotency_key` is sent on every attempt, and no attempt
-        leaves at or after `send_before` (Unix time): see `_send`."""
+        """Submit an image job (202) — a generation, an edit or a variation, to the endpoint the body is
+        for (`image_endpoint`). The same `idempotency_key` is sent on every attempt, and no attempt
+        leaves at or after `send_before` (Unix time): see `_send`. All three are polled with `get_image`."""
+        path = image_endpoint(body)
         payload, response = await self._json(
             "POST",
-            self._v1("/images/generations/async"),
+            self._v1(path),
             replay_safe=True,
             max_body=MAX_SMALL_BODY,
             json=body,
             headers=self._idempotency(idempotency_key),
             send_before=send_before,
         )
-        return self._task(ImageTask, payload, response, "POST /images/generations/async")
+        return self._task(ImageTask, payload, response, f"POST {path}")
 
     async def get_image(self, task_id: str, *, b64_sink: ImageSink | None = None) -> ImageTask:
         """Poll an image task. A completed one carries every image as base64, delivered only once.

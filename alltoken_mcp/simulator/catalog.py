@@ -140,6 +140,20 @@ class ImageModel:
     series: str
     price_per_image: dict[str, str]
     honours_seed: bool = False
+    operations: tuple[str, ...] = ("generation", "edit")
+    """Which image endpoints take the model (§4.3): generations, edits, variations."""
+
+    @property
+    def input_modalities(self) -> list[str]:
+        """What its listing publishes: text for prompts, image for edits and variations."""
+        takes_text = "generation" in self.operations or "edit" in self.operations
+        takes_image = "edit" in self.operations or "variation" in self.operations
+        return [m for m, on in (("text", takes_text), ("image", takes_image)) if on]
+
+    @property
+    def description(self) -> str:
+        words = {"generation": "text-to-image", "edit": "image editing", "variation": "image variations"}
+        return f"{self.display_name}: {' and '.join(words[o] for o in self.operations)}."
 
 
 IMAGE_MODELS: tuple[ImageModel, ...] = (
@@ -165,6 +179,15 @@ IMAGE_MODELS: tuple[ImageModel, ...] = (
         "Wan",
         {"low": "0.05", "medium": "0.05", "high": "0.05"},
         honours_seed=True,
+    ),
+    # §4.3 names dall-e-2 for variations; it is not in the generation enum (§4.1), so here it only varies.
+    ImageModel(
+        "dall-e-2",
+        "DALL·E 2",
+        "openai",
+        "DALL·E",
+        {"low": "0.02", "medium": "0.02", "high": "0.02"},
+        operations=("variation",),
     ),
 )
 
@@ -460,8 +483,8 @@ def image_model_info(m: ImageModel) -> dict[str, Any]:
         "brand": m.brand,
         "family": m.brand,
         "series": m.series,
-        "description": f"{m.display_name}: text-to-image and image editing.",
-        "input_modalities": ["text", "image"],
+        "description": m.description,
+        "input_modalities": m.input_modalities,
         "output_modalities": ["image"],
     }
 
@@ -529,17 +552,21 @@ def public_entry(model_id: str) -> dict[str, Any] | None:
         return {
             **image_model_info(i),
             "pricing": {"currency": "USD", "unit": "image", "per_image": i.price_per_image},
-            "supported_parameters": [
-                "n",
-                "size",
-                "quality",
-                "output_format",
-                "output_compression",
-                "background",
-                "moderation",
-                *(["seed"] if i.honours_seed else []),
-            ],
-            "tags": ["image_generation"],
+            "supported_parameters": (
+                [
+                    "n",
+                    "size",
+                    "quality",
+                    "output_format",
+                    "output_compression",
+                    "background",
+                    "moderation",
+                    *(["seed"] if i.honours_seed else []),
+                ]
+                if i.input_modalities != ["image"]
+                else ["size"]  # a variation takes the image and a size only (§4.3)
+            ),
+            "tags": [f"image_{o}" for o in i.operations],
         }
     if (v := VIDEO_BY_ID.get(model_id)) is not None:
         return {

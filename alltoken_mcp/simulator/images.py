@@ -5,6 +5,12 @@ durable `r2_url` only; in legacy mode (what was observed live on 2026-05-12) the
 `image_already_retrieved`. A result nobody claimed within `image_result_ttl_s` is gone (410 `image_expired`)
 in legacy mode, while R2 mode still serves the R2 copy until `r2_url_expires_at`. A prompt containing
 "[fail]" makes the task end `failed`.
+
+Each endpoint takes its own models (`ImageModel.operations`, which the listings publish as
+`input_modalities`): generations and edits a prompt model, variations dall-e-2 (§4.3). Edits and
+variations bind uploads presigned for their purpose (`image_edit_source`, `image_edit_mask`,
+`image_variation_source`) and get the ids `igen_iedit_…`, `igen_mask_…` (with a mask), `igen_ivar_…`;
+all are polled on `GET /images/generations/{id}`.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from alltoken_mcp.simulator import media
-from alltoken_mcp.simulator.catalog import IMAGE_BY_ID
+from alltoken_mcp.simulator.catalog import IMAGE_BY_ID, IMAGE_MODELS
 from alltoken_mcp.simulator.endpoint import Ctx, sim_state, v1
 from alltoken_mcp.simulator.envelope import ApiFailure, invalid, new_hex_id, request_id_of, rfc3339
 from alltoken_mcp.simulator.state import ImageTask, SimState, Upload
@@ -62,10 +68,16 @@ def _size(value: Any) -> str:
     return f"{width}x{height}"
 
 
-def _common(body: dict[str, Any], *, prompt_required: bool) -> dict[str, Any]:
+_OPERATION_NAMES = {"generation": "image generation", "edit": "image edits", "variation": "image variations"}
+_VARIATION_SIZES = ("auto", "1024x1024", "1536x1024", "1024x1536")
+
+
+def _model(body: dict[str, Any], operation: str) -> str:
+    """The model id, if it exists and its endpoint (generations, edits, variations) takes it."""
+    able = [m.id for m in IMAGE_MODELS if operation in m.operations]
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        raise invalid(f"model is required: one of {', '.join(IMAGE_BY_ID)}", "model")
+        raise invalid(f"model is required: one of {', '.join(able)}", "model")
     if model not in IMAGE_BY_ID:
         raise ApiFailure(
             404,
@@ -74,10 +86,35 @@ def _common(body: dict[str, Any], *, prompt_required: bool) -> dict[str, Any]:
             param="model",
             request_id_at_top=True,
         )
+    if operation not in IMAGE_BY_ID[model].operations:
+        raise invalid(
+            f"{model} does not support {_OPERATION_NAMES[operation]}; models that do: {', '.join(able)}",
+            "model",
+        )
+    return model
+
+
+def _variation(body: dict[str, Any]) -> dict[str, Any]:
+    """§4.3: a variation takes the model, the image and a size; one image, no prompt."""
+    model = _model(body, "variation")
+    size = body.get("size", "auto")
+    if size not in _VARIATION_SIZES:
+        raise invalid(f"size must be one of: {', '.join(_VARIATION_SIZES)}", "size")
+    return {
+        "model": model,
+        "prompt": "",
+        "n": 1,
+        "size": _size(size),
+        "quality": "auto",
+        "output_format": "png",
+        "background": "auto",
+    }
+
+
+def _common(body: dict[str, Any], operation: str) -> dict[str, Any]:
+    model = _model(body, operation)
     prompt = body.get("prompt")
-    if prompt is None and not prompt_required:
-        prompt = ""
-    if not isinstance(prompt, str) or (prompt_required and not prompt.strip()):
+    if not isinstance(prompt, str) or not prompt.strip():
         raise invalid("prompt is required: a non-empty string of at most 32000 characters", "prompt")
     if len(prompt) > 32000:
         raise invalid(f"prompt is {len(prompt)} characters; the maximum is 32000", "prompt")
@@ -128,7 +165,7 @@ async def _create(ctx: Ctx, prefix: str, kind: str) -> Response:
         original = state.remembered(ctx.owner, "images", key)
         if original is not None and original in state.images:
             return _duplicate(ctx, state.images[original])
-    params = _common(body, prompt_required=kind != "variation")
+    params = _variation(body) if kind == "variation" else _common(body, kind)
     claims: list[Upload] = []
     if kind == "edit":
         claims.append(

@@ -31,7 +31,7 @@ from mcp.shared.message import ServerMessageMetadata
 from mcp_types.version import is_version_at_least
 from pydantic import BaseModel, Field, ValidationError
 
-from alltoken_mcp import budget, destinations, files, previews
+from alltoken_mcp import budget, destinations, files, image_inputs, previews
 from alltoken_mcp.app_state import AppState, app_state
 from alltoken_mcp.catalog import ModelEntry, video_rules
 from alltoken_mcp.errors import AllTokenError
@@ -41,7 +41,15 @@ from alltoken_mcp.jobs import ForeignJobError, Progress, SubmitRejected, Unknown
 from alltoken_mcp.settings import Settings, Upstream
 from alltoken_mcp.store import Delivery, Job, JobKind, JobStatus, StoreError
 from alltoken_mcp.tools.error_text import reports_store_errors, tool_error
-from alltoken_mcp.tools.media_args import ArgumentProblem, FrameRef, image_body, video_body
+from alltoken_mcp.tools.media_args import (
+    ArgumentProblem,
+    FrameRef,
+    ImageInputs,
+    image_body,
+    image_model,
+    image_operation,
+    video_body,
+)
 from alltoken_mcp.tools.results import JSON_MIME, to_json
 from alltoken_mcp.tools.spend import INPUT_REQUIRED_VERSION, confirm_render, refuse_over_budget
 from alltoken_mcp.tools.state_resources import add_state_resource
@@ -354,6 +362,14 @@ async def _delivery(
         raise ToolError(f"{exc} Nothing was sent.") from exc
 
 
+def _planned(
+    delivery: tuple[Delivery | None, list[str]] | _AskForRoots,
+) -> tuple[Delivery | None, list[str]]:
+    """The planned delivery, once `_input_required` has said nothing is left to ask."""
+    assert not isinstance(delivery, _AskForRoots)
+    return delivery
+
+
 def _input_required(
     delivery: tuple[Delivery | None, list[str]] | _AskForRoots, question: t.InputRequiredResult | None
 ) -> t.InputRequiredResult | None:
@@ -401,6 +417,50 @@ async def _upload_frame(state: AppState, raw: str, role: Literal["first_frame", 
     return FrameRef(role=role, upload_id=presigned.upload_id)
 
 
+async def _checked_inputs(
+    state: AppState, image: str, mask: str | None, scratch: Path
+) -> tuple[image_inputs.InputImage, image_inputs.InputImage | None]:
+    """The source (and mask) of an edit or variation, found (a URL downloaded into `scratch`) and checked;
+    nothing is sent to AllToken here (see image_inputs)."""
+    settings = state.settings
+    allowed = [*settings.input_dirs, settings.output_dir]
+    try:
+
+        async def fetch(raw: str, name: image_inputs.InputName) -> image_inputs.InputImage:
+            return await image_inputs.input_image(
+                state.client, raw, name, allowed_dirs=allowed, scratch=scratch, limits=settings.downloads
+            )
+
+        source = await fetch(image, "image")
+        masked = await fetch(mask, "mask") if mask else None
+        if masked is not None:
+            image_inputs.check_mask(source, masked)
+    except image_inputs.InputImageError as exc:
+        raise ToolError(f"{exc} Nothing was sent to AllToken.") from exc
+    return source, masked
+
+
+async def _uploaded(
+    state: AppState, source: image_inputs.InputImage, mask: image_inputs.InputImage | None, variation: bool
+) -> ImageInputs:
+    """Upload the checked files with the purposes their endpoint binds (§6)."""
+    current = source
+    try:
+        source_id = await image_inputs.upload(
+            state.client, source, "image_variation_source" if variation else "image_edit_source"
+        )
+        mask_id = None
+        if mask is not None:
+            current = mask
+            mask_id = await image_inputs.upload(state.client, mask, "image_edit_mask")
+    except AllTokenError as exc:
+        raise ToolError(
+            f"Uploading the {current.name} {current.given.strip()[:200]} failed: {tool_error(exc)} "
+            "Nothing was charged."
+        ) from exc
+    return ImageInputs(image_upload_id=source_id, mask_upload_id=mask_id, variation=variation)
+
+
 # ------------------------------------------------------------------------------- descriptions
 
 # Each description is written at start-up from the settings: the model reads the defaults and the wait cap
@@ -409,8 +469,9 @@ async def _upload_frame(state: AppState, raw: str, role: Literal["first_frame", 
 
 def image_description(settings: Settings) -> str:
     return (
-        f"Generate images (default model {settings.default_image_model}); paid per image. The files are "
-        "saved locally before the result returns their paths. Waits up to wait_seconds (default and "
+        f"Generate images (default model {settings.default_image_model}), or edit image per the prompt "
+        "(mask optional) or vary it (variation=true); paid per image. The files are saved locally before "
+        "the result returns their paths. Waits up to wait_seconds (default and "
         f"maximum: {_seconds(settings.max_wait_seconds)} s); a job still running then is finished in the "
         "background: collect it with job_status."
     )
@@ -457,10 +518,10 @@ WAIT_FIELD = Field(ge=0, allow_inf_nan=False)
 SAVE_TO_FIELD = Field(
     min_length=1,
     max_length=4096,
-    description="file or dir to save to, inside the client's roots, input dirs or output dir",
+    description="file or dir inside the client's roots, input dirs or output dir",
 )
 OVERWRITE_FIELD = Field(description="replace an existing save_to file")
-PREVIEW_FIELD = Field(description="inline a small preview image")
+PREVIEW_FIELD = Field(description="inline a small preview")
 
 
 # ------------------------------------------------------------------------------- registration
@@ -483,7 +544,7 @@ def register(server: MCPServer[AppState], settings: Settings) -> None:
     @reports_store_errors
     async def alltoken_image(
         ctx: Context[AppState],
-        prompt: Annotated[str, Field(min_length=1, max_length=32000)],
+        prompt: Annotated[str | None, Field(min_length=1, max_length=32000)] = None,
         model: Annotated[str | None, Field(min_length=1, max_length=200)] = None,
         n: Annotated[int, Field(ge=1, le=10)] = 1,
         size: Annotated[
@@ -496,6 +557,15 @@ def register(server: MCPServer[AppState], settings: Settings) -> None:
         ] = "auto",
         moderation: Literal["auto", "low"] = "auto",
         seed: Annotated[int | None, Field(ge=0, le=2147483647, description="wan2.7 models only")] = None,
+        image: Annotated[
+            str | None,
+            Field(min_length=1, max_length=4096, description="image to edit or vary: path or https URL"),
+        ] = None,
+        mask: Annotated[
+            str | None,
+            Field(min_length=1, max_length=4096, description="edit where transparent; image's size"),
+        ] = None,
+        variation: Annotated[bool, Field(description="vary image instead (no prompt)")] = False,
         wait_seconds: Annotated[float | None, WAIT_FIELD] = None,
         save_to: Annotated[str | None, SAVE_TO_FIELD] = None,
         overwrite: Annotated[bool, OVERWRITE_FIELD] = False,
@@ -504,37 +574,67 @@ def register(server: MCPServer[AppState], settings: Settings) -> None:
         state = app_state(ctx)
         _require_key(state)
         await refuse_over_budget(state)
-        chosen = model or state.settings.default_image_model
-        image_models = await _models(state, "image", expecting=chosen)
+        default = state.settings.default_image_model
         try:
-            body, warnings = image_body(
-                model=chosen,
-                prompt=prompt,
-                n=n,
-                size=size,
-                quality=quality,
-                output_format=output_format,
-                background=background,
-                moderation=moderation,
-                seed=seed,
-                image_models=image_models,
-            )
+            operation = image_operation(image=image is not None, mask=mask is not None, variation=variation)
         except ArgumentProblem as exc:
             raise ToolError(str(exc)) from exc
-        delivery_or_ask = await _delivery(
-            ctx,
-            save_to,
-            kind="image",
-            count=n,
-            extension=files.extension_for(f"image/{output_format}", "png"),
-            overwrite=overwrite,
-            preview=preview,
-        )
-        question = await confirm_render(ctx, "image", body)
-        if (ask := _input_required(delivery_or_ask, question)) is not None:
-            return ask
-        assert not isinstance(delivery_or_ask, _AskForRoots)
-        delivery, placed = delivery_or_ask
+        image_models = await _models(state, "image", expecting=model or default)
+
+        def build(inputs: ImageInputs | None) -> tuple[dict[str, object], list[str]]:
+            try:
+                chosen, picked = image_model(model, default, operation, image_models)
+                body, warnings = image_body(
+                    model=chosen,
+                    prompt=prompt,
+                    n=n,
+                    size=size,
+                    quality=quality,
+                    output_format=output_format,
+                    background=background,
+                    moderation=moderation,
+                    seed=seed,
+                    image_models=image_models,
+                    inputs=inputs,
+                )
+            except ArgumentProblem as exc:
+                raise ToolError(str(exc)) from exc
+            return body, [*picked, *warnings]
+
+        async def where() -> tuple[Delivery | None, list[str]] | _AskForRoots:
+            return await _delivery(
+                ctx,
+                save_to,
+                kind="image",
+                count=n,
+                extension=files.extension_for(f"image/{output_format}", "png"),
+                overwrite=overwrite,
+                preview=preview,
+            )
+
+        if image is None:
+            body, warnings = build(None)
+            destination = await where()
+            question = await confirm_render(ctx, "image", body)
+            if (ask := _input_required(destination, question)) is not None:
+                return ask
+            delivery, placed = _planned(destination)
+            return await _submit_and_wait(
+                ctx, "image", body, wait_seconds, [*warnings, *placed], delivery, shows
+            )
+        # An edit or variation: the arguments (with stand-in upload ids), the destination, then the files,
+        # then the user's confirmation, and only then the uploads — nothing reaches AllToken before all
+        # of them pass.
+        stand_in, _ = build(ImageInputs("-", "-" if mask else None, variation))
+        destination = await where()
+        async with image_inputs.scratch_dir() as scratch:
+            source, masked = await _checked_inputs(state, image, mask, scratch)
+            question = await confirm_render(ctx, "image", stand_in)
+            if (ask := _input_required(destination, question)) is not None:
+                return ask
+            inputs = await _uploaded(state, source, masked, variation)
+        body, warnings = build(inputs)
+        delivery, placed = _planned(destination)
         return await _submit_and_wait(ctx, "image", body, wait_seconds, [*warnings, *placed], delivery, shows)
 
     @server.tool(
@@ -614,8 +714,7 @@ def register(server: MCPServer[AppState], settings: Settings) -> None:
         question = await confirm_render(ctx, "video", checked)
         if (ask := _input_required(delivery_or_ask, question)) is not None:
             return ask
-        assert not isinstance(delivery_or_ask, _AskForRoots)
-        delivery, placed = delivery_or_ask
+        delivery, placed = _planned(delivery_or_ask)
         frames = [await _upload_frame(state, raw, role) for role, raw in wanted]
         body, warnings = build(frames)
         return await _submit_and_wait(ctx, "video", body, wait_seconds, [*warnings, *placed], delivery, shows)

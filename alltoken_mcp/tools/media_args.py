@@ -22,9 +22,11 @@ from alltoken_mcp.catalog import (
     WIRE_RATIOS,
     WIRE_RESOLUTIONS,
     DurationRule,
+    ImageOperation,
     ModelEntry,
     VideoRules,
     find_model,
+    image_models_for,
     inputs_text,
     video_rules_of,
 )
@@ -160,10 +162,105 @@ def _check_size(size: str, model: str) -> str:
     return f"{width}x{height}"
 
 
+# §4.3: what a variation takes besides the model and the image; the other options must stay at these.
+VARIATION_SIZES = ("auto", "1024x1024", "1536x1024", "1024x1536")
+IMAGE_DEFAULTS: Mapping[str, object] = {
+    "n": 1,
+    "quality": "auto",
+    "output_format": "png",
+    "background": "auto",
+    "moderation": "auto",
+    "seed": None,
+}
+_DOING = {
+    "generation": "generate images from a prompt",
+    "edit": "edit images",
+    "variation": "make variations",
+}
+_ASKING = {"generation": "a prompt", "edit": "image and prompt", "variation": "image and variation=true"}
+
+
+@dataclass(frozen=True)
+class ImageInputs:
+    """The uploads of an edit (image, optional mask) or a variation (image): upload ids, or stand-ins
+    while the arguments are checked before anything is uploaded."""
+
+    image_upload_id: str
+    mask_upload_id: str | None = None
+    variation: bool = False
+
+    @property
+    def operation(self) -> ImageOperation:
+        return "variation" if self.variation else "edit"
+
+
+def image_operation(*, image: bool, mask: bool, variation: bool) -> ImageOperation:
+    """What alltoken_image is asked to do: no image generates, an image edits, variation=true varies."""
+    if variation and not image:
+        raise ArgumentProblem("variation=true needs image: the picture to make variations of.")
+    if mask and not image:
+        raise ArgumentProblem("mask needs image: the picture whose masked areas are edited.")
+    if mask and variation:
+        raise ArgumentProblem("mask applies to edits, not variations: drop mask, or drop variation to edit.")
+    return "variation" if variation else "edit" if image else "generation"
+
+
+def image_model(
+    requested: str | None, default: str, operation: ImageOperation, image_models: Sequence[ModelEntry]
+) -> tuple[str, list[str]]:
+    """The model to use, and a warning when the default was replaced: left unset, a model that can do
+    `operation` (the default when it can) rather than a refusal."""
+    if requested is not None or not image_models:
+        return requested or default, []
+    info = find_model(image_models, default)
+    able = image_models_for(image_models, operation)
+    if not able or (
+        info is not None and info.image is not None and info.image.allows(operation) is not False
+    ):
+        return default, []
+    return able[0], [f"Used {able[0]}: the default image model {default} cannot {_DOING[operation]}."]
+
+
+def _check_operation(
+    info: ModelEntry | None, model: str, operation: ImageOperation, image_models: Sequence[ModelEntry]
+) -> None:
+    """Refuse a model the catalog says cannot do `operation`, naming the ones that can."""
+    if info is None or info.image is None or info.image.allows(operation) is not False:
+        return
+    able = image_models_for(image_models, operation)
+    operations: tuple[ImageOperation, ...] = ("generation", "edit", "variation")
+    does = [o for o in operations if info.image.allows(o)]
+    instead = f" It can {' and '.join(_DOING[o] for o in does)} (give {_ASKING[does[0]]})." if does else ""
+    which = f"models that can: {', '.join(able)}" if able else "no listed model can"
+    raise ArgumentProblem(f"{model} cannot {_DOING[operation]}; {which}.{instead}")
+
+
+def _variation_body(
+    model_id: str, inputs: ImageInputs, prompt: str | None, size: str, options: Mapping[str, object]
+) -> dict[str, Any]:
+    """§4.3: a variation takes the model, the image and a size; everything else is refused by name."""
+    if prompt is not None:
+        raise ArgumentProblem(
+            "variations take no prompt: drop prompt, or drop variation=true to edit the image with it."
+        )
+    extra = [f"{k}={v!r}" for k, v in options.items() if v != IMAGE_DEFAULTS[k]]
+    if extra:
+        raise ArgumentProblem(
+            f"variations take only image, model and size; drop {', '.join(extra)}, "
+            "or give a prompt instead of variation=true to edit the image."
+        )
+    wanted = size.strip().lower()
+    if wanted not in VARIATION_SIZES:
+        raise ArgumentProblem(
+            f"size={size!r} is not allowed for variations: use {', '.join(VARIATION_SIZES)}."
+        )
+    return {"model": model_id, "image_upload_id": inputs.image_upload_id, "size": wanted}
+
+
 def image_body(
     *,
     model: str,
-    prompt: str,
+    prompt: str | None,
     n: int,
     size: str,
     quality: str,
@@ -172,18 +269,40 @@ def image_body(
     moderation: str,
     seed: int | None,
     image_models: Sequence[ModelEntry],
+    inputs: ImageInputs | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
-    """The `POST /images/generations/async` body and any warnings, or `ArgumentProblem`.
+    """The create body and any warnings, or `ArgumentProblem`: a generation (`POST
+    /images/generations/async`), or with `inputs` an edit or a variation (§4.3; the client picks the
+    endpoint from the body).
 
     `image_models` is `/images/models`; when it is empty (listing unavailable) the model id is not checked.
     Every chosen value is sent, so the job record shows what was asked for; None fields are omitted.
     """
     info = _resolve_model(model, image_models, "image")
     model_id = info.id if info is not None else model
+    operation: ImageOperation = inputs.operation if inputs is not None else "generation"
+    _check_operation(info, model_id, operation, image_models)
+    if inputs is not None and inputs.variation:
+        options = {
+            "n": n,
+            "quality": quality,
+            "output_format": output_format,
+            "background": background,
+            "moderation": moderation,
+            "seed": seed,
+        }
+        return _variation_body(model_id, inputs, prompt, size, options), []
+    if prompt is None:
+        needs = "what to change in the image" if inputs is not None else "what to draw"
+        raise ArgumentProblem(f"prompt is required: say {needs} (only variation=true takes none).")
     _check_prompt(prompt, model_id, IMAGE_PROMPT_MAX)
     if isinstance(n, bool) or not 1 <= n <= IMAGE_N_MAX:
         raise ArgumentProblem(f"n={n} is not allowed: generate 1 to {IMAGE_N_MAX} images per call.")
     body: dict[str, Any] = {"model": model_id, "prompt": prompt, "n": n, "size": _check_size(size, model_id)}
+    if inputs is not None:
+        body["image_upload_id"] = inputs.image_upload_id
+        if inputs.mask_upload_id is not None:
+            body["mask_upload_id"] = inputs.mask_upload_id
     chosen = {
         "quality": quality,
         "output_format": output_format,
@@ -198,6 +317,8 @@ def image_body(
             'use output_format="png" or "webp", or background="opaque"/"auto".'
         )
     warnings: list[str] = []
+    if seed is not None and inputs is not None:
+        raise ArgumentProblem("seed applies to generating images, not edits (§4.3 takes none): drop seed.")
     if seed is not None:
         if isinstance(seed, bool) or not 0 <= seed <= IMAGE_SEED_MAX:
             raise ArgumentProblem(f"seed={seed} is out of range: use an integer 0–{IMAGE_SEED_MAX}.")
