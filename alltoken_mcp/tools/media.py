@@ -166,7 +166,9 @@ def _job_text(record: JobRecord, warnings: Sequence[str], max_wait_seconds: floa
         f'Prompt ({len(record.prompt):,} characters): "{prompt_start(record.prompt, ANSWER_PROMPT_CHARS)}"',
     ]
     for saved in record.files:
-        lines.append(f"Saved {saved.role}: {saved.path} ({byte_size(saved.bytes)}, {saved.mime_type})")
+        lines.append(
+            f"Saved {saved.role}: {saved.path} ({byte_size(saved.bytes)}, {saved.mime_type}; {saved.uri})"
+        )
     if record.error is not None:
         lines.append(f"Error {record.error.code}: {record.error.message}")
     if record.note:
