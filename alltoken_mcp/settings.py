@@ -235,6 +235,10 @@ class Settings:
     public_url: str | None = None
     """The base URL clients reach the HTTP server at (behind a balancer), no trailing slash; None: the
     address it listens on."""
+    output_dir_configured: bool = False
+    """ALLTOKEN_OUTPUT_DIR (or --output-dir) was given. When not, a client's first root holds new files."""
+    previews: bool = True
+    """ALLTOKEN_PREVIEWS: image results carry a small inline preview (on by default)."""
 
     @property
     def key_problem(self) -> KeyProblem | None:
@@ -412,6 +416,25 @@ def _parse_confirm(value: str, name: str) -> ConfirmMode:
     return mode
 
 
+_SWITCH = {
+    "on": True,
+    "true": True,
+    "1": True,
+    "yes": True,
+    "off": False,
+    "false": False,
+    "0": False,
+    "no": False,
+}
+
+
+def _switch(value: str, name: str) -> bool:
+    try:
+        return _SWITCH[value.strip().lower()]
+    except KeyError:
+        raise SettingsError(f"{name}={value!r} must be on or off") from None
+
+
 def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Read and validate the configuration. `overrides` (from CLI flags) win over the environment."""
     env = os.environ if env is None else env
@@ -464,4 +487,6 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         confirm=_parse_confirm(confirm_raw, CONFIRM_VAR) if (confirm_raw := get(CONFIRM_VAR)) else "never",
         media_secret=_media_secret(get(MEDIA_SECRET_VAR), MEDIA_SECRET_VAR),
         public_url=_public_url(get(PUBLIC_URL_VAR)),
+        output_dir_configured=output_raw is not None,
+        previews=_switch(get("ALLTOKEN_PREVIEWS") or "on", "ALLTOKEN_PREVIEWS"),
     )

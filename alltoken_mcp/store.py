@@ -55,7 +55,7 @@ from alltoken_mcp.settings import Upstream
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 BUSY_TIMEOUT_SECONDS = 30
 HOME_VAR = "ALLTOKEN_MCP_HOME"
 
@@ -171,6 +171,11 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX charges_by_upstream_and_time ON charges (upstream_url, upstream_key, at);
     """,
+    # 6: where and how a job's files are delivered (`Delivery`, JSON), decided when the call was made;
+    # NULL: the delivering server's output directory, with previews
+    """
+    ALTER TABLE jobs ADD COLUMN delivery TEXT;
+    """,
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
@@ -258,6 +263,21 @@ class ImageSource(BaseModel):
     mime_type: str | None = None
 
 
+# Where a job's files go and how they are handed over, resolved and checked when the tool call is made
+# and stored with the job, so a later process (after a restart) delivers there without the caller's roots.
+class Delivery(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    directory: str | None = None
+    """Absolute, symlinks resolved; None: the delivering server's output directory."""
+    name: str | None = None
+    """The file name `save_to` asked for (its suffix follows the bytes); None: generated names."""
+    overwrite: bool = False
+    """Replace an existing file of that name (else a free `name-1.ext` is taken)."""
+    preview: bool = True
+    """Results shown to the caller carry a small inline preview of each image."""
+
+
 @dataclass(frozen=True)
 class Job:
     """One media job row; times are Unix seconds. `files` and `sources` are typed (parsed once, when the
@@ -304,6 +324,8 @@ class Job:
     """The create call's `x-gateway-request-id`: one of the ids AllToken may file the job's charge under."""
     cost_usd: str | None = None
     """What AllToken charged for the job (a decimal string, from its billing record); None: not known."""
+    delivery: Delivery | None = None
+    """Where its files go (`save_to`, a client's root) and whether results preview them; None: defaults."""
 
     @property
     def active(self) -> bool:
@@ -320,6 +342,7 @@ _JOB_COLUMNS = tuple(f.name for f in fields(Job))
 _TYPED_COLUMNS: dict[str, TypeAdapter[Any]] = {
     "files": TypeAdapter(list[MediaFile]),
     "sources": TypeAdapter(list[ImageSource]),
+    "delivery": TypeAdapter(Delivery | None),
 }
 _JSON_COLUMNS = {"request", "usage"}
 _REDACTED_COLUMNS = ("error_code", "error_message", "note")
@@ -329,7 +352,7 @@ def _job_from_row(row: sqlite3.Row) -> Job:
     values: dict[str, Any] = {}
     for name in _JOB_COLUMNS:
         value = row[name]
-        if name in _TYPED_COLUMNS:
+        if name in _TYPED_COLUMNS and value is not None:
             try:
                 value = _TYPED_COLUMNS[name].validate_json(value)
             except ValidationError as exc:
@@ -348,7 +371,7 @@ def _to_column(name: str, value: Any) -> Any:
     """`value` of job field `name` as its column holds it. Typed columns are validated first, so a
     malformed entry fails here instead of being written."""
     adapter = _TYPED_COLUMNS.get(name)
-    if adapter is not None:
+    if adapter is not None and value is not None:
         return adapter.dump_json(adapter.validate_python(value)).decode()
     if name in _JSON_COLUMNS and value is not None:
         return json.dumps(value, ensure_ascii=False)
