@@ -22,6 +22,8 @@ from alltoken_mcp.catalog import Catalog, CatalogTTL
 from alltoken_mcp.client import AllTokenClient
 from alltoken_mcp.job_records import JobRecord
 from alltoken_mcp.jobs import JobManager
+from alltoken_mcp.media_urls import MediaLinks
+from alltoken_mcp.metrics import Metrics
 from alltoken_mcp.notifier import ResourceNotifier
 from alltoken_mcp.redact import MIN_SECRET_LENGTH, Redactor
 from alltoken_mcp.settings import Settings
@@ -46,6 +48,19 @@ class AppState:
     """The model listings (one cached fetch) and what each video model accepts."""
     spend: SpendLedger
     """The ledger of paid calls: known spend today and this month (UTC), and the daily budget."""
+    media_links: MediaLinks | None = None
+    """Signs download URLs for saved files; only when serving HTTP (a stdio host reads the paths)."""
+
+
+@dataclass
+class HttpServing:
+    """What `serve --http` adds: metrics, signed media URLs, and the running state for the plain HTTP
+    endpoints beside /mcp (they serve no MCP request, so no MCP context hands it to them)."""
+
+    media_links: MediaLinks
+    metrics: Metrics | None = None
+    state: AppState | None = None
+    """Set by `running_app` while the state is open."""
 
 
 def app_state(ctx: Context[Any]) -> AppState:
@@ -60,10 +75,19 @@ def job_uri(job_id: str) -> str:
 
 @asynccontextmanager
 async def running_app(
-    settings: Settings, *, notifier: ResourceNotifier, redactor: Redactor, catalog_ttl: CatalogTTL
+    settings: Settings,
+    *,
+    notifier: ResourceNotifier,
+    redactor: Redactor,
+    catalog_ttl: CatalogTTL,
+    http: HttpServing | None = None,
 ) -> AsyncIterator[AppState]:
     """Opens the store and one AllTokenClient, creates the job manager and the catalog, and runs the job
-    poller until the block exits; then closes everything, also when it exits by cancellation."""
+    poller until the block exits; then closes everything, also when it exits by cancellation. With `http`,
+    upstream responses and lease takeovers are counted and the state is published on it."""
+    metrics = http.metrics if http is not None else None
+    if metrics is not None:
+        metrics.watch_upstream(settings.base_url)
     owner = process_owner()  # host:pid:rand, so a restarted server can see this one died
     for name in redactor.skipped:
         logger.warning(
@@ -78,7 +102,10 @@ async def running_app(
     gc.enable()
     try:
         async with AllTokenClient(
-            base_url=settings.base_url, api_key=settings.api_key, key_problem=settings.key_problem
+            base_url=settings.base_url,
+            api_key=settings.api_key,
+            key_problem=settings.key_problem,
+            on_response=metrics.on_upstream_response if metrics is not None else None,
         ) as client:
 
             async def on_job_change(job: JobRecord) -> None:
@@ -93,13 +120,20 @@ async def running_app(
                 owner=owner,
                 on_change=on_job_change,
                 spend=spend,
+                on_takeover=metrics.took_over if metrics is not None else None,
             )
             catalog = Catalog(store, client, ttl=catalog_ttl)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(jobs.run)
+                links = http.media_links if http is not None else None
+                state = AppState(settings, client, store, jobs, notifier, redactor, catalog, spend, links)
+                if http is not None:
+                    http.state = state
                 try:
-                    yield AppState(settings, client, store, jobs, notifier, redactor, catalog, spend)
+                    yield state
                 finally:
+                    if http is not None:
+                        http.state = None
                     # Without this the poller keeps the process alive after stdin closes.
                     tg.cancel_scope.cancel()
     finally:

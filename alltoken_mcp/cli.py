@@ -45,6 +45,20 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
         "name); repeatable. The bind address and this machine's names are always accepted.",
     )
     parser.add_argument(
+        "--stateless",
+        action="store_true",
+        help="with --http: no MCP sessions, every request stands alone (for round-robin load balancing; "
+        "server-to-client requests such as ALLTOKEN_CONFIRM's question need a session-era client or sticky "
+        "sessions)",
+    )
+    parser.add_argument(
+        "--shutdown-grace",
+        type=float,
+        metavar="SECONDS",
+        help="with --http: on SIGTERM, how long the shutdown may take; MCP calls in flight get all but 3 s "
+        "of it to finish, then are answered 'shutting down, call again' (default 10)",
+    )
+    parser.add_argument(
         "--read-timeout",
         type=float,
         metavar="SECONDS",
@@ -68,7 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="stderr log level (default WARNING)",
     )
     parser.set_defaults(
-        simulate=False, http=False, host="127.0.0.1", port=8000, allowed_host=None, read_timeout=None
+        simulate=False,
+        http=False,
+        host="127.0.0.1",
+        port=8000,
+        allowed_host=None,
+        read_timeout=None,
+        stateless=False,
+        shutdown_grace=None,
     )
     _add_serve_options(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -140,6 +161,8 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         allowed_hosts=args.allowed_host or [],
         read_timeout=args.read_timeout,
+        stateless=args.stateless,
+        shutdown_grace=args.shutdown_grace,
     )
 
 

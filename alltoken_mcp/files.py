@@ -31,11 +31,11 @@ import re
 import secrets
 import stat
 import unicodedata
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import anyio
@@ -46,6 +46,8 @@ from alltoken_mcp.client import AllTokenClient
 from alltoken_mcp.errors import APIStatusError, TransportError
 from alltoken_mcp.formats import byte_size
 from alltoken_mcp.settings import DownloadLimits
+
+T = TypeVar("T")
 
 OUTPUT_DIR_VAR = "ALLTOKEN_OUTPUT_DIR"
 INPUT_DIRS_VAR = "ALLTOKEN_INPUT_DIRS"
@@ -802,11 +804,76 @@ class SavedFileReader:
                 "filesystem holding it may be hung. Read the file from its path instead, or retry later."
             ) from None
 
+    async def stream(self, path: str | Path, *, size: int, sha256: str) -> AsyncGenerator[bytes, None]:
+        """The bytes of `path` in chunks, never all in memory, under the same rules as `read`.
+
+        The file is opened and judged (regular, not a link, the recorded size) before the first chunk,
+        so those refusals come before anything is sent. The content is hashed as it goes and the last
+        chunk is held back until the SHA-256 matches: a file edited in place is cut off short of its
+        end (`SavedFileError`), never delivered whole. Each read has the reader's deadline.
+        """
+        fd = await self._in_thread(_open_recorded_file, Path(path), size)
+        try:
+            digest = hashlib.sha256()
+            remaining = size + 1  # one byte more tells a file that grew meanwhile
+            held = b""
+            while remaining > 0:
+                piece = await self._in_thread(_read_hashed, fd, min(remaining, READ_CHUNK), digest)
+                if not piece:
+                    break
+                remaining -= len(piece)
+                if held:
+                    yield held
+                held = piece
+            if remaining != 1:
+                raise _changed(Path(path), "its size changed while it was being read")
+            if digest.hexdigest() != sha256:
+                raise _changed(Path(path), "its content differs from what was saved (SHA-256 mismatch)")
+            if held:
+                yield held
+        finally:
+            os.close(fd)
+
+    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            with anyio.fail_after(self._seconds):
+                return await anyio.to_thread.run_sync(fn, *args, limiter=self.limiter, abandon_on_cancel=True)
+        except TimeoutError:
+            raise SavedFileError(
+                f"Reading the saved file took longer than {self._seconds:g} s; the disk or network "
+                "filesystem holding it may be hung."
+            ) from None
+        except OSError as exc:
+            raise SavedFileError(f"The saved file cannot be read: {exc.strerror or exc}.") from None
+
+
+def _read_hashed(fd: int, limit: int, digest: Any) -> bytes:
+    piece = os.read(fd, limit)
+    digest.update(piece)
+    return piece
+
 
 def _read_recorded_file(path: Path, size: int, sha256: str) -> bytes:
-    """Blocking core of `SavedFileReader.read`: open without following a symlink and without blocking
-    (a FIFO put in the file's place would otherwise block the open until a writer appears), then judge
-    the opened file itself, so a swap between the check and the read cannot slip through."""
+    """Blocking core of `SavedFileReader.read`."""
+    fd = _open_recorded_file(path, size)
+    try:
+        data = _read_at_most(fd, size + 1)  # one byte more tells a file that grew meanwhile
+    except OSError as exc:
+        raise _unreadable(path, exc) from None
+    finally:
+        os.close(fd)
+    if len(data) != size:
+        raise _changed(path, "its size changed while it was being read")
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise _changed(path, "its content differs from what was saved (SHA-256 mismatch)")
+    return data
+
+
+def _open_recorded_file(path: Path, size: int) -> int:
+    """A descriptor of `path` if it is a regular file of the recorded `size`. Opened without following a
+    symlink and without blocking (a FIFO put in the file's place would otherwise block the open until a
+    writer appears); the opened file itself is judged, so a swap between the check and the open cannot
+    slip through."""
     try:
         before = os.lstat(path)
     except FileNotFoundError:
@@ -837,16 +904,13 @@ def _read_recorded_file(path: Path, size: int, sha256: str) -> bytes:
             raise _changed(path, _kind(info.st_mode))
         if info.st_size != size:
             raise _changed(path, f"it is {info.st_size} bytes, not the {size} recorded")
-        data = _read_at_most(fd, size + 1)  # one byte more tells a file that grew meanwhile
     except OSError as exc:
-        raise _unreadable(path, exc) from None
-    finally:
         os.close(fd)
-    if len(data) != size:
-        raise _changed(path, "its size changed while it was being read")
-    if hashlib.sha256(data).hexdigest() != sha256:
-        raise _changed(path, "its content differs from what was saved (SHA-256 mismatch)")
-    return data
+        raise _unreadable(path, exc) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _read_at_most(fd: int, limit: int) -> bytes:

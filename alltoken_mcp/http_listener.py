@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import signal
 import socket
 from collections.abc import Iterator, Sequence
@@ -22,16 +23,26 @@ from typing import ClassVar
 
 import h11
 import uvicorn
+from sse_starlette.sse import AppStatus
 from starlette.types import ASGIApp
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from alltoken_mcp.draining import Drain
 from alltoken_mcp.redact import Redactor, install_log_redaction
 
 logger = logging.getLogger(__name__)
 
-SHUTDOWN_GRACE_SECONDS = 5
-"""How long a SIGTERM waits for open responses to finish before they are cut off. The SDK's event
-streams end by themselves on shutdown; this bounds anything that does not."""
+SHUTDOWN_GRACE_SECONDS = 10.0
+"""How long a SIGTERM shutdown may take (`--shutdown-grace`) before uvicorn cuts off what is still open.
+Inside it, MCP requests in flight get `drain_seconds(grace)` to finish (see `draining.Drain`); then the
+event streams are ended."""
+
+
+def drain_seconds(grace: float) -> float:
+    """The part of the grace that in-flight requests get. The rest (3 s, or half of a short grace) is for
+    handing back the calls still running, ending the event streams (sse-starlette looks every 0.5 s) and
+    the lifespan's cleanup."""
+    return max(grace - 3, grace / 2)
 
 
 class _RequestDeadlineProtocol(H11Protocol):
@@ -107,15 +118,36 @@ class Server(uvicorn.Server):
     the server through it to end themselves on shutdown.
     """
 
-    def __init__(self, config: uvicorn.Config, url_path: str) -> None:
+    def __init__(self, config: uvicorn.Config, url_path: str, drain: Drain | None = None) -> None:
         super().__init__(config)
         self._url_path = url_path
+        self._drain = drain
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
         if self.started and sockets:
             for sock in sockets:
-                logger.info("serving MCP (Streamable HTTP) at %s", _url(sock, self._url_path))
+                logger.info("serving MCP (Streamable HTTP) at %s", listening_url(sock, self._url_path))
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's graceful shutdown (stop accepting, close idle connections, wait for the rest), with
+        the MCP requests in flight drained meanwhile and the event streams ended after them.
+
+        sse-starlette would end every event stream, an unanswered tool call's included, the moment the
+        signal arrives; its automatic drain is off while this server runs (`serve_uvicorn`), so the
+        streams end here instead, once the drain is over."""
+        ending = asyncio.ensure_future(self._drain_then_end_streams())
+        try:
+            await super().shutdown(sockets=sockets)
+        finally:
+            ending.cancel()
+
+    async def _drain_then_end_streams(self) -> None:
+        try:
+            if self._drain is not None:
+                await self._drain.drain(drain_seconds(self.config.timeout_graceful_shutdown or 0))
+        finally:
+            AppStatus.should_exit = True
 
     @contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -127,7 +159,8 @@ class Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def _url(sock: socket.socket, path: str) -> str:
+def listening_url(sock: socket.socket, path: str) -> str:
+    """The http URL of `path` on the address `sock` is bound to."""
     host, port = sock.getsockname()[:2]
     return f"http://{f'[{host}]' if ':' in host else host}:{port}{path}"
 
@@ -156,8 +189,11 @@ async def serve_uvicorn(
     log_level: str,
     read_timeout: float,
     redactor: Redactor,
+    drain: Drain | None = None,
+    grace: float = SHUTDOWN_GRACE_SECONDS,
 ) -> None:
-    """Serve `app` on the already bound `sockets` until SIGTERM or SIGINT."""
+    """Serve `app` on the already bound `sockets` until SIGTERM or SIGINT; then drain `drain` within `grace`
+    seconds."""
     config = uvicorn.Config(
         app,
         http=request_deadline_protocol(read_timeout),
@@ -165,15 +201,19 @@ async def serve_uvicorn(
         lifespan="on",
         log_level=log_level.lower(),
         access_log=False,
-        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+        timeout_graceful_shutdown=math.ceil(grace),
     )
     # uvicorn has just installed its own log handlers, which the CLI's log redaction does not cover.
     install_log_redaction(redactor, [logging.getLogger("uvicorn")])
-    server = Server(config, url_path="/mcp")
+    server = Server(config, url_path="/mcp", drain=drain)
     noise = _ShutdownStreamNoise(server)
     uvicorn_log = logging.getLogger("uvicorn.error")
     uvicorn_log.addFilter(noise)
+    # sse-starlette's switches are class attributes (process-wide); this process serves one app.
+    AppStatus.enable_automatic_graceful_drain = False
     try:
         await server.serve(sockets=list(sockets))
     finally:
         uvicorn_log.removeFilter(noise)
+        AppStatus.should_exit = False
+        AppStatus.enable_automatic_graceful_drain = True

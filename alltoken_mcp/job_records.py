@@ -115,9 +115,14 @@ class JobAnswer(BaseModel):
     note: str | None = None
     foreign: bool = False
     warnings: list[str] = Field(default_factory=list)
+    download_urls: list[str] | None = Field(
+        default=None, description="over HTTP: a signed URL per file (expires; job_status renews it)"
+    )
 
     @classmethod
-    def from_record(cls, record: JobRecord, warnings: Sequence[str] = ()) -> JobAnswer:
+    def from_record(
+        cls, record: JobRecord, warnings: Sequence[str] = (), download_urls: Sequence[str] | None = None
+    ) -> JobAnswer:
         return cls(
             **record.model_dump(include=_ANSWER_FIELDS),
             files=record.files,
@@ -125,6 +130,7 @@ class JobAnswer(BaseModel):
             prompt=prompt_start(record.prompt, ANSWER_PROMPT_CHARS),
             prompt_chars=len(record.prompt),
             warnings=list(warnings),
+            download_urls=list(download_urls) if download_urls else None,
         )
 
     def dump(self) -> dict[str, Any]:
@@ -137,10 +143,19 @@ class JobAnswer(BaseModel):
             del data["foreign"]
         if self.kind == "image":
             del data["video_url"], data["video_url_expires_at"]
+        if self.download_urls is None:
+            del data["download_urls"]
         return data
 
 
-_ANSWER_FIELDS = set(JobAnswer.model_fields) - {"files", "error", "prompt", "prompt_chars", "warnings"}
+_ANSWER_FIELDS = set(JobAnswer.model_fields) - {
+    "files",
+    "error",
+    "prompt",
+    "prompt_chars",
+    "warnings",
+    "download_urls",
+}
 
 
 class JobSummary(BaseModel):

@@ -178,6 +178,7 @@ class JobManager:
         owner: str,
         on_change: OnChange | None = None,
         spend: SpendLedger | None = None,
+        on_takeover: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
         self._client = client
@@ -187,6 +188,7 @@ class JobManager:
         """The only upstream whose jobs this manager polls, waits on or cancels (see `Job.belongs_to`)."""
         self.owner = owner
         self._on_change = on_change
+        self._on_takeover = on_takeover
         self._wake = anyio.Event()
         self._changed: dict[str, anyio.Event] = {}
         self._in_flight: set[str] = set()
@@ -549,6 +551,7 @@ class JobManager:
                                 lease_seconds=LEASE_SECONDS,
                                 limit=free,
                                 exclude=self._in_flight,
+                                on_takeover=self._took_over,
                             )
                     except StoreError as exc:
                         if not paused:
@@ -580,6 +583,11 @@ class JobManager:
                     await self._store.release_all_leases(self.owner)
                 except StoreError as exc:  # they expire, and a dead owner's are taken over at once
                     logger.warning("job leases not released: %s", exc)
+
+    def _took_over(self, job: Job) -> None:
+        logger.info("job %s: took over the lease of %s", job.job_id, job.lease_owner)
+        if self._on_takeover is not None:
+            self._on_takeover()
 
     async def _advance_guarded(self, job: Job) -> None:
         step = self._steps[job.job_id] = anyio.CancelScope()

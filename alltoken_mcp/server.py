@@ -21,8 +21,10 @@ from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from pydantic import ValidationError
 
 from alltoken_mcp import __version__
-from alltoken_mcp.app_state import AppState, running_app
+from alltoken_mcp.app_state import AppState, HttpServing, running_app
 from alltoken_mcp.catalog import CatalogTTL
+from alltoken_mcp.draining import Drain
+from alltoken_mcp.metrics import ToolCallMetrics
 from alltoken_mcp.notifier import ResourceNotifier
 from alltoken_mcp.outbound import RedactingMiddleware
 from alltoken_mcp.redact import Redactor
@@ -39,16 +41,27 @@ alltoken_chat, alltoken_image and alltoken_video cost money; list_models shows t
 """Sent once, in `initialize`: what the server is for. Each tool's description says how to use it."""
 
 
-def build_server(settings: Settings, *, catalog_ttl: CatalogTTL | None = None) -> MCPServer[AppState]:
+def build_server(
+    settings: Settings,
+    *,
+    catalog_ttl: CatalogTTL | None = None,
+    http: HttpServing | None = None,
+    drain: Drain | None = None,
+) -> MCPServer[AppState]:
     """The configured server, ready for any transport. Touches neither the network nor the disk.
-    `catalog_ttl` says how long the model catalog is served before it is fetched again."""
+    `catalog_ttl` says how long the model catalog is served before it is fetched again. `http` and
+    `drain` are what the HTTP transport adds (metrics and media URLs; a graceful shutdown)."""
     notifier = ResourceNotifier()
     redactor = Redactor.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
         async with running_app(
-            settings, notifier=notifier, redactor=redactor, catalog_ttl=catalog_ttl or CatalogTTL()
+            settings,
+            notifier=notifier,
+            redactor=redactor,
+            catalog_ttl=catalog_ttl or CatalogTTL(),
+            http=http,
         ) as state:
             yield state
 
@@ -71,6 +84,12 @@ def build_server(settings: Settings, *, catalog_ttl: CatalogTTL | None = None) -
     catalog.register(server)
     media.register(server, settings)
     spend.register(server)
+    # Outermost first: the drain hands a call back with an answer the metrics then count.
+    if drain is not None:
+        server.middleware.insert(0, drain)
+    if http is not None and http.metrics is not None:
+        tools = frozenset(tool.name for tool in server._tool_manager.list_tools())
+        server.middleware.insert(0, ToolCallMetrics(http.metrics, tools))
     return server
 
 

@@ -34,6 +34,9 @@ CONFIRM_MODES: tuple[ConfirmMode, ...] = ("never", "video", "media")
 
 API_KEY_VAR = "ALLTOKEN_API_KEY"
 MCP_TOKEN_VAR = "ALLTOKEN_MCP_TOKEN"
+MEDIA_SECRET_VAR = "ALLTOKEN_MCP_MEDIA_SECRET"
+PUBLIC_URL_VAR = "ALLTOKEN_MCP_PUBLIC_URL"
+MIN_MEDIA_SECRET_CHARS = 32
 KEYS_PAGE = "https://alltoken.ai → Settings → API Keys"
 KEY_HOWTO = (
     f"Set {API_KEY_VAR} in this MCP server's environment: the `env` block of the host config "
@@ -227,6 +230,11 @@ class Settings:
     """Paid calls are refused once today's (UTC) known spend reaches this; None: no budget."""
     confirm: ConfirmMode = "never"
     """Which paid renders the user is asked to confirm (MCP form elicitation) before they are sent."""
+    media_secret: bytes | None = field(default=None, repr=False)
+    """Signs media download URLs over HTTP (`media_urls`); the same on every replica. None: per process."""
+    public_url: str | None = None
+    """The base URL clients reach the HTTP server at (behind a balancer), no trailing slash; None: the
+    address it listens on."""
     output_dir_configured: bool = False
     """ALLTOKEN_OUTPUT_DIR (or --output-dir) was given. When not, a client's first root holds new files."""
     previews: bool = True
@@ -272,18 +280,18 @@ def default_home(env: Mapping[str, str]) -> Path:
     return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "alltoken-mcp"
 
 
-def _validate_base_url(value: str, name: str) -> str:
+def _validate_base_url(value: str, name: str, example: str = DEFAULT_BASE_URL) -> str:
     url = value.strip()
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise SettingsError(f"{name}={value!r} is not an http(s) URL; expected e.g. {DEFAULT_BASE_URL}")
+        raise SettingsError(f"{name}={value!r} is not an http(s) URL; expected e.g. {example}")
     # Request paths are appended to the base URL: anything after a ? or # would swallow them.
     if "?" in url or "#" in url:
         raise SettingsError(f"{name}={value!r} must not carry a query or fragment")
     if any(c.isspace() or not c.isprintable() for c in url):
         raise SettingsError(f"{name}={value!r} contains whitespace or control characters")
     if not parts.hostname:
-        raise SettingsError(f"{name}={value!r} names no host; expected e.g. {DEFAULT_BASE_URL}")
+        raise SettingsError(f"{name}={value!r} names no host; expected e.g. {example}")
     try:
         port = parts.port  # urlsplit checks the port only when it is read
     except ValueError:
@@ -344,6 +352,27 @@ def _mcp_token(value: str | None, name: str) -> str | None:
             "the value set has spaces, control or non-ASCII characters"
         )
     return token
+
+
+def _media_secret(value: str | None, name: str) -> bytes | None:
+    """The media URL signing secret: one word of visible ASCII, long enough not to be guessed. Never
+    echoed."""
+    secret = (value or "").strip()
+    if not secret:
+        return None
+    if not all(c.isascii() and c.isprintable() and not c.isspace() for c in secret):
+        raise SettingsError(f"{name} must be one word of visible ASCII characters (`openssl rand -hex 32`)")
+    if len(secret) < MIN_MEDIA_SECRET_CHARS:
+        raise SettingsError(
+            f"{name} is {len(secret)} characters; use at least {MIN_MEDIA_SECRET_CHARS} random ones "
+            "(e.g. `openssl rand -hex 32`)"
+        )
+    return secret.encode("ascii")
+
+
+def _public_url(value: str | None) -> str | None:
+    """The HTTP server's external base URL, checked as the base URL is (media URLs are built on it)."""
+    return _validate_base_url(value, PUBLIC_URL_VAR, "https://mcp.example.com") if value else None
 
 
 def _input_dirs(value: str | None, name: str) -> tuple[Path, ...]:
@@ -456,6 +485,8 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         rejected_key=rejected_key,
         daily_budget_usd=_parse_budget(budget_raw, BUDGET_VAR) if (budget_raw := get(BUDGET_VAR)) else None,
         confirm=_parse_confirm(confirm_raw, CONFIRM_VAR) if (confirm_raw := get(CONFIRM_VAR)) else "never",
+        media_secret=_media_secret(get(MEDIA_SECRET_VAR), MEDIA_SECRET_VAR),
+        public_url=_public_url(get(PUBLIC_URL_VAR)),
         output_dir_configured=output_raw is not None,
         previews=_switch(get("ALLTOKEN_PREVIEWS") or "on", "ALLTOKEN_PREVIEWS"),
     )

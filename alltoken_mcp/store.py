@@ -606,11 +606,14 @@ class Store:
         limit: int,
         exclude: Collection[str] = (),
         is_dead: Callable[[str], bool] = owner_is_dead,
+        on_takeover: Callable[[Job], None] | None = None,
     ) -> list[Job]:
         """Lease up to `limit` active jobs of `upstream` that are due and not held by another live process.
 
         `exclude` names jobs this process is already working on. Jobs of other upstreams are never leased:
-        this process's key and base URL would not find their tasks.
+        this process's key and base URL would not find their tasks. `on_takeover` is called with the job
+        as it was for each lease taken from another owner (expired, or its process is dead), inside the
+        transaction (in a worker thread): it must be quick and must not touch the store.
         """
 
         def claim(db: sqlite3.Connection) -> list[Job]:
@@ -638,6 +641,8 @@ class Store:
                     (owner, now + lease_seconds, adopted.upstream_url, adopted.upstream_key, job.job_id),
                 )
                 claimed.append(adopted)
+                if on_takeover is not None and job.lease_owner not in (None, owner):
+                    on_takeover(job)
                 if len(claimed) >= limit:
                     break
             return claimed
@@ -833,6 +838,38 @@ class Store:
             ).fetchone()
         )
         return SpendTotal(known_usd=Decimal(row[0]) / PICODOLLARS, charges=row[1], unknown=row[2])
+
+    # -- operations (the HTTP server's /readyz and /metrics) ---------------------------------------
+
+    async def ready(self) -> str | None:
+        """None when the database answers and its schema is the one this code writes; otherwise one line
+        saying why not. One cheap read: a balancer asks every few seconds."""
+        try:
+            version = await self._run(lambda: int(self._db.execute("PRAGMA user_version").fetchone()[0]))
+        except (sqlite3.Error, StoreError) as exc:
+            return f"the state database cannot be read: {exc}"
+        if version != SCHEMA_VERSION:
+            return f"the state database has schema {version}, this code writes {SCHEMA_VERSION}"
+        return None
+
+    async def job_counts(self) -> dict[tuple[str, str], int]:
+        """How many jobs there are of each (kind, status)."""
+        rows = await self._run(
+            lambda: self._db.execute(
+                "SELECT kind, status, count(*) FROM jobs GROUP BY kind, status"
+            ).fetchall()
+        )
+        return {(kind, status): count for kind, status, count in rows}
+
+    async def due_count(self, now: float) -> int:
+        """How many active jobs are due for a poll (or a resubmit) at `now`, leased or not."""
+        row = await self._run(
+            lambda: self._db.execute(
+                f"SELECT count(*) FROM jobs WHERE {ACTIVE_CONDITION} AND next_poll_at <= ?",
+                (*ACTIVE_STATUSES, now),
+            ).fetchone()
+        )
+        return int(row[0])
 
     # -- cache -----------------------------------------------------------------------------------
 

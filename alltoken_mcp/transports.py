@@ -9,7 +9,6 @@ imports the simulator, and only when asked.
 from __future__ import annotations
 
 import errno
-import hmac
 import ipaddress
 import logging
 import math
@@ -20,17 +19,24 @@ import socket
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import TaskStatus
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from alltoken_mcp.redact import Redactor
 from alltoken_mcp.settings import Settings, SettingsError
 
+if TYPE_CHECKING:
+    from alltoken_mcp.draining import Drain
+
 logger = logging.getLogger(__name__)
 
 TOKEN_VAR = "ALLTOKEN_MCP_TOKEN"
+SHUTDOWN_GRACE_SECONDS = 10.0
+"""`http_listener.SHUTDOWN_GRACE_SECONDS` (not imported here: uvicorn loads only when serving HTTP)."""
+MAX_SHUTDOWN_GRACE_SECONDS = 600.0
 DEFAULT_READ_TIMEOUT = 10.0
 """Seconds an HTTP client has to deliver a whole request, headers and body, once its connection waits for
 one (see `http_listener`). MCP requests are small JSON bodies sent at once; only a stalled or hostile
@@ -68,41 +74,6 @@ def check_http_bind(settings: Settings, host: str) -> None:
         )
 
 
-class BearerTokenMiddleware:
-    """Rejects every HTTP request that does not carry `Authorization: Bearer <token>` (constant-time)."""
-
-    def __init__(self, app: ASGIApp, token: str) -> None:
-        self.app = app
-        self._expected = token.encode()
-
-    def _authorized(self, scope: Scope) -> bool:
-        supplied = dict(scope.get("headers") or []).get(b"authorization", b"")
-        scheme, _, credentials = supplied.strip().partition(b" ")
-        # The scheme is case-insensitive (RFC 9110 §11.1); the comparison of the secret is constant-time.
-        return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), self._expected)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not self._authorized(scope):
-            body = (
-                b'{"error": "unauthorized", "message": "this MCP endpoint needs '
-                b'Authorization: Bearer <ALLTOKEN_MCP_TOKEN>"}'
-            )
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 401,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"www-authenticate", b'Bearer realm="alltoken-mcp"'),
-                        (b"content-length", str(len(body)).encode()),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
-            return
-        await self.app(scope, receive, send)
-
-
 def _host_names(bind: str) -> list[str]:
     """The names a client may put in the Host header to reach this server.
 
@@ -129,13 +100,29 @@ def _allowed(names: list[str], prefix: str = "") -> list[str]:
     return [f"{prefix}{n}{suffix}" for n in names for suffix in ("", ":*")]
 
 
-def http_app(settings: Settings, host: str, allowed_hosts: Sequence[str] = ()) -> ASGIApp:
-    """The Streamable HTTP ASGI app: DNS-rebinding protection always on, bearer token when configured.
+def http_app(
+    settings: Settings,
+    host: str,
+    allowed_hosts: Sequence[str] = (),
+    *,
+    stateless: bool = False,
+    drain: Drain | None = None,
+    listening_url: str = "http://127.0.0.1:8000",
+) -> ASGIApp:
+    """The Streamable HTTP ASGI app: DNS-rebinding protection always on, bearer token when configured,
+    and the endpoints beside /mcp (`http_routes`).
 
     `allowed_hosts` adds names the guard accepts besides the bind address and this machine's own names
-    (a reverse proxy that passes its public Host through)."""
+    (a reverse proxy that passes its public Host through). `stateless`: no MCP sessions, every request
+    stands alone (for round-robin balancing). `listening_url` is where media URLs point when
+    `ALLTOKEN_MCP_PUBLIC_URL` is not set."""
     from mcp.server.transport_security import TransportSecuritySettings
 
+    from alltoken_mcp.app_state import HttpServing
+    from alltoken_mcp.draining import Drain
+    from alltoken_mcp.http_routes import HttpRoutes
+    from alltoken_mcp.media_urls import MediaLinks
+    from alltoken_mcp.metrics import Metrics
     from alltoken_mcp.server import build_server
 
     check_http_bind(settings, host)
@@ -145,11 +132,16 @@ def http_app(settings: Settings, host: str, allowed_hosts: Sequence[str] = ()) -
         allowed_hosts=_allowed(names),
         allowed_origins=_allowed(names, "http://") + _allowed(names, "https://"),
     )
-    server = build_server(settings)
-    app: ASGIApp = server.streamable_http_app(transport_security=security, host=host)
-    if settings.mcp_token:
-        app = BearerTokenMiddleware(app, settings.mcp_token)
-    return app
+    drain = drain or Drain()
+    serving = HttpServing(
+        media_links=MediaLinks.create(settings.public_url or listening_url, settings.media_secret),
+        metrics=Metrics(),
+    )
+    server = build_server(settings, http=serving, drain=drain)
+    app: ASGIApp = server.streamable_http_app(
+        transport_security=security, host=host, stateless_http=stateless
+    )
+    return HttpRoutes(app, serving=serving, drain=drain, token=settings.mcp_token)
 
 
 _HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]")
@@ -281,13 +273,32 @@ async def _serve_http(
     log_level: str,
     allowed_hosts: Sequence[str],
     read_timeout: float,
+    stateless: bool,
+    grace: float,
 ) -> None:
-    from alltoken_mcp.http_listener import serve_uvicorn
+    from alltoken_mcp.draining import Drain
+    from alltoken_mcp.http_listener import listening_url, serve_uvicorn
 
     async with _maybe_simulated(settings, simulate) as effective:
-        app = http_app(effective, host, allowed_hosts)
+        drain = Drain()
+        app = http_app(
+            effective,
+            host,
+            allowed_hosts,
+            stateless=stateless,
+            drain=drain,
+            listening_url=listening_url(sockets[0], ""),
+        )
         redactor = Redactor.from_settings(effective)
-        await serve_uvicorn(app, sockets, log_level=log_level, read_timeout=read_timeout, redactor=redactor)
+        await serve_uvicorn(
+            app,
+            sockets,
+            log_level=log_level,
+            read_timeout=read_timeout,
+            redactor=redactor,
+            drain=drain,
+            grace=grace,
+        )
 
 
 def serve(
@@ -300,8 +311,12 @@ def serve(
     log_level: str,
     allowed_hosts: Sequence[str] = (),
     read_timeout: float | None = None,
+    stateless: bool = False,
+    shutdown_grace: float | None = None,
 ) -> int:
     if not http:
+        if stateless:
+            raise SettingsError("--stateless is for --http (stdio has one client per process anyway)")
         anyio.run(_serve_stdio, settings, simulate)
         return 0
     # Everything is checked, and the port bound, before anything starts, so that a refusal is the only
@@ -313,9 +328,26 @@ def serve(
     read_timeout = DEFAULT_READ_TIMEOUT if read_timeout is None else read_timeout
     if not (0 < read_timeout < math.inf):
         raise SettingsError(f"--read-timeout {read_timeout} must be a positive number of seconds")
+    grace = SHUTDOWN_GRACE_SECONDS if shutdown_grace is None else shutdown_grace
+    if not (0 < grace <= MAX_SHUTDOWN_GRACE_SECONDS):
+        raise SettingsError(
+            f"--shutdown-grace {grace:g} must be more than 0 and at most "
+            f"{MAX_SHUTDOWN_GRACE_SECONDS:g} seconds"
+        )
     sockets = bind_sockets(host, port)
     try:
-        anyio.run(_serve_http, settings, simulate, host, sockets, log_level, allowed_hosts, read_timeout)
+        anyio.run(
+            _serve_http,
+            settings,
+            simulate,
+            host,
+            sockets,
+            log_level,
+            allowed_hosts,
+            read_timeout,
+            stateless,
+            grace,
+        )
     finally:
         for sock in sockets:
             sock.close()

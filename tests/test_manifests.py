@@ -50,9 +50,10 @@ EXPECTED_TOOLS = {
     "route_health",
 }
 
-HTTP_ONLY_SETTINGS = {"ALLTOKEN_MCP_TOKEN"}
-"""Settings only `serve --http` uses (the bearer token clients must send). Every manifest here starts the
-server over stdio, where they mean nothing, so they are not offered there."""
+HTTP_ONLY_SETTINGS = {"ALLTOKEN_MCP_TOKEN", "ALLTOKEN_MCP_MEDIA_SECRET", "ALLTOKEN_MCP_PUBLIC_URL"}
+"""Settings only `serve --http` uses (the bearer token clients must send, the media URL secret and base
+URL). Every manifest here starts the server over stdio, where they mean nothing, so they are not offered
+there."""
 
 USER_SHELL = {"ALLTOKEN_API_KEY": SIM_API_KEY}
 """The variables the user exported before starting a host that expands `${…}` references."""

@@ -1,5 +1,6 @@
-"""SIGTERM ends the server cleanly on both transports: the tool call in flight and the download in progress
-are abandoned, the download's temp file is removed, the job poller stops and releases its lease (so the
+"""SIGTERM ends the server cleanly on both transports: the tool call in flight is abandoned (stdio) or, on
+HTTP, given the drain time and then answered "shutting down, call again"; the download in progress is
+abandoned, its temp file is removed, the job poller stops and releases its lease (so the
 next server takes the job over without waiting), the process exits 0, and stderr holds no traceback.
 
 The server is the installed entry point in a subprocess (raw JSON lines over stdio; `serve --http` with
@@ -24,12 +25,14 @@ from typing import Any
 
 import anyio
 import httpx2
+import mcp_types as t
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from alltoken_mcp.simulator import RunningSimulator, SimConfig
 from tests.rawstdio import ENTRY_POINT, INITIALIZE_PARAMS, stdio_server
+from tests.serverkit import text_of
 from tests.test_http import http_server_process
 from tests.test_jobs_crash import finish_all, partial_files, server_env, until
 
@@ -146,16 +149,22 @@ async def test_sigterm_stops_the_http_server_mid_download_and_releases_the_lease
     async def on_progress(value: float, total: float | None, message: str | None) -> None:
         progressed.set()
 
+    handed_back: list[t.CallToolResult] = []
+
     async def wait_for_the_job(client: Client, job_id: str) -> None:
-        # Abandoned by the shutdown: the client sees its connection go (an error), never a result.
-        with pytest.raises(Exception):  # noqa: B017, PT011 (whatever the SDK makes of a dropped stream)
+        # Longer than the drain: handed back with an answer, not left to a dropped stream.
+        handed_back.append(
             await client.call_tool(
                 "job_status", {"job_id": job_id, "wait_seconds": 30}, progress_callback=on_progress
             )
+        )
 
     env = {**server_env(home, sim.base_url), "PATH": os.environ.get("PATH", "")}
     with anyio.fail_after(40):
-        async with http_server_process(env) as server, httpx2.AsyncClient(timeout=60) as http:
+        async with (
+            http_server_process(env, extra_args=["--shutdown-grace", "4"]) as server,
+            httpx2.AsyncClient(timeout=60) as http,
+        ):
             async with Client(streamable_http_client(server.url, http_client=http), mode="legacy") as client:  # type: ignore[arg-type]
                 started = await client.call_tool("alltoken_video", {"prompt": "waves", "wait_seconds": 0})
                 assert isinstance(started.structured_content, dict)
@@ -172,6 +181,9 @@ async def test_sigterm_stops_the_http_server_mid_download_and_releases_the_lease
             stderr = "\n".join(server.stderr)
     assert_shut_down_cleanly(status, stderr, home)
     assert "ERROR" not in stderr  # the event streams cut short by the shutdown are not reported as errors
+    [answer] = handed_back
+    assert answer.is_error
+    assert "job_status was interrupted: this AllToken MCP server is shutting down" in text_of(answer)
 
 
 def unread_bytes(fd: int) -> int:

@@ -256,6 +256,7 @@ class AllTokenClient:
         origin: str | None = None,
         limits: httpx2.Limits = DEFAULT_LIMITS,
         resolver: Resolver = system_resolver,
+        on_response: Callable[[httpx2.Response], Awaitable[None]] | None = None,
     ) -> None:
         url = httpx2.URL(base_url.rstrip("/"))
         if url.scheme not in ("http", "https") or not url.host:
@@ -272,6 +273,7 @@ class AllTokenClient:
         self._trusted_origin = urlpolicy.Origin.of(url)
         self._resolve = resolver
         self._limits = limits
+        self._on_response = on_response  # every response, each attempt and hop: the HTTP server's metrics
         self._pool: httpx2.AsyncClient | None = None
         self._closed = False
 
@@ -327,6 +329,7 @@ class AllTokenClient:
                 limits=self._limits,
                 headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
                 follow_redirects=False,
+                event_hooks={"response": [self._on_response]} if self._on_response else None,
             )
         return self._pool
 

@@ -62,6 +62,8 @@ SETTINGS = (
     "ALLTOKEN_DAILY_BUDGET_USD",
     "ALLTOKEN_CONFIRM",
     "ALLTOKEN_PREVIEWS",
+    "ALLTOKEN_MCP_MEDIA_SECRET",
+    "ALLTOKEN_MCP_PUBLIC_URL",
 )
 """Every setting the server reads besides the key (a test compares this with what `load_settings` reads)."""
 

@@ -38,6 +38,7 @@ from alltoken_mcp.errors import AllTokenError
 from alltoken_mcp.formats import byte_size
 from alltoken_mcp.job_records import ANSWER_PROMPT_CHARS, JobAnswer, JobRecord, JobSummary, prompt_start
 from alltoken_mcp.jobs import ForeignJobError, Progress, SubmitRejected, UnknownJobError
+from alltoken_mcp.media_urls import LINK_SECONDS, MediaLinks
 from alltoken_mcp.settings import Settings, Upstream
 from alltoken_mcp.store import Delivery, Job, JobKind, JobStatus, StoreError
 from alltoken_mcp.tools.error_text import reports_store_errors, tool_error
@@ -97,13 +98,16 @@ def job_result(
     max_wait_seconds: float,
     here: Upstream | None = None,
     shown: dict[int, previews.Preview] | None = None,
+    links: MediaLinks | None = None,
 ) -> t.CallToolResult:
     """Short text for the model, a resource_link per saved file (followed by its preview, if `shown` has
     one for its index), the job's `JobAnswer` as structuredContent. `max_wait_seconds` is the longest wait
     the next-step hint may suggest. With `here`, a job of another upstream is marked as such (see
-    `JobRecord.from_job`)."""
+    `JobRecord.from_job`). With `links` (serving HTTP), each saved file also gets a signed download URL,
+    for a host that cannot read this machine's disk."""
     record = JobRecord.from_job(job, here)
-    text = _job_text(record, warnings, max_wait_seconds)
+    downloads = [links.url(job.job_id, i) for i in range(len(record.files))] if links else None
+    text = _job_text(record, warnings, max_wait_seconds, downloads)
     content: list[t.ContentBlock] = [t.TextContent(type="text", text=text)]
     for index, saved in enumerate(record.files):
         content.append(
@@ -120,7 +124,7 @@ def job_result(
         if preview is not None:
             data = base64.b64encode(preview.data).decode("ascii")
             content.append(t.ImageContent(type="image", data=data, mime_type=preview.mime_type))
-    answer = JobAnswer.from_record(record, warnings)
+    answer = JobAnswer.from_record(record, warnings, downloads)
     return t.CallToolResult(content=content, structured_content=answer.dump())
 
 
@@ -157,7 +161,9 @@ class _Previews:
         return shown, problems
 
 
-def _job_text(record: JobRecord, warnings: Sequence[str], max_wait_seconds: float) -> str:
+def _job_text(
+    record: JobRecord, warnings: Sequence[str], max_wait_seconds: float, downloads: Sequence[str] | None
+) -> str:
     head = f"{record.kind.capitalize()} job {record.job_id} ({record.model}) is {record.status}"
     if record.upstream_id:
         head += f" [AllToken task {record.upstream_id}]"
@@ -165,10 +171,12 @@ def _job_text(record: JobRecord, warnings: Sequence[str], max_wait_seconds: floa
         head + ".",
         f'Prompt ({len(record.prompt):,} characters): "{prompt_start(record.prompt, ANSWER_PROMPT_CHARS)}"',
     ]
-    for saved in record.files:
+    for index, saved in enumerate(record.files):
         lines.append(
             f"Saved {saved.role}: {saved.path} ({byte_size(saved.bytes)}, {saved.mime_type}; {saved.uri})"
         )
+        if downloads:
+            lines.append(f"Download ({LINK_SECONDS // 60} min): {downloads[index]}")
     if record.error is not None:
         lines.append(f"Error {record.error.code}: {record.error.message}")
     if record.note:
@@ -280,6 +288,7 @@ async def _submit_and_wait(
         max_wait_seconds=state.settings.max_wait_seconds,
         here=state.jobs.upstream,
         shown=shown,
+        links=state.media_links,
     )
 
 
@@ -748,6 +757,7 @@ def register(server: MCPServer[AppState], settings: Settings) -> None:
             max_wait_seconds=state.settings.max_wait_seconds,
             here=state.jobs.upstream,
             shown=shown,
+            links=state.media_links,
         )
 
     @server.tool(
@@ -774,7 +784,12 @@ def register(server: MCPServer[AppState], settings: Settings) -> None:
             raise ToolError(str(exc)) from exc
         except AllTokenError as exc:
             raise tool_error(exc) from exc
-        return job_result(job, max_wait_seconds=state.settings.max_wait_seconds, here=state.jobs.upstream)
+        return job_result(
+            job,
+            max_wait_seconds=state.settings.max_wait_seconds,
+            here=state.jobs.upstream,
+            links=state.media_links,
+        )
 
     @server.tool(
         name="list_jobs",
