@@ -21,7 +21,7 @@ from alltoken_mcp.errors import APIStatusError, MissingAPIKeyError
 from alltoken_mcp.jobs import IDEMPOTENCY_TRUST_SECONDS, JobManager, SubmitRejected
 from alltoken_mcp.settings import Settings
 from alltoken_mcp.simulator import SIM_API_KEY, RunningSimulator
-from alltoken_mcp.store import Job, Store, new_job_id, process_owner
+from alltoken_mcp.store import Job, SqliteStore, Store, new_job_id, process_owner
 from tests.rawserver import RawResponse, raw_server
 from tests.serverkit import DEAD_BASE_URL, settings_for
 
@@ -36,7 +36,7 @@ PAST_WINDOW = IDEMPOTENCY_TRUST_SECONDS + 5
 @asynccontextmanager
 async def manager(settings: Settings) -> AsyncIterator[tuple[JobManager, Store]]:
     """A job manager on a fresh store; one attempt per request, so a failure is seen at once."""
-    store = await Store.open(settings.database_path)
+    store = await SqliteStore.open(settings.database_path)
     try:
         async with AllTokenClient(
             base_url=settings.base_url, api_key=settings.api_key, retry=RetryPolicy(max_attempts=1)

@@ -10,7 +10,7 @@ import anyio
 
 from alltoken_mcp.client import AllTokenClient
 from alltoken_mcp.jobs import JobManager
-from alltoken_mcp.store import Store, process_owner
+from alltoken_mcp.store import SqliteStore, process_owner
 from tests.rawserver import RawResponse, raw_server
 from tests.serverkit import settings_for
 
@@ -26,7 +26,7 @@ async def run_job(
 ) -> dict[str, object]:
     async with raw_server(answer(202, created), answer(200, polled)) as upstream:
         settings = settings_for(tmp_path, upstream.base_url)
-        store = await Store.open(settings.database_path)
+        store = await SqliteStore.open(settings.database_path)
         try:
             async with AllTokenClient(base_url=settings.base_url, api_key=settings.api_key) as client:
                 jobs = JobManager(store=store, client=client, settings=settings, owner=process_owner())

@@ -17,22 +17,22 @@ from pydantic import ValidationError
 from alltoken_mcp.job_records import JobRecord
 from alltoken_mcp.settings import Upstream, key_fingerprint
 from alltoken_mcp.store import (
-    _JOB_COLUMNS,
-    _MIGRATIONS,
+    JOB_COLUMNS,
     SCHEMA_VERSION,
     Charge,
     ImageSource,
     Job,
     MediaFile,
     SpendTotal,
-    Store,
+    SqliteStore,
     StoreError,
-    _to_column,
     list_jobs_query,
     new_job_id,
     owner_is_dead,
     process_owner,
+    to_column,
 )
+from alltoken_mcp.store.schema import SQLITE_MIGRATIONS
 
 HERE = Upstream("http://127.0.0.1:9/v1", key_fingerprint("sk-test-key-here"))
 """The upstream of the jobs `make_job` builds and of the claims below."""
@@ -59,7 +59,7 @@ def make_job(**changes: object) -> Job:
 
 
 async def test_new_database_gets_current_schema_and_wal(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "state" / "db.sqlite3")
+    store = await SqliteStore.open(tmp_path / "state" / "db.sqlite3")
     await store.close()
     db = sqlite3.connect(tmp_path / "state" / "db.sqlite3")
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
@@ -70,11 +70,11 @@ async def test_new_database_gets_current_schema_and_wal(tmp_path: Path) -> None:
 
 async def test_reopening_keeps_data_and_does_not_migrate_again(tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite3"
-    store = await Store.open(path)
+    store = await SqliteStore.open(path)
     job = make_job()
     await store.insert_job(job)
     await store.close()
-    store = await Store.open(path)
+    store = await SqliteStore.open(path)
     try:
         assert await store.get_job(job.job_id) == job
     finally:
@@ -94,14 +94,14 @@ _ADDED_AFTER = {
 def _old_database(path: Path, job: Job, version: int) -> None:
     """A database as release schema `version` left it, holding `job`."""
     db = sqlite3.connect(path)
-    for script in _MIGRATIONS[:version]:
+    for script in SQLITE_MIGRATIONS[:version]:
         for statement in script.split(";"):
             if statement.strip():
                 db.execute(statement)
-    columns = [c for c in _JOB_COLUMNS if c not in _ADDED_AFTER[version]]
+    columns = [c for c in JOB_COLUMNS if c not in _ADDED_AFTER[version]]
     db.execute(
         f"INSERT INTO jobs ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})",
-        [_to_column(c, getattr(job, c)) for c in columns],
+        [to_column(c, getattr(job, c)) for c in columns],
     )
     db.execute(f"PRAGMA user_version = {version}")
     db.commit()
@@ -112,7 +112,7 @@ async def test_a_version_1_database_is_upgraded_and_keeps_its_jobs(tmp_path: Pat
     path = tmp_path / "db.sqlite3"
     job = make_job(status="processing", poll_failures=3, upstream_url=None, upstream_key=None)
     await anyio.to_thread.run_sync(_old_database, path, job, 1)
-    store = await Store.open(path)
+    store = await SqliteStore.open(path)
     try:
         assert await store.get_job(job.job_id) == job
         updated = await store.update_job(job.job_id, download_failures=2)
@@ -148,7 +148,7 @@ async def test_a_version_3_database_written_by_the_last_release_opens_and_reads_
     db.execute("UPDATE jobs SET files = ?, sources = ? WHERE job_id = ?", (V3_FILES, V3_SOURCES, job.job_id))
     db.commit()
     db.close()
-    store = await Store.open(path)
+    store = await SqliteStore.open(path)
     try:
         read = await store.get_job(job.job_id)
         assert read is not None
@@ -183,7 +183,7 @@ async def test_a_version_3_database_written_by_the_last_release_opens_and_reads_
 
 async def test_a_job_whose_stored_files_cannot_be_read_is_a_one_line_store_error(tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite3"
-    store = await Store.open(path)
+    store = await SqliteStore.open(path)
     try:
         job = make_job()
         await store.insert_job(job)
@@ -201,7 +201,7 @@ async def test_a_job_whose_stored_files_cannot_be_read_is_a_one_line_store_error
 
 
 async def test_a_malformed_file_entry_is_refused_before_it_is_written(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3")
+    store = await SqliteStore.open(tmp_path / "db.sqlite3")
     try:
         job = make_job()
         await store.insert_job(job)
@@ -219,7 +219,7 @@ async def test_a_version_2_job_belongs_to_no_upstream_until_a_server_with_a_key_
     job = make_job(status="processing", upstream_url=None, upstream_key=None)
     await anyio.to_thread.run_sync(_old_database, path, job, 2)
     keyless = Upstream(HERE.base_url, None)
-    store = await Store.open(path)
+    store = await SqliteStore.open(path)
     try:
         assert await store.get_job(job.job_id) == job
         now = time.time()
@@ -240,7 +240,7 @@ async def test_a_version_2_job_belongs_to_no_upstream_until_a_server_with_a_key_
 
 
 async def test_only_jobs_of_the_claiming_upstream_are_leased_or_waited_for(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3")
+    store = await SqliteStore.open(tmp_path / "db.sqlite3")
     try:
         now = time.time()
         mine = make_job(next_poll_at=now + 1)
@@ -270,25 +270,25 @@ async def test_newer_schema_is_refused_with_advice(tmp_path: Path) -> None:
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     db.close()
     with pytest.raises(StoreError, match="newer than this alltoken-mcp"):
-        await Store.open(path)
+        await SqliteStore.open(path)
 
 
 async def test_corrupt_file_is_a_clear_store_error(tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite3"
     path.write_bytes(b"this is not a database" * 100)
     with pytest.raises(StoreError, match=r"unusable.*move it aside"):
-        await Store.open(path)
+        await SqliteStore.open(path)
 
 
 async def test_unopenable_location_is_a_store_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(StoreError, match="cannot open the state database"):
-        await Store.open(blocker / "db.sqlite3")
+        await SqliteStore.open(blocker / "db.sqlite3")
 
 
 async def test_job_round_trip_update_and_listing(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3")
+    store = await SqliteStore.open(tmp_path / "db.sqlite3")
     try:
         older = make_job(created_at=1.0, kind="video")
         newer = make_job(created_at=2.0)
@@ -334,7 +334,7 @@ async def test_listing_jobs_reads_the_newest_rows_off_an_index_without_sorting(
     tmp_path: Path, kind: str | None, status: str | None, search: str | None
 ) -> None:
     path = tmp_path / "db.sqlite3"
-    await (await Store.open(path)).close()
+    await (await SqliteStore.open(path)).close()
     sql, params = list_jobs_query(kind=kind, status=status, limit=20)
     db = sqlite3.connect(path)
     plan = [step for *_, step in db.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
@@ -356,7 +356,7 @@ async def test_malformed_job_ids_never_reach_sql(tmp_path: Path, job_id: str) ->
     """A row stored under the malformed id (by hand, or by a release without the check) is there to be
     found: only the id check keeps `get_job` from looking it up."""
     path = tmp_path / "db.sqlite3"
-    store = await Store.open(path)
+    store = await SqliteStore.open(path)
     try:
         job = make_job()
         await store.insert_job(job)
@@ -371,7 +371,7 @@ async def test_malformed_job_ids_never_reach_sql(tmp_path: Path, job_id: str) ->
 @pytest.mark.parametrize("conversation_id", ["conv_../../x", "CONV_0123456789abcdef", "conv_0123", ""])
 async def test_malformed_conversation_ids_never_reach_sql(tmp_path: Path, conversation_id: str) -> None:
     path = tmp_path / "db.sqlite3"
-    store = await Store.open(path)
+    store = await SqliteStore.open(path)
     try:
         kept = await store.save_turn(
             None, system="s", model="m", messages=[{"role": "user", "content": "hi"}]
@@ -400,7 +400,7 @@ def _copy_row(path: Path, table: str, key: str, source: str, copy: str) -> None:
 
 
 async def test_update_with_owner_fails_once_the_lease_is_lost(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3")
+    store = await SqliteStore.open(tmp_path / "db.sqlite3")
     try:
         job = make_job()
         await store.insert_job(job)
@@ -415,7 +415,7 @@ async def test_update_with_owner_fails_once_the_lease_is_lost(tmp_path: Path) ->
 
 async def test_leases_are_exclusive_across_connections_until_they_expire(tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite3"
-    first, second = await Store.open(path), await Store.open(path)
+    first, second = await SqliteStore.open(path), await SqliteStore.open(path)
     try:
         jobs = [make_job() for _ in range(6)]
         for job in jobs:
@@ -448,7 +448,7 @@ async def test_leases_are_exclusive_across_connections_until_they_expire(tmp_pat
 
 
 async def test_a_dead_owners_lease_is_taken_over_at_once(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3")
+    store = await SqliteStore.open(tmp_path / "db.sqlite3")
     try:
         job = make_job()
         await store.insert_job(job)
@@ -481,7 +481,7 @@ def test_owner_is_dead_checks_real_processes() -> None:
 
 
 async def test_next_due_skips_live_leases_and_idle_is_none(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3")
+    store = await SqliteStore.open(tmp_path / "db.sqlite3")
     try:
         assert await store.next_due_at("me", upstream=HERE, now=time.time()) is None
         now = time.time()
@@ -501,7 +501,7 @@ async def test_next_due_skips_live_leases_and_idle_is_none(tmp_path: Path) -> No
 
 async def test_conversations_survive_reopen(tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite3"
-    store = await Store.open(path)
+    store = await SqliteStore.open(path)
     conversation_id = await store.save_turn(
         None, system="be brief", model="m", messages=[{"role": "user", "content": "hi"}]
     )
@@ -512,7 +512,7 @@ async def test_conversations_survive_reopen(tmp_path: Path) -> None:
         messages=[{"role": "assistant", "content": "hello"}, {"role": "user", "content": "again"}],
     )
     await store.close()
-    store = await Store.open(path)
+    store = await SqliteStore.open(path)
     try:
         conversation = await store.get_conversation(conversation_id)
         assert conversation is not None
@@ -526,7 +526,7 @@ async def test_conversations_survive_reopen(tmp_path: Path) -> None:
 
 
 async def test_concurrent_turns_from_one_process_keep_every_message(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3")
+    store = await SqliteStore.open(tmp_path / "db.sqlite3")
     try:
         conversation_id = await store.save_turn(None, system=None, model=None, messages=[])
 
@@ -546,7 +546,7 @@ async def test_concurrent_turns_from_one_process_keep_every_message(tmp_path: Pa
 
 
 async def test_turns_written_together_each_keep_their_own_conversation_and_messages(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3")
+    store = await SqliteStore.open(tmp_path / "db.sqlite3")
     try:
         saved: dict[int, str] = {}
 
@@ -573,7 +573,7 @@ async def test_turns_written_together_each_keep_their_own_conversation_and_messa
 async def test_a_turn_that_cannot_be_saved_fails_alone_and_the_turns_written_with_it_are_kept(
     tmp_path: Path,
 ) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3")
+    store = await SqliteStore.open(tmp_path / "db.sqlite3")
     try:
         outcomes: dict[str, object] = {}
 
@@ -602,7 +602,7 @@ async def test_a_turn_that_cannot_be_saved_fails_alone_and_the_turns_written_wit
 
 
 async def test_a_turn_cancelled_before_its_write_started_is_not_written(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3")
+    store = await SqliteStore.open(tmp_path / "db.sqlite3")
     try:
         cancelled = anyio.CancelScope()
 
@@ -635,7 +635,7 @@ async def test_a_turn_cancelled_before_its_write_started_is_not_written(tmp_path
 
 
 async def test_turns_queued_behind_a_cancelled_call_are_still_written(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3")
+    store = await SqliteStore.open(tmp_path / "db.sqlite3")
     try:
         cancelled = anyio.CancelScope()
         saved: list[str] = []
@@ -671,7 +671,7 @@ async def test_turns_queued_behind_a_cancelled_call_are_still_written(tmp_path: 
 
 
 async def test_cache_put_get_replace(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3")
+    store = await SqliteStore.open(tmp_path / "db.sqlite3")
     try:
         assert await store.cache_get("k") is None
         await store.cache_put("k", {"a": [1, 2]})
@@ -682,7 +682,7 @@ async def test_cache_put_get_replace(tmp_path: Path) -> None:
 
 
 async def test_save_turn_creates_or_continues_a_conversation_in_one_step(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3")
+    store = await SqliteStore.open(tmp_path / "db.sqlite3")
     try:
         first = await store.save_turn(
             None,
@@ -715,7 +715,7 @@ async def test_a_version_4_database_gains_the_ledger_and_its_jobs_read_with_no_k
     path = tmp_path / "db.sqlite3"
     job = make_job(status="completed")
     await anyio.to_thread.run_sync(_old_database, path, job, 4)
-    store = await Store.open(path)
+    store = await SqliteStore.open(path)
     try:
         assert await store.get_job(job.job_id) == job
         assert (job.request_id, job.cost_usd) == (None, None)
@@ -726,7 +726,7 @@ async def test_a_version_4_database_gains_the_ledger_and_its_jobs_read_with_no_k
 
 
 async def test_the_ledger_sums_known_costs_exactly_and_counts_the_unknown_ones(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3")
+    store = await SqliteStore.open(tmp_path / "db.sqlite3")
     now = time.time()
     other = Upstream(HERE.base_url, key_fingerprint("sk-another-key-0000"))
     try:
@@ -746,7 +746,7 @@ async def test_the_ledger_sums_known_costs_exactly_and_counts_the_unknown_ones(t
 async def test_a_jobs_charge_is_recorded_once_and_a_later_known_cost_replaces_the_unknown_one(
     tmp_path: Path,
 ) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3")
+    store = await SqliteStore.open(tmp_path / "db.sqlite3")
     try:
         await store.record_charge(Charge("image", "m", None, time.time(), HERE, job_id="job_1"))
         await store.record_charge(Charge("image", "m", Decimal("0.05"), time.time(), HERE, job_id="job_1"))

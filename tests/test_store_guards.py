@@ -14,14 +14,14 @@ import pytest
 
 from alltoken_mcp.redact import REDACTED, Redactor
 from alltoken_mcp.settings import Upstream, key_fingerprint
-from alltoken_mcp.store import Store, UpstreamTaskTaken, new_job_id, owner_is_dead
+from alltoken_mcp.store import SqliteStore, UpstreamTaskTaken, new_job_id, owner_is_dead
 from tests.test_store import HERE, make_job
 
 SECRET = "sk-live-store-guard-0123456789"
 
 
 async def test_one_upstream_task_belongs_to_one_job(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3")
+    store = await SqliteStore.open(tmp_path / "db.sqlite3")
     try:
         first, second = make_job(upstream_id="vgen_shared"), make_job()
         await store.insert_job(first)
@@ -37,7 +37,7 @@ async def test_one_upstream_task_belongs_to_one_job(tmp_path: Path) -> None:
 
 
 async def test_a_well_formed_id_that_is_not_stored_is_none(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3")
+    store = await SqliteStore.open(tmp_path / "db.sqlite3")
     try:
         assert await store.get_job(new_job_id()) is None
         assert await store.get_conversation("conv_0123456789abcdef") is None
@@ -47,7 +47,7 @@ async def test_a_well_formed_id_that_is_not_stored_is_none(tmp_path: Path) -> No
 
 
 async def test_a_finished_job_is_updated_unless_only_active_ones_may_be(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3")
+    store = await SqliteStore.open(tmp_path / "db.sqlite3")
     try:
         job = make_job(status="completed")
         await store.insert_job(job)
@@ -61,7 +61,7 @@ async def test_a_finished_job_is_updated_unless_only_active_ones_may_be(tmp_path
 
 
 async def test_the_listing_is_newest_first_twenty_by_default_and_filters_combine(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3")
+    store = await SqliteStore.open(tmp_path / "db.sqlite3")
     try:
         jobs = [make_job(created_at=float(i), kind="video" if i % 2 else "image") for i in range(25)]
         jobs[3] = make_job(created_at=3.0, kind="video", status="failed")
@@ -79,7 +79,7 @@ async def test_the_listing_is_newest_first_twenty_by_default_and_filters_combine
 async def test_the_next_due_job_counts_live_leases_from_their_expiry(tmp_path: Path) -> None:
     """Each job's due time as `next_due_at` must see it: its own poll time, or a live other owner's
     lease expiry; the earliest of them wins, wherever it is in the table, and excluded jobs do not count."""
-    store = await Store.open(tmp_path / "db.sqlite3")
+    store = await SqliteStore.open(tmp_path / "db.sqlite3")
     now = time.time()
     try:
         excluded = make_job(next_poll_at=now - 50)
@@ -132,7 +132,7 @@ def test_a_job_belongs_only_to_the_upstream_it_records(
 
 
 async def test_upstream_texts_are_redacted_when_stored_and_requests_are_not(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3", redactor=Redactor.for_secrets([("KEY", SECRET)]))
+    store = await SqliteStore.open(tmp_path / "db.sqlite3", redactor=Redactor.for_secrets([("KEY", SECRET)]))
     try:
         job = make_job(error_message=f"echoed {SECRET}", prompt=f"a prompt with {SECRET}")
         await store.insert_job(job)
@@ -160,7 +160,7 @@ async def test_upstream_texts_are_redacted_when_stored_and_requests_are_not(tmp_
 
 
 async def test_a_conversation_reads_back_whole(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3")
+    store = await SqliteStore.open(tmp_path / "db.sqlite3")
     try:
         before = time.time()
         conversation_id = await store.save_turn(
@@ -187,7 +187,7 @@ async def test_a_conversation_reads_back_whole(tmp_path: Path) -> None:
 
 async def test_a_database_in_a_folder_that_does_not_exist_yet_is_created(tmp_path: Path) -> None:
     path = tmp_path / "a" / "b" / "c" / "state.sqlite3"
-    store = await Store.open(path)
+    store = await SqliteStore.open(path)
     await store.close()
     assert path.is_file()
 
@@ -205,7 +205,7 @@ def test_checking_an_owner_leaves_a_live_process_running() -> None:
 
 
 async def test_a_lease_that_ends_now_is_free_to_take(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3")
+    store = await SqliteStore.open(tmp_path / "db.sqlite3")
     now = time.time()
     try:
         job = make_job(lease_owner="alive", lease_expires_at=now)
