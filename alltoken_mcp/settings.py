@@ -354,7 +354,10 @@ def _mcp_token(value: str | None, name: str) -> str | None:
 
 def shown_url(url: str) -> str:
     """`url` as it may be shown or logged: a password in it (user:password@, ?password=) is replaced by
-    `***`. Also for URLs this module did not validate (it never raises)."""
+    `***`. Anything that is not a URL (a keyword=value string may hold password=…) is not shown at all.
+    Never raises."""
+    if "://" not in url:
+        return "***"
     try:
         parts = urlsplit(url)
         netloc = parts.netloc
@@ -379,18 +382,20 @@ def _database_url(value: str, name: str) -> str:
     store's job, with its own one-line errors. The value is quoted back without its password."""
     url = value.strip()
     shown = shown_url(url)
-    if any(c.isspace() or not c.isprintable() for c in url):
-        raise SettingsError(f"{name}={shown!r} contains whitespace or control characters")
     parts = urlsplit(url)
-    if parts.scheme not in ("postgresql", "postgres"):
+    if parts.scheme not in ("postgresql", "postgres") or not url[len(parts.scheme) :].startswith("://"):
         raise SettingsError(
             f"{name}={shown!r} is not a postgresql:// URL; expected e.g. {DATABASE_URL_EXAMPLE} "
             "(unset it to keep the embedded SQLite file)"
         )
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise SettingsError(f"{name}={shown!r} contains whitespace or control characters")
     try:
-        parts.port  # noqa: B018 (raises for a port that is not a number in range)
+        port = parts.port  # raises for a port that is not a number in range
     except ValueError:
-        raise SettingsError(f"{name}={shown!r} has an invalid port (1-65535)") from None
+        port = 0
+    if port == 0:  # (None: libpq's default, 5432)
+        raise SettingsError(f"{name}={shown!r} has an invalid port (1-65535)")
     if parts.fragment:
         raise SettingsError(f"{name}={shown!r} must not carry a fragment (#...)")
     return url

@@ -74,4 +74,8 @@ __all__ = [
 async def open_store(settings: Settings, *, redactor: Redactor | None = None) -> Store:
     """The store the settings name: PostgreSQL at `settings.database_url`, else the SQLite file in the
     home directory. Raises `StoreError` (one line) when it cannot be opened."""
+    if settings.database_url is not None:
+        from alltoken_mcp.store.postgres import PostgresStore  # the driver loads only for a team server
+
+        return await PostgresStore.open(settings.database_url, redactor=redactor)
     return await SqliteStore.open(settings.database_path, redactor=redactor)
