@@ -32,11 +32,9 @@ from alltoken_mcp.store.records import Charge, Conversation, Job, SpendTotal, ow
 
 @dataclass(frozen=True)
 class JobChange:
-    """Another process changed a job (published with `publish_job_change`). `announce`: its status or
-    files changed, so resource subscribers are told (a change of notes or poll times is not announced)."""
+    """Another process changed a job's status or files (published with `publish_job_change`)."""
 
     job_id: str
-    announce: bool
 
 
 class Store(ABC):
@@ -122,9 +120,9 @@ class Store(ABC):
     # -- job changes across processes ------------------------------------------------------------
 
     @abstractmethod
-    async def publish_job_change(self, job_id: str, *, announce: bool) -> None:
-        """Tell the other processes sharing the store that `job_id` changed (best effort: a process
-        that misses it still sees the change when it next re-reads the job)."""
+    async def publish_job_change(self, job_id: str) -> None:
+        """Tell the other processes sharing the store that `job_id`'s status or files changed (best
+        effort: a process that misses it still sees the change when it next re-reads the job)."""
 
     @abstractmethod
     async def follow_job_changes(self, deliver: Callable[[JobChange], Awaitable[None]]) -> None:

@@ -306,8 +306,8 @@ class PostgresStore(Store):
 
     # -- job changes across replicas: NOTIFY / LISTEN --------------------------------------------
 
-    async def publish_job_change(self, job_id: str, *, announce: bool) -> None:
-        payload = json.dumps({"job": job_id, "announce": announce, "from": self._instance})
+    async def publish_job_change(self, job_id: str) -> None:
+        payload = json.dumps({"job": job_id, "from": self._instance})
         async with self._transaction() as db:  # delivered to the listeners when it commits
             await db.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
 
@@ -345,7 +345,7 @@ class PostgresStore(Store):
             message = json.loads(payload)
             if message["from"] == self._instance:
                 return None
-            return JobChange(job_id=str(message["job"]), announce=bool(message["announce"]))
+            return JobChange(job_id=str(message["job"]))
         except (ValueError, KeyError, TypeError):
             logger.warning("ignored a malformed job change notice on %s: %.100r", CHANNEL, payload)
             return None

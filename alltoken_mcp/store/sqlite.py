@@ -366,7 +366,7 @@ class SqliteStore(Store):
 
     # -- job changes across processes: none; processes sharing the file re-read it (see jobs.py) ------
 
-    async def publish_job_change(self, job_id: str, *, announce: bool) -> None:
+    async def publish_job_change(self, job_id: str) -> None:
         return None
 
     async def follow_job_changes(self, deliver: Callable[[JobChange], Awaitable[None]]) -> None:
