@@ -140,8 +140,12 @@ class PostgresStore(Store):
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[Connection]:
         """One pooled connection for one transaction: committed when the block ends, rolled back when
-        it raises; database failures become one-line StoreErrors."""
-        with _mapped_errors(self._url):
+        it raises; database failures become one-line StoreErrors.
+
+        Shielded from cancellation, as a SQLite call in its worker thread is: a call that has started
+        finishes (a transaction is short), so a cancelled caller never leaves a connection half-used,
+        neither returned to the pool nor closed."""
+        with anyio.CancelScope(shield=True), _mapped_errors(self._url):
             async with self._pool.connection() as connection, connection.transaction():
                 yield connection
 
@@ -321,7 +325,7 @@ class PostgresStore(Store):
                 connection = await psycopg.AsyncConnection.connect(
                     self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS
                 )
-                async with connection:
+                try:
                     await connection.execute(f"LISTEN {CHANNEL}")
                     if broken:
                         logger.warning("hearing other replicas' job changes again")
@@ -330,6 +334,9 @@ class PostgresStore(Store):
                         change = self._heard(notice.payload)
                         if change is not None:
                             await deliver(change)
+                finally:
+                    with anyio.CancelScope(shield=True):  # closed also when cancelled (at shutdown)
+                        await connection.close()
             except psycopg.Error as exc:
                 if not broken:
                     logger.warning(
