@@ -286,13 +286,17 @@ def _candidates(path: Path) -> Iterator[Path]:
         yield path.with_name(f"{path.stem}-{n}{path.suffix}")
 
 
-def _place(temp: Path, final: Path, size: int, sha256: str) -> Path:
-    """Give the finished temp file its final name without ever replacing a different file.
+def _place(temp: Path, final: Path, size: int, sha256: str, *, replace: bool = False) -> Path:
+    """Give the finished temp file its final name without ever replacing a different file, unless
+    `replace` (the caller asked to overwrite `final`: one atomic rename).
 
     Tries `final`, then `final-1`, `final-2`...; a candidate already holding exactly these bytes is
     reused (a re-delivery after a crash) and the temp dropped. Hard links make the claim atomic
     across processes; filesystems without them fall back to check-then-replace.
     """
+    if replace:
+        os.replace(temp, final)
+        return final
     for candidate in _candidates(final):
         try:
             existing = candidate.stat()
@@ -324,8 +328,12 @@ def _place(temp: Path, final: Path, size: int, sha256: str) -> Path:
 class AtomicWriter:
     """Accepts chunks for one file; created by `atomic_file`. Not safe for concurrent `write` calls."""
 
-    def __init__(self, final: Path, *, max_bytes: int | None, mime_type: str | None) -> None:
+    def __init__(
+        self, final: Path, *, max_bytes: int | None, mime_type: str | None, replace: bool, tag: str
+    ) -> None:
         self._final = final
+        self._replace = replace
+        self._tag = tag
         self._max_bytes = max_bytes
         self._mime_type = mime_type
         self._temp: Path | None = None
@@ -404,8 +412,10 @@ class AtomicWriter:
 
     async def _open(self) -> None:
         directory = self._final.parent
-        # ".<final>.<random>.partial": hidden, and visibly unfinished to anyone listing the directory.
-        temp = directory / f".{self._final.name[:NAME_MAX]}.{secrets.token_hex(4)}.partial"
+        # ".<final>.<tag>.<random>.partial": hidden, and visibly unfinished to anyone listing the directory;
+        # the tag (a job id) lets `remove_partials` find a dead writer's temp whatever the final name is.
+        tag = f"{self._tag}." if self._tag else ""
+        temp = directory / f".{self._final.name[:NAME_MAX]}.{tag}{secrets.token_hex(4)}.partial"
 
         def create() -> int:
             directory.mkdir(parents=True, exist_ok=True)
@@ -430,7 +440,7 @@ class AtomicWriter:
             os.fsync(fd)
             os.close(fd)
             self._fd = None
-            placed = _place(temp, final, size, sha256)
+            placed = _place(temp, final, size, sha256, replace=self._replace)
             self._temp = None
             _fsync_dir(final.parent)
             return placed
@@ -461,16 +471,23 @@ class AtomicWriter:
 
 @asynccontextmanager
 async def atomic_file(
-    path: Path, *, max_bytes: int | None = None, mime_type: str | None = None
+    path: Path,
+    *,
+    max_bytes: int | None = None,
+    mime_type: str | None = None,
+    replace: bool = False,
+    tag: str = "",
 ) -> AsyncIterator[AtomicWriter]:
     """Write a file all-or-nothing: `async with atomic_file(p) as w: await w.write(b)`; then `w.saved`.
 
     Creates missing parent directories. On a clean exit the data is fsynced and renamed into place;
     an existing different file is never replaced (`name-1.ext`, `name-2.ext`... instead) and an existing
-    identical one is kept and returned. On an exception the temp file is removed and the exception
-    re-raised; OSErrors from the writer's own I/O arrive as `OutputFileError`.
+    identical one is kept and returned — unless `replace`, which renames over the file (the caller's
+    `overwrite`). `tag` goes into the temp file's name (see `remove_partials`). On an exception the temp
+    file is removed and the exception re-raised; OSErrors from the writer's own I/O arrive as
+    `OutputFileError`.
     """
-    writer = AtomicWriter(_absolute(path), max_bytes=max_bytes, mime_type=mime_type)
+    writer = AtomicWriter(_absolute(path), max_bytes=max_bytes, mime_type=mime_type, replace=replace, tag=tag)
     await writer._open()
     try:
         yield writer
@@ -484,8 +501,9 @@ async def atomic_file(
 
 
 def remove_partials(directory: Path, marker: str) -> int:
-    """Delete temp files left in `directory` by a writer that died (kill -9) whose final name contains
-    `marker` (a job id). Only the job's lease holder may call it: a live writer's temp would go too."""
+    """Delete temp files left in `directory` by a writer that died (kill -9) whose name contains `marker`
+    (a job id: in the final name, or as the writer's `tag`). Only the job's lease holder may call it: a
+    live writer's temp would go too."""
     removed = 0
     try:
         candidates = list(directory.glob(".*.partial"))
@@ -515,8 +533,11 @@ async def download(
     expect: MediaKind,
     limits: DownloadLimits = DEFAULT_DOWNLOAD_LIMITS,
     mime_type: str | None = None,
+    replace: bool = False,
+    tag: str = "",
 ) -> SavedFile:
     """Stream `url` to `path` atomically: one attempt, bounded in size, time and kind of content.
+    `replace` and `tag` are `atomic_file`'s.
 
     Refused before anything is written: a URL `urlpolicy` forbids (on any redirect hop), a declared
     Content-Length over `max_bytes`. Abandoned mid-way: more than `max_bytes` streamed, bytes that are not
@@ -546,7 +567,7 @@ async def download(
                 content_type = _mime_base(response.headers.get("content-type"))
                 header_type = content_type if content_type in _EXTENSIONS else None
                 async with atomic_file(
-                    path, max_bytes=max_bytes, mime_type=mime_type or header_type
+                    path, max_bytes=max_bytes, mime_type=mime_type or header_type, replace=replace, tag=tag
                 ) as writer:
                     checked = False
                     async for chunk in response.aiter_bytes():

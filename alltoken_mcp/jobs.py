@@ -30,7 +30,7 @@ from typing import Any
 
 import anyio
 
-from alltoken_mcp import budget, files
+from alltoken_mcp import budget, destinations, files
 from alltoken_mcp.client import DEFAULT_TIMEOUT, AllTokenClient, RetryPolicy
 from alltoken_mcp.client.models import ImageDatum, ImageTask, VideoTask
 from alltoken_mcp.errors import (
@@ -52,6 +52,7 @@ from alltoken_mcp.job_records import JobRecord, belongs_to, media_uri
 from alltoken_mcp.settings import Settings, Upstream
 from alltoken_mcp.spend import SpendLedger, media_cost
 from alltoken_mcp.store import (
+    Delivery,
     ImageSource,
     Job,
     JobChange,
@@ -221,8 +222,8 @@ class JobManager:
 
     # -- submit ----------------------------------------------------------------------------------
 
-    async def submit(self, kind: JobKind, body: dict[str, Any]) -> Job:
-        """Record the job (with its idempotency key), then send the create request.
+    async def submit(self, kind: JobKind, body: dict[str, Any], delivery: Delivery | None = None) -> Job:
+        """Record the job (with its idempotency key and where its files go), then send the create request.
 
         Returns the stored job: accepted (with `upstream_id`), or still unconfirmed when the outcome is
         unknown (the poller resolves it). Raises `SubmitRejected` when AllToken refused it.
@@ -245,6 +246,7 @@ class JobManager:
             next_poll_at=now,
             upstream_url=self.upstream.base_url,
             upstream_key=self.upstream.key_fingerprint,
+            delivery=delivery,
         )
         try:
             await self._store.insert_job(job)  # on disk (fsync) before a paid request can leave
@@ -686,7 +688,8 @@ class JobManager:
                 sink = _StreamedImages(
                     job,
                     stack,
-                    self._settings.output_dir,
+                    # The extension is a guess; atomic_file corrects it from the bytes when it commits.
+                    lambda index: self._target(job, index, "image", "png"),
                     self._settings.downloads.max_image_bytes,
                     lambda: self._remove_partials_for(job),
                 )
@@ -853,10 +856,32 @@ class JobManager:
             "last_frame": (limits.max_frame_bytes, "png", "image"),
         }
         cap, fallback_ext, expect = kinds[role]
-        ext = files.extension_for(mime_type, fallback_ext)
-        path = self._settings.output_dir / files.media_filename(stem, job.job_id, index, ext)
+        path, replace = self._target(job, index, role, files.extension_for(mime_type, fallback_ext))
         return await files.download(
-            self._client, url, path, max_bytes=cap, expect=expect, limits=limits, mime_type=mime_type
+            self._client,
+            url,
+            path,
+            max_bytes=cap,
+            expect=expect,
+            limits=limits,
+            mime_type=mime_type,
+            replace=replace,
+            tag=job.job_id,
+        )
+
+    def _target(self, job: Job, index: int, role: MediaRole, extension: str) -> tuple[Path, bool]:
+        """Where file `index` of `job` goes (its stored delivery, else this server's output directory),
+        and whether it may replace a file there."""
+        count = job.request.get("n", 1)
+        return destinations.result_path(
+            job.delivery,
+            self._settings.output_dir,
+            job_id=job.job_id,
+            prompt=job.prompt,
+            count=count if isinstance(count, int) else 1,
+            index=index,
+            role=role,
+            extension=extension,
         )
 
     async def _download_failed(
@@ -902,7 +927,8 @@ class JobManager:
 
     async def _remove_partials_for(self, job: Job) -> None:
         # Safe: only the lease holder (us) writes this job's files.
-        removed = await anyio.to_thread.run_sync(files.remove_partials, self._settings.output_dir, job.job_id)
+        directory = destinations.delivery_dir(job.delivery, self._settings.output_dir)
+        removed = await anyio.to_thread.run_sync(files.remove_partials, directory, job.job_id)
         if removed:
             logger.info("job %s: removed %d unfinished file(s) left by a stopped server", job.job_id, removed)
 
@@ -1177,11 +1203,11 @@ class _StreamedImages:
         self,
         job: Job,
         stack: AsyncExitStack,
-        output_dir: Path,
+        target: Callable[[int], tuple[Path, bool]],
         max_bytes: int,
         before_first_file: Callable[[], Awaitable[None]],
     ) -> None:
-        self._job, self._stack, self._output_dir, self._max_bytes = job, stack, output_dir, max_bytes
+        self._job, self._stack, self._target, self._max_bytes = job, stack, target, max_bytes
         self._before_first_file = before_first_file
         self.writers: dict[int, files.AtomicWriter] = {}
 
@@ -1195,8 +1221,9 @@ class _StreamedImages:
                 )
             if not self.writers:
                 await self._before_first_file()
-            # The extension is a guess; atomic_file corrects it from the bytes when it commits.
-            path = self._output_dir / files.media_filename(self._job.prompt, self._job.job_id, index, "png")
-            writer = await self._stack.enter_async_context(files.atomic_file(path, max_bytes=self._max_bytes))
+            path, replace = self._target(index)
+            writer = await self._stack.enter_async_context(
+                files.atomic_file(path, max_bytes=self._max_bytes, replace=replace, tag=self._job.job_id)
+            )
             self.writers[index] = writer
         await writer.write(data)

@@ -229,6 +229,10 @@ class Settings:
     """Paid calls are refused once today's (UTC) known spend reaches this; None: no budget."""
     confirm: ConfirmMode = "never"
     """Which paid renders the user is asked to confirm (MCP form elicitation) before they are sent."""
+    output_dir_configured: bool = False
+    """ALLTOKEN_OUTPUT_DIR (or --output-dir) was given. When not, a client's first root holds new files."""
+    previews: bool = True
+    """ALLTOKEN_PREVIEWS: image results carry a small inline preview (on by default)."""
     database_url: str | None = field(default=None, repr=False)
     """A PostgreSQL URL (a team server's shared store; it may carry a password); None: the SQLite file
     `database_path`."""
@@ -442,6 +446,25 @@ def _parse_confirm(value: str, name: str) -> ConfirmMode:
     return mode
 
 
+_SWITCH = {
+    "on": True,
+    "true": True,
+    "1": True,
+    "yes": True,
+    "off": False,
+    "false": False,
+    "0": False,
+    "no": False,
+}
+
+
+def _switch(value: str, name: str) -> bool:
+    try:
+        return _SWITCH[value.strip().lower()]
+    except KeyError:
+        raise SettingsError(f"{name}={value!r} must be on or off") from None
+
+
 def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Read and validate the configuration. `overrides` (from CLI flags) win over the environment."""
     env = os.environ if env is None else env
@@ -492,5 +515,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         rejected_key=rejected_key,
         daily_budget_usd=_parse_budget(budget_raw, BUDGET_VAR) if (budget_raw := get(BUDGET_VAR)) else None,
         confirm=_parse_confirm(confirm_raw, CONFIRM_VAR) if (confirm_raw := get(CONFIRM_VAR)) else "never",
+        output_dir_configured=output_raw is not None,
+        previews=_switch(get("ALLTOKEN_PREVIEWS") or "on", "ALLTOKEN_PREVIEWS"),
         database_url=_database_url(url_raw, DATABASE_URL_VAR) if (url_raw := get(DATABASE_URL_VAR)) else None,
     )

@@ -80,7 +80,8 @@ async def test_a_video_with_misspelt_arguments_is_refused_before_anything_is_sen
             "Invalid arguments for alltoken_video: length is not an argument (did you mean duration?); "
             "aspect_ratio is not an argument (did you mean ratio?). Valid arguments: prompt, model, "
             "duration, ratio, resolution, generate_audio, seed, camera_fixed, watermark, return_last_frame, "
-            "first_frame, last_frame, wait_seconds. Nothing was sent; fix them and retry."
+            "first_frame, last_frame, wait_seconds, save_to, overwrite, preview. Nothing was sent; fix them "
+            "and retry."
         )
         assert sim.state.counters()["requests"] == {}
         # The call as the hint spells it is rendered as asked.

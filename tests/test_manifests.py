@@ -319,6 +319,7 @@ def test_registry_server_json_defaults_are_the_servers_own(tmp_path: Path) -> No
         "ALLTOKEN_DEFAULT_IMAGE_MODEL": defaults.default_image_model,
         "ALLTOKEN_DEFAULT_VIDEO_MODEL": defaults.default_video_model,
         "ALLTOKEN_CONFIRM": defaults.confirm,
+        "ALLTOKEN_PREVIEWS": "on" if defaults.previews else "off",
     }
     declared = {v["name"]: v["default"] for v in package["environmentVariables"] if "default" in v}
     assert declared == actual

@@ -281,6 +281,7 @@ def run_server(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
         ("ALLTOKEN_DEFAULT_VIDEO_MODEL", "seedance 1.5", "is not a model id"),
         ("ALLTOKEN_INPUT_DIRS", "{file}", "is not an existing directory"),
         ("ALLTOKEN_MCP_TOKEN", "two words", "visible ASCII"),
+        ("ALLTOKEN_PREVIEWS", "sometimes", "must be on or off"),
     ],
 )
 def test_the_server_exits_2_with_one_line_naming_the_bad_variable(
@@ -493,3 +494,38 @@ def test_a_database_url_is_shown_without_its_password(tmp_path: Path, url: str, 
     configured = settings(tmp_path, ALLTOKEN_MCP_DATABASE_URL=url)
     assert configured.database_location == shown
     assert "s3cret" not in repr(configured)
+
+
+# ------------------------------------------------------------------------------------ previews, output dir
+
+
+def test_previews_are_on_unless_alltoken_previews_turns_them_off(tmp_path: Path) -> None:
+    assert load_settings(env={"ALLTOKEN_MCP_HOME": str(tmp_path)}).previews is True
+    for value in ("off", "OFF", "false", "0", "no", " off "):
+        assert (
+            load_settings(env={"ALLTOKEN_MCP_HOME": str(tmp_path), "ALLTOKEN_PREVIEWS": value}).previews
+            is False
+        )
+    for value in ("on", "true", "1", "yes"):
+        assert (
+            load_settings(env={"ALLTOKEN_MCP_HOME": str(tmp_path), "ALLTOKEN_PREVIEWS": value}).previews
+            is True
+        )
+
+
+def test_a_previews_value_that_is_not_a_switch_is_refused_in_one_line(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(env={"ALLTOKEN_MCP_HOME": str(tmp_path), "ALLTOKEN_PREVIEWS": "sometimes"})
+    assert str(caught.value) == "ALLTOKEN_PREVIEWS='sometimes' must be on or off"
+
+
+def test_the_settings_say_whether_the_output_directory_was_chosen(tmp_path: Path) -> None:
+    default = load_settings(env={"ALLTOKEN_MCP_HOME": str(tmp_path)})
+    assert default.output_dir == (tmp_path / "media").resolve()
+    assert default.output_dir_configured is False
+    chosen = load_settings(
+        env={"ALLTOKEN_MCP_HOME": str(tmp_path), "ALLTOKEN_OUTPUT_DIR": str(tmp_path / "out")}
+    )
+    assert chosen.output_dir_configured is True
+    flag = load_settings(env={"ALLTOKEN_MCP_HOME": str(tmp_path)}, output_dir=str(tmp_path / "cli"))
+    assert flag.output_dir_configured is True

@@ -20,6 +20,7 @@ from alltoken_mcp.store import (
     JOB_COLUMNS,
     SCHEMA_VERSION,
     Charge,
+    Delivery,
     ImageSource,
     Job,
     MediaFile,
@@ -85,10 +86,11 @@ async def test_reopening_keeps_data_and_does_not_migrate_again(tmp_path: Path) -
 
 _SPEND_COLUMNS = ("request_id", "cost_usd")
 _ADDED_AFTER = {
-    1: ("download_failures", "upstream_url", "upstream_key", *_SPEND_COLUMNS),
-    2: ("upstream_url", "upstream_key", *_SPEND_COLUMNS),
-    3: _SPEND_COLUMNS,
-    4: _SPEND_COLUMNS,
+    1: ("download_failures", "upstream_url", "upstream_key", *_SPEND_COLUMNS, "delivery"),
+    2: ("upstream_url", "upstream_key", *_SPEND_COLUMNS, "delivery"),
+    3: (*_SPEND_COLUMNS, "delivery"),
+    4: (*_SPEND_COLUMNS, "delivery"),
+    5: ("delivery",),
 }
 """The job columns that later migrations added, by the schema version that lacks them."""
 
@@ -123,7 +125,7 @@ async def test_a_version_1_database_is_upgraded_and_keeps_its_jobs(tmp_path: Pat
     finally:
         await store.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
     db.close()
 
 
@@ -701,3 +703,28 @@ async def test_a_jobs_charge_is_recorded_once_and_a_later_known_cost_replaces_th
     await store.record_charge(Charge("image", "m", None, time.time(), HERE, job_id="job_1"))
     await store.record_charge(Charge("image", "m", Decimal("0.05"), time.time(), HERE, job_id="job_1"))
     assert await store.spend(HERE, since=0) == SpendTotal(Decimal("0.05"), charges=1, unknown=0)
+
+
+async def test_a_jobs_delivery_is_stored_as_given_and_absent_is_null(tmp_path: Path) -> None:
+    store = await SqliteStore.open(tmp_path / "db.sqlite3")
+    try:
+        where = Delivery(directory="/home/me/project/clips", name="sea.mp4", overwrite=True, preview=False)
+        placed = make_job(delivery=where)
+        plain = make_job()
+        bare = make_job()
+        await store.insert_job(placed)
+        await store.insert_job(plain)
+        await store.insert_job(bare)
+        assert (await store.get_job(placed.job_id)) == placed
+        assert (await store.get_job(plain.job_id)) == plain
+        moved = await store.update_job(plain.job_id, delivery=Delivery(preview=False))
+        assert moved is not None
+        assert moved.delivery == Delivery(preview=False)
+    finally:
+        await store.close()
+    db = sqlite3.connect(tmp_path / "db.sqlite3")
+    rows = dict(db.execute("SELECT job_id, delivery FROM jobs").fetchall())
+    db.close()
+    assert rows[placed.job_id] is not None
+    assert '"name":"sea.mp4"' in rows[placed.job_id]
+    assert rows[bare.job_id] is None  # SQL NULL, not the JSON text "null"

@@ -61,6 +61,7 @@ SETTINGS = (
     "ALLTOKEN_MCP_TOKEN",
     "ALLTOKEN_DAILY_BUDGET_USD",
     "ALLTOKEN_CONFIRM",
+    "ALLTOKEN_PREVIEWS",
 )
 """Every setting the server reads besides the key (a test compares this with what `load_settings` reads)."""
 

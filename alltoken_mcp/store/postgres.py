@@ -264,11 +264,16 @@ class PostgresStore(Store):
                     f"SELECT job_id FROM jobs WHERE {ACTIVE} AND {OWN} AND next_poll_at <= %(now)s "
                     "AND NOT job_id = ANY(%(exclude)s) AND (lease_owner IS NULL OR lease_owner = %(owner)s "
                     "OR lease_expires_at <= %(now)s OR lease_owner = ANY(%(dead)s)) "
-                    "ORDER BY next_poll_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED) RETURNING *",
+                    "ORDER BY next_poll_at, created_at, job_id LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
+                    "RETURNING *",
                     params,
                 )
             ).fetchall()
-        return sorted((job_from_row(row) for row in rows), key=lambda job: job.next_poll_at)
+        # Most overdue first; ties oldest first, as SQLite's row order gives them.
+        return sorted(
+            (job_from_row(row) for row in rows),
+            key=lambda job: (job.next_poll_at, job.created_at, job.job_id),
+        )
 
     async def next_due_at(
         self,

@@ -119,6 +119,21 @@ class ImageSource(BaseModel):
     mime_type: str | None = None
 
 
+# Where a job's files go and how they are handed over, resolved and checked when the tool call is made
+# and stored with the job, so a later process (after a restart) delivers there without the caller's roots.
+class Delivery(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    directory: str | None = None
+    """Absolute, symlinks resolved; None: the delivering server's output directory."""
+    name: str | None = None
+    """The file name `save_to` asked for (its suffix follows the bytes); None: generated names."""
+    overwrite: bool = False
+    """Replace an existing file of that name (else a free `name-1.ext` is taken)."""
+    preview: bool = True
+    """Results shown to the caller carry a small inline preview of each image."""
+
+
 @dataclass(frozen=True)
 class Job:
     """One media job row; times are Unix seconds. `files` and `sources` are typed (parsed once, when the
@@ -165,6 +180,8 @@ class Job:
     """The create call's `x-gateway-request-id`: one of the ids AllToken may file the job's charge under."""
     cost_usd: str | None = None
     """What AllToken charged for the job (a decimal string, from its billing record); None: not known."""
+    delivery: Delivery | None = None
+    """Where its files go (`save_to`, a client's root) and whether results preview them; None: defaults."""
 
     @property
     def active(self) -> bool:
@@ -181,6 +198,7 @@ JOB_COLUMNS = tuple(f.name for f in fields(Job))
 _TYPED_COLUMNS: dict[str, TypeAdapter[Any]] = {
     "files": TypeAdapter(list[MediaFile]),
     "sources": TypeAdapter(list[ImageSource]),
+    "delivery": TypeAdapter(Delivery | None),
 }
 _JSON_COLUMNS = {"request", "usage"}
 REDACTED_COLUMNS = ("error_code", "error_message", "note")
@@ -190,7 +208,7 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
     values: dict[str, Any] = {}
     for name in JOB_COLUMNS:
         value = row[name]
-        if name in _TYPED_COLUMNS:
+        if name in _TYPED_COLUMNS and value is not None:
             try:
                 value = _TYPED_COLUMNS[name].validate_json(value)
             except ValidationError as exc:
@@ -209,7 +227,7 @@ def to_column(name: str, value: Any) -> Any:
     """`value` of job field `name` as its column holds it. Typed columns are validated first, so a
     malformed entry fails here instead of being written."""
     adapter = _TYPED_COLUMNS.get(name)
-    if adapter is not None:
+    if adapter is not None and value is not None:
         return adapter.dump_json(adapter.validate_python(value)).decode()
     if name in _JSON_COLUMNS and value is not None:
         return json.dumps(value, ensure_ascii=False)

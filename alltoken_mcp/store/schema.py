@@ -7,7 +7,7 @@ each database's own dialect; a new version adds one entry to both tuples. SQLite
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 SQLITE_MIGRATIONS: tuple[str, ...] = (
     # 1: jobs, conversations, cache
@@ -98,6 +98,11 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
         upstream_key TEXT
     );
     CREATE INDEX charges_by_upstream_and_time ON charges (upstream_url, upstream_key, at);
+    """,
+    # 6: where and how a job's files are delivered (`Delivery`, JSON), decided when the call was made;
+    # NULL: the delivering server's output directory, with previews
+    """
+    ALTER TABLE jobs ADD COLUMN delivery TEXT;
     """,
 )
 assert len(SQLITE_MIGRATIONS) == SCHEMA_VERSION
@@ -190,6 +195,10 @@ POSTGRES_MIGRATIONS: tuple[str, ...] = (
         upstream_key TEXT
     );
     CREATE INDEX charges_by_upstream_and_time ON charges (upstream_url, upstream_key, at);
+    """,
+    # 6
+    """
+    ALTER TABLE jobs ADD COLUMN delivery TEXT;
     """,
 )
 assert len(POSTGRES_MIGRATIONS) == SCHEMA_VERSION

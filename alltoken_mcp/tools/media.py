@@ -4,14 +4,20 @@
 Tools stay thin: arguments are checked (`media_args`) against the catalog's entry for the model — for a
 video model its `VideoRules`, the same ones `list_models` shows — before anything is sent or paid for;
 local frame files are uploaded through `/uploads/presign`, and the job manager does the rest (durable
-submit, polling, delivery). Results carry the job record as structuredContent plus a `resource_link`
-and the absolute path for every saved file; nothing large is inlined.
+submit, polling, delivery). `save_to` is checked against the client's roots (asked with `roots/list`
+when the client declares them), the input directories and the output directory before anything is paid
+for, and stored with the job (`destinations`). Results carry the job record as structuredContent plus a
+`resource_link` and the absolute path for every saved file, and a small inline preview of each image
+(`previews`); no file is inlined.
 """
 
 from __future__ import annotations
 
+import base64
+import logging
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -20,9 +26,12 @@ import mcp_types as t
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
-from pydantic import BaseModel, Field
+from mcp.shared.exceptions import MCPError
+from mcp.shared.message import ServerMessageMetadata
+from mcp_types.version import is_version_at_least
+from pydantic import BaseModel, Field, ValidationError
 
-from alltoken_mcp import budget, files, image_inputs
+from alltoken_mcp import budget, destinations, files, image_inputs, previews
 from alltoken_mcp.app_state import AppState, app_state
 from alltoken_mcp.catalog import ModelEntry, video_rules
 from alltoken_mcp.errors import AllTokenError
@@ -30,7 +39,7 @@ from alltoken_mcp.formats import byte_size
 from alltoken_mcp.job_records import ANSWER_PROMPT_CHARS, JobAnswer, JobRecord, JobSummary, prompt_start
 from alltoken_mcp.jobs import ForeignJobError, Progress, SubmitRejected, UnknownJobError
 from alltoken_mcp.settings import Settings, Upstream
-from alltoken_mcp.store import Job, JobKind, JobStatus, StoreError
+from alltoken_mcp.store import Delivery, Job, JobKind, JobStatus, StoreError
 from alltoken_mcp.tools.error_text import reports_store_errors, tool_error
 from alltoken_mcp.tools.media_args import (
     ArgumentProblem,
@@ -42,10 +51,16 @@ from alltoken_mcp.tools.media_args import (
     video_body,
 )
 from alltoken_mcp.tools.results import JSON_MIME, to_json
-from alltoken_mcp.tools.spend import confirm_render, refuse_over_budget
+from alltoken_mcp.tools.spend import INPUT_REQUIRED_VERSION, confirm_render, refuse_over_budget
 from alltoken_mcp.tools.state_resources import add_state_resource
 
+logger = logging.getLogger(__name__)
+
 MAX_FRAME_UPLOAD_BYTES = 30 * 1024 * 1024
+ROOTS_SECONDS = 5.0
+MAX_PREVIEW_SOURCE_BYTES = 64 * 1024 * 1024
+PREVIEW_MARGIN_SECONDS = 1.0
+"""Previews stop this long before the call's budget ends, so the answer itself still goes out."""
 FRAME_MIME_TYPES = ("image/png", "image/jpeg", "image/webp")
 
 
@@ -76,15 +91,21 @@ async def _models(state: AppState, kind: JobKind, expecting: str | None = None) 
 
 
 def job_result(
-    job: Job, warnings: Sequence[str] = (), *, max_wait_seconds: float, here: Upstream | None = None
+    job: Job,
+    warnings: Sequence[str] = (),
+    *,
+    max_wait_seconds: float,
+    here: Upstream | None = None,
+    shown: dict[int, previews.Preview] | None = None,
 ) -> t.CallToolResult:
-    """Short text for the model, a resource_link per saved file, the job's `JobAnswer` as structuredContent.
-    `max_wait_seconds` is the longest wait the next-step hint may suggest. With `here`, a job of another
-    upstream is marked as such (see `JobRecord.from_job`)."""
+    """Short text for the model, a resource_link per saved file (followed by its preview, if `shown` has
+    one for its index), the job's `JobAnswer` as structuredContent. `max_wait_seconds` is the longest wait
+    the next-step hint may suggest. With `here`, a job of another upstream is marked as such (see
+    `JobRecord.from_job`)."""
     record = JobRecord.from_job(job, here)
     text = _job_text(record, warnings, max_wait_seconds)
     content: list[t.ContentBlock] = [t.TextContent(type="text", text=text)]
-    for saved in record.files:
+    for index, saved in enumerate(record.files):
         content.append(
             t.ResourceLink(
                 type="resource_link",
@@ -95,8 +116,45 @@ def job_result(
                 size=saved.bytes,
             )
         )
+        preview = (shown or {}).get(index)
+        if preview is not None:
+            data = base64.b64encode(preview.data).decode("ascii")
+            content.append(t.ImageContent(type="image", data=data, mime_type=preview.mime_type))
     answer = JobAnswer.from_record(record, warnings)
     return t.CallToolResult(content=content, structured_content=answer.dump())
+
+
+@dataclass(frozen=True)
+class _Previews:
+    """Makes the inline previews of a job's images: the recorded files only (read as `saved_files` serves
+    them), off the event loop, within what is left of the call's budget. Never fails the call."""
+
+    reader: files.SavedFileReader
+    maker: previews.Previewer
+
+    async def of(self, state: AppState, job: Job) -> tuple[dict[int, previews.Preview], list[str]]:
+        wanted = state.settings.previews and (job.delivery is None or job.delivery.preview)
+        if not wanted or job.status != "completed":
+            return {}, []
+        shown: dict[int, previews.Preview] = {}
+        problems: list[str] = []
+        with anyio.move_on_after(max(0.0, budget.remaining() - PREVIEW_MARGIN_SECONDS)) as scope:
+            for index, saved in enumerate(job.files):
+                if saved.role == "video" or not saved.mime_type.startswith("image/"):
+                    continue
+                if saved.bytes > MAX_PREVIEW_SOURCE_BYTES:
+                    problems.append(
+                        f"no preview of {Path(saved.path).name}: over {byte_size(MAX_PREVIEW_SOURCE_BYTES)}"
+                    )
+                    continue
+                try:
+                    source = await self.reader.read(saved.path, size=saved.bytes, sha256=saved.sha256)
+                    shown[index] = await self.maker.preview(source)
+                except (files.SavedFileError, previews.PreviewError) as exc:
+                    problems.append(f"no preview of {Path(saved.path).name}: {exc}")
+        if scope.cancelled_caught:
+            problems.append("previews skipped: this call's time (ALLTOKEN_MAX_WAIT_SECONDS) ran out")
+        return shown, problems
 
 
 def _job_text(record: JobRecord, warnings: Sequence[str], max_wait_seconds: float) -> str:
@@ -200,10 +258,12 @@ async def _submit_and_wait(
     body: dict[str, object],
     wait_seconds: float | None,
     warnings: list[str],
+    delivery: Delivery | None,
+    shows: _Previews,
 ) -> t.CallToolResult:
     state = app_state(ctx)
     try:
-        job = await state.jobs.submit(kind, dict(body))
+        job = await state.jobs.submit(kind, dict(body), delivery)
     except SubmitRejected as rejected:
         known = [m.id for m in await _models(state, kind)]
         raise ToolError(
@@ -211,8 +271,116 @@ async def _submit_and_wait(
             f"(recorded as failed job {rejected.record.job_id})"
         ) from rejected.cause
     job, capped = await _wait(ctx, job, wait_seconds)
+    shown, unshown = await shows.of(state, job)
     return job_result(
-        job, [*warnings, *capped], max_wait_seconds=state.settings.max_wait_seconds, here=state.jobs.upstream
+        job,
+        [*warnings, *capped, *unshown],
+        max_wait_seconds=state.settings.max_wait_seconds,
+        here=state.jobs.upstream,
+        shown=shown,
+    )
+
+
+class _AskForRoots:
+    """The client's roots are needed and, in the 2026-07-28 era, must be asked for in an input round."""
+
+
+ROOTS_KEY = "roots"
+"""The key of the roots request in an `InputRequiredResult` (beside spend's confirmation, if asked)."""
+
+
+async def _client_roots(
+    ctx: Context[AppState], save_to: str | None
+) -> t.ListRootsResult | _AskForRoots | None:
+    """The client's roots, when it declares them and they matter: `save_to` is checked against them, and
+    without ALLTOKEN_OUTPUT_DIR the first one holds new files. In the 2026-07-28 era they come back in the
+    call's `input_responses` after an `InputRequiredResult` round (`_AskForRoots`: ask); before it,
+    `roots/list` goes out mid-call, and a client that fails or does not answer it in `ROOTS_SECONDS` is
+    treated as one without roots (logged), rather than failing the call."""
+    capabilities = ctx.client_capabilities
+    if capabilities is None or capabilities.roots is None:
+        return None
+    if save_to is None and app_state(ctx).settings.output_dir_configured:
+        return None
+    version = ctx.protocol_version
+    if version is not None and is_version_at_least(version, INPUT_REQUIRED_VERSION):
+        answer = (ctx.input_responses or {}).get(ROOTS_KEY)
+        if answer is None:
+            return _AskForRoots()
+        try:
+            return t.ListRootsResult.model_validate(answer.model_dump(mode="json", by_alias=True))
+        except ValidationError:
+            logger.warning("the client answered the roots request with something else; using no roots")
+            return None
+    if not ctx.session.can_send_request:
+        return None
+    try:
+        with anyio.fail_after(ROOTS_SECONDS):
+            roots: t.ListRootsResult = await ctx.session.send_request(
+                t.ListRootsRequest(),
+                t.ListRootsResult,
+                metadata=ServerMessageMetadata(related_request_id=ctx.request_id),
+            )
+        return roots
+    except (MCPError, TimeoutError) as exc:
+        logger.warning(
+            "the client declares roots but roots/list failed (%s); using the input directories", exc
+        )
+        return None
+
+
+async def _delivery(
+    ctx: Context[AppState],
+    save_to: str | None,
+    *,
+    kind: JobKind,
+    count: int,
+    extension: str,
+    overwrite: bool,
+    preview: bool,
+) -> tuple[Delivery | None, list[str]] | _AskForRoots:
+    """Where the job's files go (see `destinations`), checked before anything is paid for or the user is
+    asked to confirm it; `_AskForRoots` when the client must first be asked for its roots."""
+    roots = await _client_roots(ctx, save_to)
+    if isinstance(roots, _AskForRoots):
+        return roots
+    dirs = destinations.root_dirs(str(root.uri) for root in roots.roots) if roots is not None else ()
+    places = destinations.Places.for_call(app_state(ctx).settings, dirs)
+    try:
+        return await anyio.to_thread.run_sync(
+            lambda: destinations.plan_delivery(
+                save_to,
+                kind=kind,
+                count=count,
+                extension=extension,
+                overwrite=overwrite,
+                preview=preview,
+                places=places,
+            )
+        )
+    except destinations.DestinationError as exc:
+        raise ToolError(f"{exc} Nothing was sent.") from exc
+
+
+def _planned(
+    delivery: tuple[Delivery | None, list[str]] | _AskForRoots,
+) -> tuple[Delivery | None, list[str]]:
+    """The planned delivery, once `_input_required` has said nothing is left to ask."""
+    assert not isinstance(delivery, _AskForRoots)
+    return delivery
+
+
+def _input_required(
+    delivery: tuple[Delivery | None, list[str]] | _AskForRoots, question: t.InputRequiredResult | None
+) -> t.InputRequiredResult | None:
+    """One input round for everything the call still needs: the roots and spend's confirmation are asked
+    together (a call has one input channel), the confirmation's request state kept as it is."""
+    if not isinstance(delivery, _AskForRoots):
+        return question
+    requests: dict[str, t.InputRequest] = dict(question.input_requests or {}) if question else {}
+    requests[ROOTS_KEY] = t.ListRootsRequest()
+    return t.InputRequiredResult(
+        input_requests=requests, request_state=question.request_state if question else None
     )
 
 
@@ -347,6 +515,13 @@ LIST_JOBS_DESCRIPTION = (
 )
 
 WAIT_FIELD = Field(ge=0, allow_inf_nan=False)
+SAVE_TO_FIELD = Field(
+    min_length=1,
+    max_length=4096,
+    description="file or dir inside the client's roots, input dirs or output dir",
+)
+OVERWRITE_FIELD = Field(description="replace an existing save_to file")
+PREVIEW_FIELD = Field(description="inline a small preview")
 
 
 # ------------------------------------------------------------------------------- registration
@@ -354,6 +529,8 @@ WAIT_FIELD = Field(ge=0, allow_inf_nan=False)
 
 def register(server: MCPServer[AppState], settings: Settings) -> None:
     """The media tools and resources; their descriptions quote `settings`' defaults and wait cap."""
+    saved_files = files.SavedFileReader()  # this server's own threads and deadline for file reads
+    shows = _Previews(saved_files, previews.Previewer())
     generating = dict(
         read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True
     )
@@ -390,6 +567,9 @@ def register(server: MCPServer[AppState], settings: Settings) -> None:
         ] = None,
         variation: Annotated[bool, Field(description="vary image instead (no prompt)")] = False,
         wait_seconds: Annotated[float | None, WAIT_FIELD] = None,
+        save_to: Annotated[str | None, SAVE_TO_FIELD] = None,
+        overwrite: Annotated[bool, OVERWRITE_FIELD] = False,
+        preview: Annotated[bool, PREVIEW_FIELD] = True,
     ) -> Annotated[t.CallToolResult, JobAnswer] | t.InputRequiredResult:
         state = app_state(ctx)
         _require_key(state)
@@ -421,21 +601,41 @@ def register(server: MCPServer[AppState], settings: Settings) -> None:
                 raise ToolError(str(exc)) from exc
             return body, [*picked, *warnings]
 
+        async def where() -> tuple[Delivery | None, list[str]] | _AskForRoots:
+            return await _delivery(
+                ctx,
+                save_to,
+                kind="image",
+                count=n,
+                extension=files.extension_for(f"image/{output_format}", "png"),
+                overwrite=overwrite,
+                preview=preview,
+            )
+
         if image is None:
             body, warnings = build(None)
-            if (question := await confirm_render(ctx, "image", body)) is not None:
-                return question
-            return await _submit_and_wait(ctx, "image", body, wait_seconds, warnings)
-        # An edit or variation: the arguments (with stand-in upload ids), then the files, then the user's
-        # confirmation, and only then the uploads — nothing reaches AllToken before all of them pass.
+            destination = await where()
+            question = await confirm_render(ctx, "image", body)
+            if (ask := _input_required(destination, question)) is not None:
+                return ask
+            delivery, placed = _planned(destination)
+            return await _submit_and_wait(
+                ctx, "image", body, wait_seconds, [*warnings, *placed], delivery, shows
+            )
+        # An edit or variation: the arguments (with stand-in upload ids), the destination, then the files,
+        # then the user's confirmation, and only then the uploads — nothing reaches AllToken before all
+        # of them pass.
         stand_in, _ = build(ImageInputs("-", "-" if mask else None, variation))
+        destination = await where()
         async with image_inputs.scratch_dir() as scratch:
             source, masked = await _checked_inputs(state, image, mask, scratch)
-            if (question := await confirm_render(ctx, "image", stand_in)) is not None:
-                return question
+            question = await confirm_render(ctx, "image", stand_in)
+            if (ask := _input_required(destination, question)) is not None:
+                return ask
             inputs = await _uploaded(state, source, masked, variation)
         body, warnings = build(inputs)
-        return await _submit_and_wait(ctx, "image", body, wait_seconds, warnings)
+        delivery, placed = _planned(destination)
+        return await _submit_and_wait(ctx, "image", body, wait_seconds, [*warnings, *placed], delivery, shows)
 
     @server.tool(
         name="alltoken_video",
@@ -467,6 +667,9 @@ def register(server: MCPServer[AppState], settings: Settings) -> None:
             str | None, Field(min_length=1, max_length=4096, description="the same; needs first_frame")
         ] = None,
         wait_seconds: Annotated[float, WAIT_FIELD] = 0,
+        save_to: Annotated[str | None, SAVE_TO_FIELD] = None,
+        overwrite: Annotated[bool, OVERWRITE_FIELD] = False,
+        preview: Annotated[bool, PREVIEW_FIELD] = True,
     ) -> Annotated[t.CallToolResult, JobAnswer] | t.InputRequiredResult:
         state = app_state(ctx)
         _require_key(state)
@@ -505,11 +708,16 @@ def register(server: MCPServer[AppState], settings: Settings) -> None:
                 for role, raw in wanted
             ]
         )
-        if (question := await confirm_render(ctx, "video", checked)) is not None:
-            return question
+        delivery_or_ask = await _delivery(
+            ctx, save_to, kind="video", count=1, extension="mp4", overwrite=overwrite, preview=preview
+        )
+        question = await confirm_render(ctx, "video", checked)
+        if (ask := _input_required(delivery_or_ask, question)) is not None:
+            return ask
+        delivery, placed = _planned(delivery_or_ask)
         frames = [await _upload_frame(state, raw, role) for role, raw in wanted]
         body, warnings = build(frames)
-        return await _submit_and_wait(ctx, "video", body, wait_seconds, warnings)
+        return await _submit_and_wait(ctx, "video", body, wait_seconds, [*warnings, *placed], delivery, shows)
 
     @server.tool(
         name="job_status",
@@ -531,8 +739,13 @@ def register(server: MCPServer[AppState], settings: Settings) -> None:
         except UnknownJobError as exc:
             raise ToolError(str(exc)) from exc
         job, capped = await _wait(ctx, job, wait_seconds)
+        shown, unshown = await shows.of(state, job)
         return job_result(
-            job, capped, max_wait_seconds=state.settings.max_wait_seconds, here=state.jobs.upstream
+            job,
+            [*capped, *unshown],
+            max_wait_seconds=state.settings.max_wait_seconds,
+            here=state.jobs.upstream,
+            shown=shown,
         )
 
     @server.tool(
@@ -614,8 +827,6 @@ def register(server: MCPServer[AppState], settings: Settings) -> None:
         except StoreError as exc:
             raise ResourceError(str(exc)) from exc
         return to_json(JobRecord.from_job(job, app_state(ctx).jobs.upstream))
-
-    saved_files = files.SavedFileReader()  # this server's own threads and deadline for file reads
 
     @server.resource(
         "alltoken://media/{job_id}/{index}",
