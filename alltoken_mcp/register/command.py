@@ -62,6 +62,7 @@ SETTINGS = (
     "ALLTOKEN_DAILY_BUDGET_USD",
     "ALLTOKEN_CONFIRM",
     "ALLTOKEN_PREVIEWS",
+    "ALLTOKEN_MCP_DATABASE_URL",
 )
 """Every setting the server reads besides the key (a test compares this with what `load_settings` reads)."""
 
