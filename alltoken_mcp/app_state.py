@@ -28,7 +28,7 @@ from alltoken_mcp.notifier import ResourceNotifier
 from alltoken_mcp.redact import MIN_SECRET_LENGTH, Redactor
 from alltoken_mcp.settings import Settings
 from alltoken_mcp.spend import SpendLedger
-from alltoken_mcp.store import Store, process_owner
+from alltoken_mcp.store import Store, open_store, process_owner
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ async def running_app(
         logger.warning(
             "%s is shorter than %d characters: it is not redacted from output", name, MIN_SECRET_LENGTH
         )
-    store = await Store.open(settings.database_path, redactor=redactor)
+    store = await open_store(settings, redactor=redactor)
     # Everything allocated so far lives for the whole process: take it out of the cyclic GC's
     # view, so full collections stay short and do not stall the event loop (measured: 50–60 ms).
     # No gc.collect() first: it would cost ~40 ms before `initialize` can be answered. The CLI

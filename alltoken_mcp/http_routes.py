@@ -121,7 +121,11 @@ class HttpRoutes:
             return
         problem: str | None = f"no answer within {READY_TIMEOUT_SECONDS:g} s"
         with anyio.move_on_after(READY_TIMEOUT_SECONDS):
-            problem = await state.store.ready()
+            try:
+                await state.store.ready()
+                problem = None
+            except StoreError as exc:
+                problem = str(exc)
         if problem is not None:
             logger.warning("/readyz: not ready: %s", problem)
             await _json(send, 503, {"status": "store unavailable"}, scope)

@@ -11,6 +11,9 @@ The rules this module exists to keep (design.md, "Behaviour that users rely on")
 * One poller per job. Each server process runs `JobManager.run`, which leases due jobs in the shared
   store, so several processes never claim the same image. Waiters never poll upstream themselves: they
   watch the store, so many callers on one job cost one upstream poll per interval.
+* Replicas share the work. On a PostgreSQL store every job change is published to the other replicas
+  (`publish_job_change`, NOTIFY): a waiter on one replica wakes as soon as another finishes its job, and
+  resource subscribers everywhere are told (`follow_other_processes`).
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from alltoken_mcp.store import (
     Delivery,
     ImageSource,
     Job,
+    JobChange,
     JobKind,
     JobStatus,
     MediaFile,
@@ -535,6 +539,7 @@ class JobManager:
         paused = False  # by a failing state database; logged once per outage
         try:
             async with anyio.create_task_group() as tg:
+                tg.start_soon(self.follow_other_processes)
                 while True:
                     now = time.time()
                     free = MAX_PARALLEL_POLLS - len(self._in_flight - self._downloading)
@@ -1047,11 +1052,36 @@ class JobManager:
         event = self._changed.pop(after.job_id, None)
         if event is not None:
             event.set()
-        if self._on_change is not None and (before.status != after.status or before.files != after.files):
+        if before.status == after.status and before.files == after.files:
+            return  # (a note, a poll time: nothing a waiter or a subscriber elsewhere waits for)
+        if self._on_change is not None:
             try:
                 await self._on_change(JobRecord.from_job(after))
             except Exception:
                 logger.exception("job %s: change notification failed", after.job_id)
+        try:  # to the other processes sharing the store (a PostgreSQL store's replicas)
+            await self._store.publish_job_change(after.job_id)
+        except StoreError as exc:  # their waiters still see it when they next re-read the job
+            logger.warning("job %s: change not published to other replicas: %s", after.job_id, exc)
+
+    async def follow_other_processes(self) -> None:
+        """Wake this process's waiters, and tell its resource subscribers, when another process sharing
+        the store changes a job, until cancelled (`run` starts it). Returns at once on a store that
+        cannot tell (SQLite): waiters there re-read the store every WAIT_RECHECK_SECONDS."""
+        await self._store.follow_job_changes(self._heard)
+
+    async def _heard(self, change: JobChange) -> None:
+        event = self._changed.pop(change.job_id, None)
+        if event is not None:
+            event.set()
+        if self._on_change is None:
+            return
+        try:
+            job = await self._store.get_job(change.job_id)
+            if job is not None:
+                await self._on_change(JobRecord.from_job(job))
+        except Exception:
+            logger.exception("job %s: change notification failed", change.job_id)
 
 
 # --------------------------------------------------------------------------------- helpers

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 DEFAULT_BASE_URL = "https://api.alltoken.ai/v1"
 DEFAULT_MAX_WAIT_SECONDS = 45.0
@@ -34,6 +34,8 @@ CONFIRM_MODES: tuple[ConfirmMode, ...] = ("never", "video", "media")
 
 API_KEY_VAR = "ALLTOKEN_API_KEY"
 MCP_TOKEN_VAR = "ALLTOKEN_MCP_TOKEN"
+DATABASE_URL_VAR = "ALLTOKEN_MCP_DATABASE_URL"
+DATABASE_URL_EXAMPLE = "postgresql://alltoken:PASSWORD@db.example:5432/alltoken"
 MEDIA_SECRET_VAR = "ALLTOKEN_MCP_MEDIA_SECRET"
 PUBLIC_URL_VAR = "ALLTOKEN_MCP_PUBLIC_URL"
 MIN_MEDIA_SECRET_CHARS = 32
@@ -239,6 +241,9 @@ class Settings:
     """ALLTOKEN_OUTPUT_DIR (or --output-dir) was given. When not, a client's first root holds new files."""
     previews: bool = True
     """ALLTOKEN_PREVIEWS: image results carry a small inline preview (on by default)."""
+    database_url: str | None = field(default=None, repr=False)
+    """A PostgreSQL URL (a team server's shared store; it may carry a password); None: the SQLite file
+    `database_path`."""
 
     @property
     def key_problem(self) -> KeyProblem | None:
@@ -264,6 +269,11 @@ class Settings:
     @property
     def database_path(self) -> Path:
         return self.home / "state.sqlite3"
+
+    @property
+    def database_location(self) -> str:
+        """The store as messages name it: the PostgreSQL URL without its password, or the SQLite file."""
+        return shown_url(self.database_url) if self.database_url else str(self.database_path)
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)
@@ -373,6 +383,55 @@ def _media_secret(value: str | None, name: str) -> bytes | None:
 def _public_url(value: str | None) -> str | None:
     """The HTTP server's external base URL, checked as the base URL is (media URLs are built on it)."""
     return _validate_base_url(value, PUBLIC_URL_VAR, "https://mcp.example.com") if value else None
+
+
+def shown_url(url: str) -> str:
+    """`url` as it may be shown or logged: a password in it (user:password@, ?password=) is replaced by
+    `***`. Anything that is not a URL (a keyword=value string may hold password=…) is not shown at all.
+    Never raises."""
+    if "://" not in url:
+        return "***"
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if parts.password is not None:
+            userinfo, _, hostport = netloc.rpartition("@")
+            netloc = f"{userinfo.partition(':')[0]}:***@{hostport}"
+        query = parts.query
+        if query:
+            pairs = parse_qsl(query, keep_blank_values=True)
+            query = urlencode([(k, "***" if k.lower() == "password" else v) for k, v in pairs], safe="*")
+        if (netloc, query) == (parts.netloc, parts.query):
+            return url
+        # Not urlunsplit: it drops the `//` of a URL with no host (postgresql:///db, a local socket).
+        return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+    except ValueError:
+        return f"{url.partition('://')[0]}://***"
+
+
+def _database_url(value: str, name: str) -> str:
+    """A PostgreSQL connection URL (libpq's form; a keyword=value string is not accepted, so that the
+    password can always be found and hidden). Checked for its shape only: reaching the server is the
+    store's job, with its own one-line errors. The value is quoted back without its password."""
+    url = value.strip()
+    shown = shown_url(url)
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres") or not url[len(parts.scheme) :].startswith("://"):
+        raise SettingsError(
+            f"{name}={shown!r} is not a postgresql:// URL; expected e.g. {DATABASE_URL_EXAMPLE} "
+            "(unset it to keep the embedded SQLite file)"
+        )
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise SettingsError(f"{name}={shown!r} contains whitespace or control characters")
+    try:
+        port = parts.port  # raises for a port that is not a number in range
+    except ValueError:
+        port = 0
+    if port == 0:  # (None: libpq's default, 5432)
+        raise SettingsError(f"{name}={shown!r} has an invalid port (1-65535)")
+    if parts.fragment:
+        raise SettingsError(f"{name}={shown!r} must not carry a fragment (#...)")
+    return url
 
 
 def _input_dirs(value: str | None, name: str) -> tuple[Path, ...]:
@@ -489,4 +548,5 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         public_url=_public_url(get(PUBLIC_URL_VAR)),
         output_dir_configured=output_raw is not None,
         previews=_switch(get("ALLTOKEN_PREVIEWS") or "on", "ALLTOKEN_PREVIEWS"),
+        database_url=_database_url(url_raw, DATABASE_URL_VAR) if (url_raw := get(DATABASE_URL_VAR)) else None,
     )

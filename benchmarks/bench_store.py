@@ -25,7 +25,15 @@ from typing import Any
 
 import anyio
 
-from alltoken_mcp.store import _JOB_COLUMNS, Job, MediaFile, Store, _to_column, list_jobs_query, new_job_id
+from alltoken_mcp.store import (
+    JOB_COLUMNS,
+    Job,
+    MediaFile,
+    SqliteStore,
+    list_jobs_query,
+    new_job_id,
+    to_column,
+)
 
 FILTERS: list[tuple[str, dict[str, Any]]] = [
     ("no filter", {}),
@@ -99,12 +107,12 @@ def fill(path: Path, count: int) -> None:
     start = time.time() - count * 60
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("BEGIN")
-    columns = ", ".join(_JOB_COLUMNS)
-    marks = ", ".join("?" for _ in _JOB_COLUMNS)
+    columns = ", ".join(JOB_COLUMNS)
+    marks = ", ".join("?" for _ in JOB_COLUMNS)
     db.executemany(
         f"INSERT INTO jobs ({columns}) VALUES ({marks})",
         (
-            [_to_column(name, getattr(job, name)) for name in _JOB_COLUMNS]
+            [to_column(name, getattr(job, name)) for name in JOB_COLUMNS]
             for job in (a_job(rng, start + i * 60) for i in range(count))
         ),
     )
@@ -121,7 +129,7 @@ def plan(path: Path, **filters: Any) -> str:
 
 
 async def timings(path: Path, runs: int) -> dict[str, list[float]]:
-    store = await Store.open(path)
+    store = await SqliteStore.open(path)
     try:
         measured: dict[str, list[float]] = {}
         for label, filters in FILTERS:
@@ -145,7 +153,7 @@ def summary(samples: list[float]) -> str:
 
 async def bench(size: int, runs: int, directory: Path) -> None:
     after = directory / f"after-{size}.sqlite3"
-    await (await Store.open(after)).close()
+    await (await SqliteStore.open(after)).close()
     started = time.perf_counter()
     await anyio.to_thread.run_sync(fill, after, size)
     print(f"\n{size:,} jobs (filled in {time.perf_counter() - started:.1f} s)")

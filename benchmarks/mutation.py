@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TARGETS: dict[str, tuple[list[str], list[str]]] = {
     "settings": (["alltoken_mcp/settings.py"], ["tests/test_settings.py", "tests/test_keys.py"]),
     "store": (
-        ["alltoken_mcp/store.py"],
+        ["alltoken_mcp/store/sqlite.py", "alltoken_mcp/store/records.py"],
         ["tests/test_store.py", "tests/test_store_guards.py", "tests/test_store_failures.py"],
     ),
     "arguments": (

@@ -2,16 +2,23 @@
 
 Override `sim_config` in a test module (or with `@pytest.mark.parametrize("sim_config", [...])`) to
 start the simulator with other settings; tests that need two simulators call `serve_simulator` directly.
+
+The state database: `database` (parametrized: each test using it runs on SQLite and on PostgreSQL) and
+`store` (that database, opened); `postgres_url` is a fresh PostgreSQL database on the session's server.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import httpx2
 import pytest
 
 from alltoken_mcp.simulator import SIM_API_KEY, RunningSimulator, SimConfig, serve_simulator
+from alltoken_mcp.store import Store
+from tests import pgkit
 
 
 @pytest.fixture
@@ -36,3 +43,39 @@ async def api(sim: RunningSimulator) -> AsyncIterator[httpx2.AsyncClient]:
     headers = {"Authorization": f"Bearer {SIM_API_KEY}"}
     async with httpx2.AsyncClient(base_url=sim.base_url, headers=headers, timeout=10) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> Iterator[str]:
+    """A PostgreSQL server for the session (see tests/pgkit.py); skips only where none can be had."""
+    url = os.environ.get(pgkit.TEST_URL_VAR)
+    if url:
+        yield url
+        return
+    binaries = pgkit.server_binaries()
+    if binaries is None:
+        pytest.skip(pgkit.NO_SERVER)
+    with pgkit.throwaway_server(binaries) as started:
+        yield started
+
+
+@pytest.fixture
+def postgres_url(postgres_admin_url: str) -> str:
+    """A fresh, empty database for one test."""
+    return pgkit.create_database(postgres_admin_url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> pgkit.Database:
+    """The test runs once on each backend. PostgreSQL is started only when a test asks for it."""
+    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
+    return pgkit.Database(request.param, tmp_path / "state.sqlite3", url)
+
+
+@pytest.fixture
+async def store(database: pgkit.Database) -> AsyncIterator[Store]:
+    opened = await database.open()
+    try:
+        yield opened
+    finally:
+        await opened.close()

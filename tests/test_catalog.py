@@ -12,14 +12,14 @@ import pytest
 from alltoken_mcp.catalog import Catalog, CatalogTTL, ImageOperations, image_models_for, image_operations
 from alltoken_mcp.client import AllTokenClient
 from alltoken_mcp.simulator import SIM_API_KEY, RunningSimulator
-from alltoken_mcp.store import Store
+from alltoken_mcp.store import SqliteStore, Store
 
 VIDEO_LISTING = "GET /v1/videos/models"
 
 
 @pytest.fixture
 async def parts(sim: RunningSimulator, tmp_path: Path) -> AsyncIterator[tuple[Store, AllTokenClient]]:
-    store = await Store.open(tmp_path / "state.sqlite3")
+    store = await SqliteStore.open(tmp_path / "state.sqlite3")
     try:
         async with AllTokenClient(sim.base_url, SIM_API_KEY) as client:
             yield store, client

@@ -14,7 +14,7 @@ import pytest
 
 from alltoken_mcp.settings import key_fingerprint
 from alltoken_mcp.simulator import SIM_API_KEY, RunningSimulator
-from alltoken_mcp.store import SCHEMA_VERSION, Job, Store
+from alltoken_mcp.store import SCHEMA_VERSION, Job, SqliteStore
 from tests.rawstdio import ENTRY_POINT
 
 DEAD_BASE_URL = "http://127.0.0.1:9/v1"
@@ -46,7 +46,7 @@ def healthy_env(sim: RunningSimulator, home: Path) -> dict[str, str]:
 
 
 async def store_with_active_job(path: Path, job_id: str = "job_00000000000000a1", **upstream: str) -> None:
-    store = await Store.open(path)
+    store = await SqliteStore.open(path)
     try:
         now = time.time()
         await store.insert_job(

@@ -22,6 +22,7 @@ from alltoken_mcp.jobs import IDEMPOTENCY_TRUST_SECONDS, JobManager, SubmitRejec
 from alltoken_mcp.settings import Settings
 from alltoken_mcp.simulator import SIM_API_KEY, RunningSimulator
 from alltoken_mcp.store import Job, Store, new_job_id, process_owner
+from tests.pgkit import Database
 from tests.rawserver import RawResponse, raw_server
 from tests.serverkit import DEAD_BASE_URL, settings_for
 
@@ -34,9 +35,9 @@ PAST_WINDOW = IDEMPOTENCY_TRUST_SECONDS + 5
 
 
 @asynccontextmanager
-async def manager(settings: Settings) -> AsyncIterator[tuple[JobManager, Store]]:
+async def manager(settings: Settings, database: Database) -> AsyncIterator[tuple[JobManager, Store]]:
     """A job manager on a fresh store; one attempt per request, so a failure is seen at once."""
-    store = await Store.open(settings.database_path)
+    store = await database.open()
     try:
         async with AllTokenClient(
             base_url=settings.base_url, api_key=settings.api_key, retry=RetryPolicy(max_attempts=1)
@@ -54,9 +55,9 @@ def creates(sim: RunningSimulator, kind: str = "video") -> int:
 
 
 async def test_an_accepted_submit_stores_the_task_and_releases_the_lease(
-    sim: RunningSimulator, tmp_path: Path
+    sim: RunningSimulator, tmp_path: Path, database: Database
 ) -> None:
-    async with manager(settings_for(tmp_path, sim.base_url)) as (jobs, store):
+    async with manager(settings_for(tmp_path, sim.base_url), database) as (jobs, store):
         job = await jobs.submit("image", dict(IMAGE))
         stored = await store.get_job(job.job_id)
     assert job.submit_state == "accepted"
@@ -71,9 +72,11 @@ async def test_an_accepted_submit_stores_the_task_and_releases_the_lease(
     assert [key for (_, _, key) in sim.state.idempotency] == [job.idempotency_key]
 
 
-async def test_a_refused_submit_fails_the_job_as_rejected(sim: RunningSimulator, tmp_path: Path) -> None:
+async def test_a_refused_submit_fails_the_job_as_rejected(
+    sim: RunningSimulator, tmp_path: Path, database: Database
+) -> None:
     sim.state.add_fault(path="/v1/videos/generations", method="POST", status=400, message="bad ratio")
-    async with manager(settings_for(tmp_path, sim.base_url)) as (jobs, store):
+    async with manager(settings_for(tmp_path, sim.base_url), database) as (jobs, store):
         with pytest.raises(SubmitRejected) as caught:
             await jobs.submit("video", dict(VIDEO))
         (stored,) = await store.list_jobs()
@@ -86,9 +89,9 @@ async def test_a_refused_submit_fails_the_job_as_rejected(sim: RunningSimulator,
 
 
 async def test_a_submit_without_a_key_is_rejected_before_anything_is_sent(
-    sim: RunningSimulator, tmp_path: Path
+    sim: RunningSimulator, tmp_path: Path, database: Database
 ) -> None:
-    async with manager(settings_for(tmp_path, sim.base_url, api_key=None)) as (jobs, store):
+    async with manager(settings_for(tmp_path, sim.base_url, api_key=None), database) as (jobs, store):
         with pytest.raises(SubmitRejected) as caught:
             await jobs.submit("image", dict(IMAGE))
         (stored,) = await store.list_jobs()
@@ -103,8 +106,9 @@ async def test_a_submit_without_a_key_is_rejected_before_anything_is_sent(
 
 async def test_a_submit_that_never_left_is_kept_to_be_sent_again_with_no_window_running(
     tmp_path: Path,
+    database: Database,
 ) -> None:
-    async with manager(settings_for(tmp_path, DEAD_BASE_URL)) as (jobs, store):
+    async with manager(settings_for(tmp_path, DEAD_BASE_URL), database) as (jobs, store):
         before = time.time()
         job = await jobs.submit("video", dict(VIDEO))
         stored = await store.get_job(job.job_id)
@@ -120,10 +124,10 @@ async def test_a_submit_that_never_left_is_kept_to_be_sent_again_with_no_window_
 
 
 async def test_a_submit_whose_answer_was_lost_keeps_its_send_time(
-    sim: RunningSimulator, tmp_path: Path
+    sim: RunningSimulator, tmp_path: Path, database: Database
 ) -> None:
     sim.state.add_fault(path="/v1/videos/generations", method="POST", drop="before_body")
-    async with manager(settings_for(tmp_path, sim.base_url)) as (jobs, _):
+    async with manager(settings_for(tmp_path, sim.base_url), database) as (jobs, _):
         before = time.time()
         job = await jobs.submit("video", dict(VIDEO))
     assert sim.state.tasks_created["videos"] == 1  # AllToken did the work; we never heard back
@@ -135,10 +139,10 @@ async def test_a_submit_whose_answer_was_lost_keeps_its_send_time(
 
 
 async def test_a_rate_limited_submit_waits_as_long_as_alltoken_asks(
-    sim: RunningSimulator, tmp_path: Path
+    sim: RunningSimulator, tmp_path: Path, database: Database
 ) -> None:
     sim.state.add_fault(path="/v1/images/generations/async", method="POST", status=429, retry_after=7)
-    async with manager(settings_for(tmp_path, sim.base_url)) as (jobs, _):
+    async with manager(settings_for(tmp_path, sim.base_url), database) as (jobs, _):
         before = time.time()
         job = await jobs.submit("image", dict(IMAGE))
     assert (job.status, job.submit_state) == ("queued", "sent")
@@ -154,10 +158,10 @@ def conflict(error: dict[str, Any]) -> RawResponse:
     )
 
 
-async def test_a_duplicate_answer_adopts_the_original_task(tmp_path: Path) -> None:
+async def test_a_duplicate_answer_adopts_the_original_task(tmp_path: Path, database: Database) -> None:
     async with (
         raw_server(conflict({"task_id": "vgen_original"})) as upstream,
-        manager(settings_for(tmp_path, upstream.base_url)) as (jobs, _),
+        manager(settings_for(tmp_path, upstream.base_url), database) as (jobs, _),
     ):
         job = await jobs.submit("video", dict(VIDEO))
     assert (job.submit_state, job.upstream_id, job.status) == ("accepted", "vgen_original", "queued")
@@ -166,10 +170,12 @@ async def test_a_duplicate_answer_adopts_the_original_task(tmp_path: Path) -> No
     assert upstream.requests[0].headers["idempotency-key"] == job.idempotency_key
 
 
-async def test_a_duplicate_answer_without_the_task_id_is_asked_again_later(tmp_path: Path) -> None:
+async def test_a_duplicate_answer_without_the_task_id_is_asked_again_later(
+    tmp_path: Path, database: Database
+) -> None:
     async with (
         raw_server(conflict({})) as upstream,
-        manager(settings_for(tmp_path, upstream.base_url)) as (jobs, _),
+        manager(settings_for(tmp_path, upstream.base_url), database) as (jobs, _),
     ):
         before = time.time()
         job = await jobs.submit("video", dict(VIDEO))
@@ -213,9 +219,9 @@ async def listed(sim: RunningSimulator, body: dict[str, Any], key: str | None = 
     return task_id
 
 
-async def resolved(tmp_path: Path, sim: RunningSimulator, *lost: Job) -> list[Job]:
+async def resolved(tmp_path: Path, database: Database, sim: RunningSimulator, *lost: Job) -> list[Job]:
     """Store the lost jobs, run the poller until none is left unconfirmed, and return them as stored."""
-    async with manager(settings_for(tmp_path, sim.base_url)) as (jobs, store):
+    async with manager(settings_for(tmp_path, sim.base_url), database) as (jobs, store):
         for job in lost:
             await store.insert_job(job)
         async with anyio.create_task_group() as tg:
@@ -231,10 +237,10 @@ async def resolved(tmp_path: Path, sim: RunningSimulator, *lost: Job) -> list[Jo
 
 
 async def test_a_create_that_never_left_is_sent_now_and_its_window_starts(
-    sim: RunningSimulator, tmp_path: Path
+    sim: RunningSimulator, tmp_path: Path, database: Database
 ) -> None:
     before = time.time()
-    (job,) = await resolved(tmp_path, sim, lost_create("video", dict(VIDEO), sent_ago=None))
+    (job,) = await resolved(tmp_path, database, sim, lost_create("video", dict(VIDEO), sent_ago=None))
     assert job.submit_state == "accepted"
     assert job.upstream_id in sim.state.videos
     assert job.submitted_at is not None
@@ -243,20 +249,20 @@ async def test_a_create_that_never_left_is_sent_now_and_its_window_starts(
 
 
 async def test_a_lost_create_inside_the_key_window_is_resent_and_adopts_the_original(
-    sim: RunningSimulator, tmp_path: Path
+    sim: RunningSimulator, tmp_path: Path, database: Database
 ) -> None:
     key = "alltoken-mcp-resent-inside-window"
     original = await listed(sim, dict(VIDEO), key=key)
-    (job,) = await resolved(tmp_path, sim, lost_create("video", dict(VIDEO), sent_ago=5, key=key))
+    (job,) = await resolved(tmp_path, database, sim, lost_create("video", dict(VIDEO), sent_ago=5, key=key))
     assert job.upstream_id == original
     assert job.note == "adopted the original task (same key)"
     assert sim.state.tasks_created["videos"] == 1  # the resend created nothing new
 
 
 async def test_a_lost_image_create_past_the_window_fails_truthfully_without_a_resend(
-    sim: RunningSimulator, tmp_path: Path
+    sim: RunningSimulator, tmp_path: Path, database: Database
 ) -> None:
-    (job,) = await resolved(tmp_path, sim, lost_create("image", dict(IMAGE), sent_ago=PAST_WINDOW))
+    (job,) = await resolved(tmp_path, database, sim, lost_create("image", dict(IMAGE), sent_ago=PAST_WINDOW))
     assert (job.status, job.error_code, job.upstream_id) == ("failed", "submit_unconfirmed", None)
     assert "AllToken offers no way to look up an image task without its id" in (job.error_message or "")
     assert "no second task was created" in (job.error_message or "")
@@ -264,11 +270,11 @@ async def test_a_lost_image_create_past_the_window_fails_truthfully_without_a_re
 
 
 async def test_a_lost_video_create_past_the_window_adopts_the_one_matching_listed_task(
-    sim: RunningSimulator, tmp_path: Path
+    sim: RunningSimulator, tmp_path: Path, database: Database
 ) -> None:
     lost = lost_create("video", dict(VIDEO), sent_ago=PAST_WINDOW)
     task_id = await listed(sim, dict(VIDEO))
-    (job,) = await resolved(tmp_path, sim, lost)
+    (job,) = await resolved(tmp_path, database, sim, lost)
     assert (job.submit_state, job.upstream_id) == ("accepted", task_id)
     assert job.note == "recovered from AllToken's video list"
     assert creates(sim) == 1  # only the listed one: ours was not sent again
@@ -284,25 +290,27 @@ async def test_a_lost_video_create_past_the_window_adopts_the_one_matching_liste
     ids=["another-duration", "another-resolution", "another-model"],
 )
 async def test_a_listed_video_with_other_parameters_is_not_adopted(
-    sim: RunningSimulator, tmp_path: Path, other: dict[str, Any]
+    sim: RunningSimulator, tmp_path: Path, database: Database, other: dict[str, Any]
 ) -> None:
     await listed(sim, other)
-    (job,) = await resolved(tmp_path, sim, lost_create("video", dict(VIDEO), sent_ago=PAST_WINDOW))
+    (job,) = await resolved(tmp_path, database, sim, lost_create("video", dict(VIDEO), sent_ago=PAST_WINDOW))
     assert (job.status, job.error_code, job.upstream_id) == ("failed", "submit_unconfirmed", None)
     assert "No matching video was found in AllToken's task list." in (job.error_message or "")
     assert creates(sim) == 1
 
 
 async def test_a_listed_video_created_long_after_the_window_is_not_adopted(
-    sim: RunningSimulator, tmp_path: Path
+    sim: RunningSimulator, tmp_path: Path, database: Database
 ) -> None:
     await listed(sim, dict(VIDEO))  # created now; the lost create was sent an hour ago
-    (job,) = await resolved(tmp_path, sim, lost_create("video", dict(VIDEO), sent_ago=3600))
+    (job,) = await resolved(tmp_path, database, sim, lost_create("video", dict(VIDEO), sent_ago=3600))
     assert (job.status, job.upstream_id) == ("failed", None)
     assert "No matching video was found" in (job.error_message or "")
 
 
-async def test_a_listed_video_another_job_owns_is_not_adopted(sim: RunningSimulator, tmp_path: Path) -> None:
+async def test_a_listed_video_another_job_owns_is_not_adopted(
+    sim: RunningSimulator, tmp_path: Path, database: Database
+) -> None:
     task_id = await listed(sim, dict(VIDEO))
     owner = lost_create(
         "video",
@@ -312,16 +320,18 @@ async def test_a_listed_video_another_job_owns_is_not_adopted(sim: RunningSimula
         upstream_id=task_id,
         status="failed",
     )
-    (job, _) = await resolved(tmp_path, sim, lost_create("video", dict(VIDEO), sent_ago=PAST_WINDOW), owner)
+    (job, _) = await resolved(
+        tmp_path, database, sim, lost_create("video", dict(VIDEO), sent_ago=PAST_WINDOW), owner
+    )
     assert (job.status, job.upstream_id) == ("failed", None)
     assert "No matching video was found" in (job.error_message or "")
 
 
 async def test_two_equally_matching_listed_videos_are_neither_adopted(
-    sim: RunningSimulator, tmp_path: Path
+    sim: RunningSimulator, tmp_path: Path, database: Database
 ) -> None:
     first, second = await listed(sim, dict(VIDEO)), await listed(sim, dict(VIDEO))
-    (job,) = await resolved(tmp_path, sim, lost_create("video", dict(VIDEO), sent_ago=PAST_WINDOW))
+    (job,) = await resolved(tmp_path, database, sim, lost_create("video", dict(VIDEO), sent_ago=PAST_WINDOW))
     assert (job.status, job.upstream_id) == ("failed", None)
     assert f"2 videos in AllToken's task list match it equally well ({first}, {second}" in (
         job.error_message or ""
@@ -329,12 +339,12 @@ async def test_two_equally_matching_listed_videos_are_neither_adopted(
 
 
 async def test_a_listed_video_a_sibling_could_own_is_adopted_by_neither(
-    sim: RunningSimulator, tmp_path: Path
+    sim: RunningSimulator, tmp_path: Path, database: Database
 ) -> None:
     task_id = await listed(sim, dict(VIDEO))
     ours = lost_create("video", dict(VIDEO), sent_ago=PAST_WINDOW)
     sibling = lost_create("video", dict(VIDEO), sent_ago=PAST_WINDOW + 30)
-    jobs = await resolved(tmp_path, sim, ours, sibling)
+    jobs = await resolved(tmp_path, database, sim, ours, sibling)
     for job, rival in ((jobs[0], sibling), (jobs[1], ours)):
         assert (job.status, job.upstream_id) == ("failed", None)
         assert f"({task_id}) could equally be that of {rival.job_id}" in (job.error_message or "")
@@ -353,13 +363,13 @@ async def test_a_listed_video_a_sibling_could_own_is_adopted_by_neither(
     ids=["sent-another-day", "refused-by-alltoken", "confirmed-elsewhere", "other-parameters", "never-sent"],
 )
 async def test_a_sibling_that_cannot_own_the_listed_video_is_no_rival(
-    sim: RunningSimulator, tmp_path: Path, sibling: dict[str, Any]
+    sim: RunningSimulator, tmp_path: Path, database: Database, sibling: dict[str, Any]
 ) -> None:
     task_id = await listed(sim, dict(VIDEO))
     ours = lost_create("video", dict(VIDEO), sent_ago=PAST_WINDOW)
     # Recorded for another upstream, so that this poller leaves it as it is (rivals are any upstream's).
     other = lost_create("video", dict(VIDEO), upstream_url="http://elsewhere.example/v1", **sibling)
-    async with manager(settings_for(tmp_path, sim.base_url)) as (_, store):
+    async with manager(settings_for(tmp_path, sim.base_url), database) as (_, store):
         await store.insert_job(other)
-    (job,) = await resolved(tmp_path, sim, ours)
+    (job,) = await resolved(tmp_path, database, sim, ours)
     assert (job.submit_state, job.upstream_id) == ("accepted", task_id)

@@ -10,7 +10,8 @@ import anyio
 
 from alltoken_mcp.client import AllTokenClient
 from alltoken_mcp.jobs import JobManager
-from alltoken_mcp.store import Store, process_owner
+from alltoken_mcp.store import process_owner
+from tests.pgkit import Database
 from tests.rawserver import RawResponse, raw_server
 from tests.serverkit import settings_for
 
@@ -22,11 +23,11 @@ def answer(status: int, body: dict[str, object]) -> RawResponse:
 
 
 async def run_job(
-    tmp_path: Path, kind: str, created: dict[str, object], polled: dict[str, object]
+    tmp_path: Path, database: Database, kind: str, created: dict[str, object], polled: dict[str, object]
 ) -> dict[str, object]:
     async with raw_server(answer(202, created), answer(200, polled)) as upstream:
         settings = settings_for(tmp_path, upstream.base_url)
-        store = await Store.open(settings.database_path)
+        store = await database.open()
         try:
             async with AllTokenClient(base_url=settings.base_url, api_key=settings.api_key) as client:
                 jobs = JobManager(store=store, client=client, settings=settings, owner=process_owner())
@@ -43,9 +44,11 @@ async def run_job(
 
 async def test_a_completed_image_task_without_images_fails_instead_of_completing_empty(
     tmp_path: Path,
+    database: Database,
 ) -> None:
     outcome = await run_job(
         tmp_path,
+        database,
         "image",
         {"id": "igen_1", "status": "queued", "model": "m"},
         {"id": "igen_1", "status": "completed", "model": "m", "data": []},
@@ -58,9 +61,12 @@ async def test_a_completed_image_task_without_images_fails_instead_of_completing
     }
 
 
-async def test_a_completed_video_without_a_url_fails_with_a_reason(tmp_path: Path) -> None:
+async def test_a_completed_video_without_a_url_fails_with_a_reason(
+    tmp_path: Path, database: Database
+) -> None:
     outcome = await run_job(
         tmp_path,
+        database,
         "video",
         {"id": "vgen_1", "status": "queued", "model": "m", "is_expired": False},
         {"id": "vgen_1", "status": "completed", "model": "m", "is_expired": False},

@@ -50,10 +50,16 @@ EXPECTED_TOOLS = {
     "route_health",
 }
 
-HTTP_ONLY_SETTINGS = {"ALLTOKEN_MCP_TOKEN", "ALLTOKEN_MCP_MEDIA_SECRET", "ALLTOKEN_MCP_PUBLIC_URL"}
-"""Settings only `serve --http` uses (the bearer token clients must send, the media URL secret and base
-URL). Every manifest here starts the server over stdio, where they mean nothing, so they are not offered
-there."""
+HTTP_ONLY_SETTINGS = {
+    "ALLTOKEN_MCP_TOKEN",
+    "ALLTOKEN_MCP_MEDIA_SECRET",
+    "ALLTOKEN_MCP_PUBLIC_URL",
+    "ALLTOKEN_MCP_DATABASE_URL",
+}
+"""Settings of a shared server over `serve --http` (the bearer token clients must send, the media URL
+secret and public base URL, the team's PostgreSQL store). Every manifest here starts one user's server over
+stdio, where they mean nothing (or, for the store, are a team deployment's business), so they are not
+offered there."""
 
 USER_SHELL = {"ALLTOKEN_API_KEY": SIM_API_KEY}
 """The variables the user exported before starting a host that expands `${…}` references."""

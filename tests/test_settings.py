@@ -27,6 +27,7 @@ from alltoken_mcp.settings import (
     key_problem,
     load_settings,
     missing_v1_hint,
+    shown_url,
 )
 
 ENTRY_POINT = str(Path(sys.executable).parent / "alltoken-mcp")
@@ -434,6 +435,65 @@ def test_a_base_url_without_v1_gets_the_corrected_url(base_url: str, hint: str |
             found
             == f"ALLTOKEN_BASE_URL is {base_url}, without /v1: AllToken's API is under /v1, so set {hint}"
         )
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("mysql://u:hunter2-secret@db/x", "is not a postgresql:// URL; expected e.g. postgresql://"),
+        ("db.example:5432/x", "is not a postgresql:// URL"),
+        ("host=db password=hunter2-secret", "is not a postgresql:// URL"),
+        ("postgresql://u:hunter2-secret@db/x y", "contains whitespace or control characters"),
+        ("postgresql://u:hunter2-secret@db:99999/x", "has an invalid port (1-65535)"),
+        ("postgresql://u:hunter2-secret@db:0/x", "has an invalid port (1-65535)"),
+        ("postgresql://u:hunter2-secret@db:port/x", "has an invalid port (1-65535)"),
+        ("postgresql://u:hunter2-secret@db/x#main", "must not carry a fragment"),
+    ],
+)
+def test_a_database_url_that_cannot_be_used_is_refused_without_showing_its_password(
+    tmp_path: Path, value: str, says: str
+) -> None:
+    message = refusal(tmp_path, ALLTOKEN_MCP_DATABASE_URL=value)
+    assert message.startswith("ALLTOKEN_MCP_DATABASE_URL=")
+    assert says in message
+    assert "hunter2" not in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "postgresql://alltoken:pw@db.example:5432/alltoken",
+        "postgres://db/alltoken?sslmode=require",
+        "postgresql:///x",
+    ],
+)
+def test_a_postgresql_url_selects_the_shared_store_and_unset_keeps_the_file(
+    tmp_path: Path, value: str
+) -> None:
+    assert settings(tmp_path, ALLTOKEN_MCP_DATABASE_URL=f" {value} ").database_url == value
+    file_store = settings(tmp_path, ALLTOKEN_MCP_DATABASE_URL="")
+    assert file_store.database_url is None
+    assert file_store.database_location == str(file_store.database_path)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://alltoken:s3cret-pw@db:5432/a", "postgresql://alltoken:***@db:5432/a"),
+        (
+            "postgresql://alltoken@db/a?password=s3cret-pw&sslmode=require",
+            "postgresql://alltoken@db/a?password=***&sslmode=require",
+        ),
+        ("postgresql:///a?PassWord=s3cret-pw", "postgresql:///a?PassWord=***"),
+        ("postgresql://db/a", "postgresql://db/a"),
+    ],
+)
+def test_a_database_url_is_shown_without_its_password(tmp_path: Path, url: str, shown: str) -> None:
+    assert shown_url(url) == shown
+    configured = settings(tmp_path, ALLTOKEN_MCP_DATABASE_URL=url)
+    assert configured.database_location == shown
+    assert "s3cret" not in repr(configured)
 
 
 # ------------------------------------------------------------------------------------ previews, output dir

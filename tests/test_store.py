@@ -17,8 +17,7 @@ from pydantic import ValidationError
 from alltoken_mcp.job_records import JobRecord
 from alltoken_mcp.settings import Upstream, key_fingerprint
 from alltoken_mcp.store import (
-    _JOB_COLUMNS,
-    _MIGRATIONS,
+    JOB_COLUMNS,
     SCHEMA_VERSION,
     Charge,
     Delivery,
@@ -26,14 +25,17 @@ from alltoken_mcp.store import (
     Job,
     MediaFile,
     SpendTotal,
+    SqliteStore,
     Store,
     StoreError,
-    _to_column,
     list_jobs_query,
     new_job_id,
     owner_is_dead,
     process_owner,
+    to_column,
 )
+from alltoken_mcp.store.schema import SQLITE_MIGRATIONS
+from tests.pgkit import Database
 
 HERE = Upstream("http://127.0.0.1:9/v1", key_fingerprint("sk-test-key-here"))
 """The upstream of the jobs `make_job` builds and of the claims below."""
@@ -60,7 +62,7 @@ def make_job(**changes: object) -> Job:
 
 
 async def test_new_database_gets_current_schema_and_wal(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "state" / "db.sqlite3")
+    store = await SqliteStore.open(tmp_path / "state" / "db.sqlite3")
     await store.close()
     db = sqlite3.connect(tmp_path / "state" / "db.sqlite3")
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
@@ -71,11 +73,11 @@ async def test_new_database_gets_current_schema_and_wal(tmp_path: Path) -> None:
 
 async def test_reopening_keeps_data_and_does_not_migrate_again(tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite3"
-    store = await Store.open(path)
+    store = await SqliteStore.open(path)
     job = make_job()
     await store.insert_job(job)
     await store.close()
-    store = await Store.open(path)
+    store = await SqliteStore.open(path)
     try:
         assert await store.get_job(job.job_id) == job
     finally:
@@ -96,14 +98,14 @@ _ADDED_AFTER = {
 def _old_database(path: Path, job: Job, version: int) -> None:
     """A database as release schema `version` left it, holding `job`."""
     db = sqlite3.connect(path)
-    for script in _MIGRATIONS[:version]:
+    for script in SQLITE_MIGRATIONS[:version]:
         for statement in script.split(";"):
             if statement.strip():
                 db.execute(statement)
-    columns = [c for c in _JOB_COLUMNS if c not in _ADDED_AFTER[version]]
+    columns = [c for c in JOB_COLUMNS if c not in _ADDED_AFTER[version]]
     db.execute(
         f"INSERT INTO jobs ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})",
-        [_to_column(c, getattr(job, c)) for c in columns],
+        [to_column(c, getattr(job, c)) for c in columns],
     )
     db.execute(f"PRAGMA user_version = {version}")
     db.commit()
@@ -114,7 +116,7 @@ async def test_a_version_1_database_is_upgraded_and_keeps_its_jobs(tmp_path: Pat
     path = tmp_path / "db.sqlite3"
     job = make_job(status="processing", poll_failures=3, upstream_url=None, upstream_key=None)
     await anyio.to_thread.run_sync(_old_database, path, job, 1)
-    store = await Store.open(path)
+    store = await SqliteStore.open(path)
     try:
         assert await store.get_job(job.job_id) == job
         updated = await store.update_job(job.job_id, download_failures=2)
@@ -150,7 +152,7 @@ async def test_a_version_3_database_written_by_the_last_release_opens_and_reads_
     db.execute("UPDATE jobs SET files = ?, sources = ? WHERE job_id = ?", (V3_FILES, V3_SOURCES, job.job_id))
     db.commit()
     db.close()
-    store = await Store.open(path)
+    store = await SqliteStore.open(path)
     try:
         read = await store.get_job(job.job_id)
         assert read is not None
@@ -185,7 +187,7 @@ async def test_a_version_3_database_written_by_the_last_release_opens_and_reads_
 
 async def test_a_job_whose_stored_files_cannot_be_read_is_a_one_line_store_error(tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite3"
-    store = await Store.open(path)
+    store = await SqliteStore.open(path)
     try:
         job = make_job()
         await store.insert_job(job)
@@ -202,16 +204,12 @@ async def test_a_job_whose_stored_files_cannot_be_read_is_a_one_line_store_error
         await store.close()
 
 
-async def test_a_malformed_file_entry_is_refused_before_it_is_written(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3")
-    try:
-        job = make_job()
-        await store.insert_job(job)
-        with pytest.raises(ValidationError):
-            await store.update_job(job.job_id, status="completed", files=[{"path": "/x.png", "bytes": 3}])
-        assert await store.get_job(job.job_id) == job
-    finally:
-        await store.close()
+async def test_a_malformed_file_entry_is_refused_before_it_is_written(store: Store) -> None:
+    job = make_job()
+    await store.insert_job(job)
+    with pytest.raises(ValidationError):
+        await store.update_job(job.job_id, status="completed", files=[{"path": "/x.png", "bytes": 3}])
+    assert await store.get_job(job.job_id) == job
 
 
 async def test_a_version_2_job_belongs_to_no_upstream_until_a_server_with_a_key_leases_it(
@@ -221,7 +219,7 @@ async def test_a_version_2_job_belongs_to_no_upstream_until_a_server_with_a_key_
     job = make_job(status="processing", upstream_url=None, upstream_key=None)
     await anyio.to_thread.run_sync(_old_database, path, job, 2)
     keyless = Upstream(HERE.base_url, None)
-    store = await Store.open(path)
+    store = await SqliteStore.open(path)
     try:
         assert await store.get_job(job.job_id) == job
         now = time.time()
@@ -241,29 +239,25 @@ async def test_a_version_2_job_belongs_to_no_upstream_until_a_server_with_a_key_
         await store.close()
 
 
-async def test_only_jobs_of_the_claiming_upstream_are_leased_or_waited_for(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3")
-    try:
-        now = time.time()
-        mine = make_job(next_poll_at=now + 1)
-        other_url = make_job(upstream_url="http://127.0.0.1:8/v1", next_poll_at=now)
-        other_key = make_job(upstream_key=key_fingerprint("sk-another-account-key"), next_poll_at=now)
-        for job in (mine, other_url, other_key):
-            await store.insert_job(job)
-        assert await store.next_due_at("me", upstream=HERE, now=now) == pytest.approx(now + 1)
-        assert await store.claim_due_jobs("me", upstream=HERE, now=now, lease_seconds=30, limit=5) == []
-        claimed = await store.claim_due_jobs("me", upstream=HERE, now=now + 1, lease_seconds=30, limit=5)
-        assert [j.job_id for j in claimed] == [mine.job_id]
-        for job in (other_url, other_key):
-            stored = await store.get_job(job.job_id)
-            assert stored == job  # not leased, not adopted
-            there = Upstream(job.upstream_url, job.upstream_key)  # type: ignore[arg-type]
-            assert [
-                j.job_id
-                for j in await store.claim_due_jobs("x", upstream=there, now=now, lease_seconds=30, limit=5)
-            ] == [job.job_id]
-    finally:
-        await store.close()
+async def test_only_jobs_of_the_claiming_upstream_are_leased_or_waited_for(store: Store) -> None:
+    now = time.time()
+    mine = make_job(next_poll_at=now + 1)
+    other_url = make_job(upstream_url="http://127.0.0.1:8/v1", next_poll_at=now)
+    other_key = make_job(upstream_key=key_fingerprint("sk-another-account-key"), next_poll_at=now)
+    for job in (mine, other_url, other_key):
+        await store.insert_job(job)
+    assert await store.next_due_at("me", upstream=HERE, now=now) == pytest.approx(now + 1)
+    assert await store.claim_due_jobs("me", upstream=HERE, now=now, lease_seconds=30, limit=5) == []
+    claimed = await store.claim_due_jobs("me", upstream=HERE, now=now + 1, lease_seconds=30, limit=5)
+    assert [j.job_id for j in claimed] == [mine.job_id]
+    for job in (other_url, other_key):
+        stored = await store.get_job(job.job_id)
+        assert stored == job  # not leased, not adopted
+        there = Upstream(job.upstream_url, job.upstream_key)  # type: ignore[arg-type]
+        assert [
+            j.job_id
+            for j in await store.claim_due_jobs("x", upstream=there, now=now, lease_seconds=30, limit=5)
+        ] == [job.job_id]
 
 
 async def test_newer_schema_is_refused_with_advice(tmp_path: Path) -> None:
@@ -272,55 +266,49 @@ async def test_newer_schema_is_refused_with_advice(tmp_path: Path) -> None:
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     db.close()
     with pytest.raises(StoreError, match="newer than this alltoken-mcp"):
-        await Store.open(path)
+        await SqliteStore.open(path)
 
 
 async def test_corrupt_file_is_a_clear_store_error(tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite3"
     path.write_bytes(b"this is not a database" * 100)
     with pytest.raises(StoreError, match=r"unusable.*move it aside"):
-        await Store.open(path)
+        await SqliteStore.open(path)
 
 
 async def test_unopenable_location_is_a_store_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(StoreError, match="cannot open the state database"):
-        await Store.open(blocker / "db.sqlite3")
+        await SqliteStore.open(blocker / "db.sqlite3")
 
 
-async def test_job_round_trip_update_and_listing(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3")
-    try:
-        older = make_job(created_at=1.0, kind="video")
-        newer = make_job(created_at=2.0)
-        await store.insert_job(older)
-        await store.insert_job(newer)
-        saved = MediaFile(
-            path="/x.mp4",
-            uri="alltoken://media/x/0",
-            mime_type="video/mp4",
-            bytes=3,
-            sha256="ab",
-            role="video",
-        )
-        updated = await store.update_job(
-            older.job_id, status="completed", files=[saved], cancel_requested=True
-        )
-        assert updated is not None
-        assert updated.status == "completed"
-        assert updated.files == [saved]
-        assert updated.cancel_requested is True
-        assert updated.updated_at >= older.updated_at
-        assert [j.job_id for j in await store.list_jobs()] == [newer.job_id, older.job_id]
-        assert [j.job_id for j in await store.list_jobs(kind="video")] == [older.job_id]
-        assert [j.job_id for j in await store.list_jobs(status="queued")] == [newer.job_id]
-        assert [j.job_id for j in await store.list_jobs(limit=1)] == [newer.job_id]
-        assert [j.job_id for j in await store.list_jobs() if j.active] == [newer.job_id]
-        with pytest.raises(ValueError, match="unknown job fields"):
-            await store.update_job(older.job_id, bogus=1)
-    finally:
-        await store.close()
+async def test_job_round_trip_update_and_listing(store: Store) -> None:
+    older = make_job(created_at=1.0, kind="video")
+    newer = make_job(created_at=2.0)
+    await store.insert_job(older)
+    await store.insert_job(newer)
+    saved = MediaFile(
+        path="/x.mp4",
+        uri="alltoken://media/x/0",
+        mime_type="video/mp4",
+        bytes=3,
+        sha256="ab",
+        role="video",
+    )
+    updated = await store.update_job(older.job_id, status="completed", files=[saved], cancel_requested=True)
+    assert updated is not None
+    assert updated.status == "completed"
+    assert updated.files == [saved]
+    assert updated.cancel_requested is True
+    assert updated.updated_at >= older.updated_at
+    assert [j.job_id for j in await store.list_jobs()] == [newer.job_id, older.job_id]
+    assert [j.job_id for j in await store.list_jobs(kind="video")] == [older.job_id]
+    assert [j.job_id for j in await store.list_jobs(status="queued")] == [newer.job_id]
+    assert [j.job_id for j in await store.list_jobs(limit=1)] == [newer.job_id]
+    assert [j.job_id for j in await store.list_jobs() if j.active] == [newer.job_id]
+    with pytest.raises(ValueError, match="unknown job fields"):
+        await store.update_job(older.job_id, bogus=1)
 
 
 @pytest.mark.parametrize(
@@ -336,7 +324,7 @@ async def test_listing_jobs_reads_the_newest_rows_off_an_index_without_sorting(
     tmp_path: Path, kind: str | None, status: str | None, search: str | None
 ) -> None:
     path = tmp_path / "db.sqlite3"
-    await (await Store.open(path)).close()
+    await (await SqliteStore.open(path)).close()
     sql, params = list_jobs_query(kind=kind, status=status, limit=20)
     db = sqlite3.connect(path)
     plan = [step for *_, step in db.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
@@ -358,7 +346,7 @@ async def test_malformed_job_ids_never_reach_sql(tmp_path: Path, job_id: str) ->
     """A row stored under the malformed id (by hand, or by a release without the check) is there to be
     found: only the id check keeps `get_job` from looking it up."""
     path = tmp_path / "db.sqlite3"
-    store = await Store.open(path)
+    store = await SqliteStore.open(path)
     try:
         job = make_job()
         await store.insert_job(job)
@@ -373,7 +361,7 @@ async def test_malformed_job_ids_never_reach_sql(tmp_path: Path, job_id: str) ->
 @pytest.mark.parametrize("conversation_id", ["conv_../../x", "CONV_0123456789abcdef", "conv_0123", ""])
 async def test_malformed_conversation_ids_never_reach_sql(tmp_path: Path, conversation_id: str) -> None:
     path = tmp_path / "db.sqlite3"
-    store = await Store.open(path)
+    store = await SqliteStore.open(path)
     try:
         kept = await store.save_turn(
             None, system="s", model="m", messages=[{"role": "user", "content": "hi"}]
@@ -401,23 +389,18 @@ def _copy_row(path: Path, table: str, key: str, source: str, copy: str) -> None:
         db.close()
 
 
-async def test_update_with_owner_fails_once_the_lease_is_lost(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3")
-    try:
-        job = make_job()
-        await store.insert_job(job)
-        claimed = await store.claim_due_jobs("a", upstream=HERE, now=time.time(), lease_seconds=30, limit=10)
-        assert [j.job_id for j in claimed] == [job.job_id]
-        assert await store.update_job(job.job_id, owner="b", status="completed") is None
-        assert (await store.get_job(job.job_id)).status == "queued"  # type: ignore[union-attr]
-        assert await store.update_job(job.job_id, owner="a", status="processing") is not None
-    finally:
-        await store.close()
+async def test_update_with_owner_fails_once_the_lease_is_lost(store: Store) -> None:
+    job = make_job()
+    await store.insert_job(job)
+    claimed = await store.claim_due_jobs("a", upstream=HERE, now=time.time(), lease_seconds=30, limit=10)
+    assert [j.job_id for j in claimed] == [job.job_id]
+    assert await store.update_job(job.job_id, owner="b", status="completed") is None
+    assert (await store.get_job(job.job_id)).status == "queued"  # type: ignore[union-attr]
+    assert await store.update_job(job.job_id, owner="a", status="processing") is not None
 
 
-async def test_leases_are_exclusive_across_connections_until_they_expire(tmp_path: Path) -> None:
-    path = tmp_path / "db.sqlite3"
-    first, second = await Store.open(path), await Store.open(path)
+async def test_leases_are_exclusive_across_connections_until_they_expire(database: Database) -> None:
+    first, second = await database.open(), await database.open()
     try:
         jobs = [make_job() for _ in range(6)]
         for job in jobs:
@@ -449,27 +432,23 @@ async def test_leases_are_exclusive_across_connections_until_they_expire(tmp_pat
         await second.close()
 
 
-async def test_a_dead_owners_lease_is_taken_over_at_once(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3")
-    try:
-        job = make_job()
-        await store.insert_job(job)
-        now = time.time()
+async def test_a_dead_owners_lease_is_taken_over_at_once(store: Store) -> None:
+    job = make_job()
+    await store.insert_job(job)
+    now = time.time()
+    await store.claim_due_jobs(
+        "ghost", upstream=HERE, now=now, lease_seconds=300, limit=1, is_dead=lambda o: False
+    )
+    assert (
         await store.claim_due_jobs(
-            "ghost", upstream=HERE, now=now, lease_seconds=300, limit=1, is_dead=lambda o: False
+            "me", upstream=HERE, now=now, lease_seconds=30, limit=1, is_dead=lambda o: False
         )
-        assert (
-            await store.claim_due_jobs(
-                "me", upstream=HERE, now=now, lease_seconds=30, limit=1, is_dead=lambda o: False
-            )
-            == []
-        )
-        taken = await store.claim_due_jobs(
-            "me", upstream=HERE, now=now, lease_seconds=30, limit=1, is_dead=lambda o: o == "ghost"
-        )
-        assert [j.lease_owner for j in taken] == ["me"]
-    finally:
-        await store.close()
+        == []
+    )
+    taken = await store.claim_due_jobs(
+        "me", upstream=HERE, now=now, lease_seconds=30, limit=1, is_dead=lambda o: o == "ghost"
+    )
+    assert [j.lease_owner for j in taken] == ["me"]
 
 
 def test_owner_is_dead_checks_real_processes() -> None:
@@ -482,28 +461,23 @@ def test_owner_is_dead_checks_real_processes() -> None:
     assert not owner_is_dead(f"another-host:{child.pid}:abcd")  # cannot tell: wait for the lease to expire
 
 
-async def test_next_due_skips_live_leases_and_idle_is_none(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3")
-    try:
-        assert await store.next_due_at("me", upstream=HERE, now=time.time()) is None
-        now = time.time()
-        job = make_job(next_poll_at=now + 5)
-        await store.insert_job(job)
-        assert await store.next_due_at("me", upstream=HERE, now=now) == pytest.approx(now + 5)
-        await store.claim_due_jobs(
-            "other", upstream=HERE, now=now + 5, lease_seconds=60, limit=1, is_dead=lambda o: False
-        )
-        due = await store.next_due_at("me", upstream=HERE, now=now, is_dead=lambda o: False)
-        assert due == pytest.approx(now + 65)
-        await store.update_job(job.job_id, status="completed")
-        assert await store.next_due_at("me", upstream=HERE, now=now) is None
-    finally:
-        await store.close()
+async def test_next_due_skips_live_leases_and_idle_is_none(store: Store) -> None:
+    assert await store.next_due_at("me", upstream=HERE, now=time.time()) is None
+    now = time.time()
+    job = make_job(next_poll_at=now + 5)
+    await store.insert_job(job)
+    assert await store.next_due_at("me", upstream=HERE, now=now) == pytest.approx(now + 5)
+    await store.claim_due_jobs(
+        "other", upstream=HERE, now=now + 5, lease_seconds=60, limit=1, is_dead=lambda o: False
+    )
+    due = await store.next_due_at("me", upstream=HERE, now=now, is_dead=lambda o: False)
+    assert due == pytest.approx(now + 65)
+    await store.update_job(job.job_id, status="completed")
+    assert await store.next_due_at("me", upstream=HERE, now=now) is None
 
 
-async def test_conversations_survive_reopen(tmp_path: Path) -> None:
-    path = tmp_path / "db.sqlite3"
-    store = await Store.open(path)
+async def test_conversations_survive_reopen(database: Database) -> None:
+    store = await database.open()
     conversation_id = await store.save_turn(
         None, system="be brief", model="m", messages=[{"role": "user", "content": "hi"}]
     )
@@ -514,7 +488,7 @@ async def test_conversations_survive_reopen(tmp_path: Path) -> None:
         messages=[{"role": "assistant", "content": "hello"}, {"role": "user", "content": "again"}],
     )
     await store.close()
-    store = await Store.open(path)
+    store = await database.open()
     try:
         conversation = await store.get_conversation(conversation_id)
         assert conversation is not None
@@ -527,55 +501,47 @@ async def test_conversations_survive_reopen(tmp_path: Path) -> None:
         await store.close()
 
 
-async def test_concurrent_turns_from_one_process_keep_every_message(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3")
-    try:
-        conversation_id = await store.save_turn(None, system=None, model=None, messages=[])
+async def test_concurrent_turns_from_one_process_keep_every_message(store: Store) -> None:
+    conversation_id = await store.save_turn(None, system=None, model=None, messages=[])
 
-        async def turn(i: int) -> None:
-            await store.save_turn(
-                conversation_id, system=None, model=None, messages=[{"role": "user", "content": str(i)}]
-            )
+    async def turn(i: int) -> None:
+        await store.save_turn(
+            conversation_id, system=None, model=None, messages=[{"role": "user", "content": str(i)}]
+        )
 
-        async with anyio.create_task_group() as tg:
-            for i in range(20):
-                tg.start_soon(turn, i)
+    async with anyio.create_task_group() as tg:
+        for i in range(20):
+            tg.start_soon(turn, i)
+    conversation = await store.get_conversation(conversation_id)
+    assert conversation is not None
+    assert sorted(int(m["content"]) for m in conversation.messages) == list(range(20))
+
+
+async def test_turns_written_together_each_keep_their_own_conversation_and_messages(store: Store) -> None:
+    saved: dict[int, str] = {}
+
+    async def turn(i: int) -> None:
+        saved[i] = await store.save_turn(
+            None, system=f"s{i}", model="m", messages=[{"role": "user", "content": f"q{i}"}]
+        )
+
+    async with anyio.create_task_group() as tg:
+        for i in range(30):
+            tg.start_soon(turn, i)
+    assert len(set(saved.values())) == 30
+    for i, conversation_id in saved.items():
         conversation = await store.get_conversation(conversation_id)
         assert conversation is not None
-        assert sorted(int(m["content"]) for m in conversation.messages) == list(range(20))
-    finally:
-        await store.close()
-
-
-async def test_turns_written_together_each_keep_their_own_conversation_and_messages(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3")
-    try:
-        saved: dict[int, str] = {}
-
-        async def turn(i: int) -> None:
-            saved[i] = await store.save_turn(
-                None, system=f"s{i}", model="m", messages=[{"role": "user", "content": f"q{i}"}]
-            )
-
-        async with anyio.create_task_group() as tg:
-            for i in range(30):
-                tg.start_soon(turn, i)
-        assert len(set(saved.values())) == 30
-        for i, conversation_id in saved.items():
-            conversation = await store.get_conversation(conversation_id)
-            assert conversation is not None
-            assert (conversation.system, [m["content"] for m in conversation.messages]) == (
-                f"s{i}",
-                [f"q{i}"],
-            )
-    finally:
-        await store.close()
+        assert (conversation.system, [m["content"] for m in conversation.messages]) == (
+            f"s{i}",
+            [f"q{i}"],
+        )
 
 
 async def test_a_turn_that_cannot_be_saved_fails_alone_and_the_turns_written_with_it_are_kept(
     tmp_path: Path,
 ) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3")
+    store = await SqliteStore.open(tmp_path / "db.sqlite3")
     try:
         outcomes: dict[str, object] = {}
 
@@ -604,7 +570,7 @@ async def test_a_turn_that_cannot_be_saved_fails_alone_and_the_turns_written_wit
 
 
 async def test_a_turn_cancelled_before_its_write_started_is_not_written(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3")
+    store = await SqliteStore.open(tmp_path / "db.sqlite3")
     try:
         cancelled = anyio.CancelScope()
 
@@ -637,7 +603,7 @@ async def test_a_turn_cancelled_before_its_write_started_is_not_written(tmp_path
 
 
 async def test_turns_queued_behind_a_cancelled_call_are_still_written(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3")
+    store = await SqliteStore.open(tmp_path / "db.sqlite3")
     try:
         cancelled = anyio.CancelScope()
         saved: list[str] = []
@@ -672,40 +638,30 @@ async def test_turns_queued_behind_a_cancelled_call_are_still_written(tmp_path: 
         await store.close()
 
 
-async def test_cache_put_get_replace(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3")
-    try:
-        assert await store.cache_get("k") is None
-        await store.cache_put("k", {"a": [1, 2]})
-        await store.cache_put("k", {"a": [3]})
-        assert await store.cache_get("k") == {"a": [3]}
-    finally:
-        await store.close()
+async def test_cache_put_get_replace(store: Store) -> None:
+    assert await store.cache_get("k") is None
+    await store.cache_put("k", {"a": [1, 2]})
+    await store.cache_put("k", {"a": [3]})
+    assert await store.cache_get("k") == {"a": [3]}
 
 
-async def test_save_turn_creates_or_continues_a_conversation_in_one_step(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3")
-    try:
-        first = await store.save_turn(
-            None,
-            system="be brief",
-            model="m",
-            messages=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
-        )
-        same = await store.save_turn(
-            first, system=None, model="m", messages=[{"role": "user", "content": "x"}]
-        )
-        assert same == first
-        await store.save_turn(first, system="be kind", model="m", messages=[])
-        conversation = await store.get_conversation(first)
-        assert conversation is not None
-        assert conversation.system == "be kind"
-        assert [m["content"] for m in conversation.messages] == ["hi", "hello", "x"]
-        empty = await store.save_turn(None, system=None, model=None, messages=[])
-        assert empty != first
-        assert (await store.get_conversation(empty)).messages == []  # type: ignore[union-attr]
-    finally:
-        await store.close()
+async def test_save_turn_creates_or_continues_a_conversation_in_one_step(store: Store) -> None:
+    first = await store.save_turn(
+        None,
+        system="be brief",
+        model="m",
+        messages=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
+    )
+    same = await store.save_turn(first, system=None, model="m", messages=[{"role": "user", "content": "x"}])
+    assert same == first
+    await store.save_turn(first, system="be kind", model="m", messages=[])
+    conversation = await store.get_conversation(first)
+    assert conversation is not None
+    assert conversation.system == "be kind"
+    assert [m["content"] for m in conversation.messages] == ["hi", "hello", "x"]
+    empty = await store.save_turn(None, system=None, model=None, messages=[])
+    assert empty != first
+    assert (await store.get_conversation(empty)).messages == []  # type: ignore[union-attr]
 
 
 # ------------------------------------------------------------------------------------ spend ledger
@@ -717,7 +673,7 @@ async def test_a_version_4_database_gains_the_ledger_and_its_jobs_read_with_no_k
     path = tmp_path / "db.sqlite3"
     job = make_job(status="completed")
     await anyio.to_thread.run_sync(_old_database, path, job, 4)
-    store = await Store.open(path)
+    store = await SqliteStore.open(path)
     try:
         assert await store.get_job(job.job_id) == job
         assert (job.request_id, job.cost_usd) == (None, None)
@@ -727,38 +683,30 @@ async def test_a_version_4_database_gains_the_ledger_and_its_jobs_read_with_no_k
         await store.close()
 
 
-async def test_the_ledger_sums_known_costs_exactly_and_counts_the_unknown_ones(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3")
+async def test_the_ledger_sums_known_costs_exactly_and_counts_the_unknown_ones(store: Store) -> None:
     now = time.time()
     other = Upstream(HERE.base_url, key_fingerprint("sk-another-key-0000"))
-    try:
-        for cost in ("0.0000188000", "0.1", "0.2"):  # 0.1 + 0.2 is not 0.3 in floating point
-            await store.record_charge(Charge("chat", "m", Decimal(cost), now, HERE, request_id="r"))
-        await store.record_charge(Charge("video", "v", None, now, HERE, job_id="job_1"))
-        await store.record_charge(Charge("chat", "m", Decimal(7), now - 86400, HERE))  # before `since`
-        await store.record_charge(Charge("chat", "m", Decimal(9), now, other))  # another key's
-        today = await store.spend(HERE, since=now - 60)
-        assert today == SpendTotal(known_usd=Decimal("0.3000188"), charges=4, unknown=1)
-        assert (await store.spend(HERE, since=0)).known_usd == Decimal("7.3000188")
-        assert (await store.spend(other, since=0)).known_usd == Decimal(9)
-    finally:
-        await store.close()
+    for cost in ("0.0000188000", "0.1", "0.2"):  # 0.1 + 0.2 is not 0.3 in floating point
+        await store.record_charge(Charge("chat", "m", Decimal(cost), now, HERE, request_id="r"))
+    await store.record_charge(Charge("video", "v", None, now, HERE, job_id="job_1"))
+    await store.record_charge(Charge("chat", "m", Decimal(7), now - 86400, HERE))  # before `since`
+    await store.record_charge(Charge("chat", "m", Decimal(9), now, other))  # another key's
+    today = await store.spend(HERE, since=now - 60)
+    assert today == SpendTotal(known_usd=Decimal("0.3000188"), charges=4, unknown=1)
+    assert (await store.spend(HERE, since=0)).known_usd == Decimal("7.3000188")
+    assert (await store.spend(other, since=0)).known_usd == Decimal(9)
 
 
 async def test_a_jobs_charge_is_recorded_once_and_a_later_known_cost_replaces_the_unknown_one(
-    tmp_path: Path,
+    store: Store,
 ) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3")
-    try:
-        await store.record_charge(Charge("image", "m", None, time.time(), HERE, job_id="job_1"))
-        await store.record_charge(Charge("image", "m", Decimal("0.05"), time.time(), HERE, job_id="job_1"))
-        assert await store.spend(HERE, since=0) == SpendTotal(Decimal("0.05"), charges=1, unknown=0)
-    finally:
-        await store.close()
+    await store.record_charge(Charge("image", "m", None, time.time(), HERE, job_id="job_1"))
+    await store.record_charge(Charge("image", "m", Decimal("0.05"), time.time(), HERE, job_id="job_1"))
+    assert await store.spend(HERE, since=0) == SpendTotal(Decimal("0.05"), charges=1, unknown=0)
 
 
 async def test_a_jobs_delivery_is_stored_as_given_and_absent_is_null(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3")
+    store = await SqliteStore.open(tmp_path / "db.sqlite3")
     try:
         where = Delivery(directory="/home/me/project/clips", name="sea.mp4", overwrite=True, preview=False)
         placed = make_job(delivery=where)

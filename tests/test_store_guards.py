@@ -14,72 +14,57 @@ import pytest
 
 from alltoken_mcp.redact import REDACTED, Redactor
 from alltoken_mcp.settings import Upstream, key_fingerprint
-from alltoken_mcp.store import Store, UpstreamTaskTaken, new_job_id, owner_is_dead
+from alltoken_mcp.store import SqliteStore, Store, UpstreamTaskTaken, new_job_id, owner_is_dead
+from tests.pgkit import Database
 from tests.test_store import HERE, make_job
 
 SECRET = "sk-live-store-guard-0123456789"
 
 
-async def test_one_upstream_task_belongs_to_one_job(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3")
-    try:
-        first, second = make_job(upstream_id="vgen_shared"), make_job()
-        await store.insert_job(first)
-        await store.insert_job(second)
-        with pytest.raises(
-            UpstreamTaskTaken, match=r"^AllToken task vgen_shared already belongs to another job$"
-        ):
-            await store.update_job(second.job_id, upstream_id="vgen_shared")
-        assert (await store.get_job(second.job_id)).upstream_id is None  # type: ignore[union-attr]
-        assert (await store.find_job_by_upstream("vgen_shared")) == first
-    finally:
-        await store.close()
+async def test_one_upstream_task_belongs_to_one_job(store: Store) -> None:
+    first, second = make_job(upstream_id="vgen_shared"), make_job()
+    await store.insert_job(first)
+    await store.insert_job(second)
+    with pytest.raises(
+        UpstreamTaskTaken, match=r"^AllToken task vgen_shared already belongs to another job$"
+    ):
+        await store.update_job(second.job_id, upstream_id="vgen_shared")
+    assert (await store.get_job(second.job_id)).upstream_id is None  # type: ignore[union-attr]
+    assert (await store.find_job_by_upstream("vgen_shared")) == first
 
 
-async def test_a_well_formed_id_that_is_not_stored_is_none(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3")
-    try:
-        assert await store.get_job(new_job_id()) is None
-        assert await store.get_conversation("conv_0123456789abcdef") is None
-        assert await store.find_job_by_upstream("vgen_nobody") is None
-    finally:
-        await store.close()
+async def test_a_well_formed_id_that_is_not_stored_is_none(store: Store) -> None:
+    assert await store.get_job(new_job_id()) is None
+    assert await store.get_conversation("conv_0123456789abcdef") is None
+    assert await store.find_job_by_upstream("vgen_nobody") is None
 
 
-async def test_a_finished_job_is_updated_unless_only_active_ones_may_be(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3")
-    try:
-        job = make_job(status="completed")
+async def test_a_finished_job_is_updated_unless_only_active_ones_may_be(store: Store) -> None:
+    job = make_job(status="completed")
+    await store.insert_job(job)
+    assert await store.update_job(job.job_id, only_if_active=True, status="cancelled") is None
+    noted = await store.update_job(job.job_id, note="Nothing to cancel: the job is already completed.")
+    assert noted is not None
+    assert (noted.status, noted.note) == ("completed", "Nothing to cancel: the job is already completed.")
+    assert noted.updated_at >= job.updated_at
+
+
+async def test_the_listing_is_newest_first_twenty_by_default_and_filters_combine(store: Store) -> None:
+    jobs = [make_job(created_at=float(i), kind="video" if i % 2 else "image") for i in range(25)]
+    jobs[3] = make_job(created_at=3.0, kind="video", status="failed")
+    for job in jobs:
         await store.insert_job(job)
-        assert await store.update_job(job.job_id, only_if_active=True, status="cancelled") is None
-        noted = await store.update_job(job.job_id, note="Nothing to cancel: the job is already completed.")
-        assert noted is not None
-        assert (noted.status, noted.note) == ("completed", "Nothing to cancel: the job is already completed.")
-        assert noted.updated_at >= job.updated_at
-    finally:
-        await store.close()
+    listed = await store.list_jobs()
+    assert [j.job_id for j in listed] == [j.job_id for j in reversed(jobs)][:20]
+    failed_videos = await store.list_jobs(kind="video", status="failed")
+    assert [j.job_id for j in failed_videos] == [jobs[3].job_id]
+    assert await store.list_jobs(kind="image", status="failed") == []
 
 
-async def test_the_listing_is_newest_first_twenty_by_default_and_filters_combine(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3")
-    try:
-        jobs = [make_job(created_at=float(i), kind="video" if i % 2 else "image") for i in range(25)]
-        jobs[3] = make_job(created_at=3.0, kind="video", status="failed")
-        for job in jobs:
-            await store.insert_job(job)
-        listed = await store.list_jobs()
-        assert [j.job_id for j in listed] == [j.job_id for j in reversed(jobs)][:20]
-        failed_videos = await store.list_jobs(kind="video", status="failed")
-        assert [j.job_id for j in failed_videos] == [jobs[3].job_id]
-        assert await store.list_jobs(kind="image", status="failed") == []
-    finally:
-        await store.close()
-
-
-async def test_the_next_due_job_counts_live_leases_from_their_expiry(tmp_path: Path) -> None:
+async def test_the_next_due_job_counts_live_leases_from_their_expiry(database: Database) -> None:
     """Each job's due time as `next_due_at` must see it: its own poll time, or a live other owner's
     lease expiry; the earliest of them wins, wherever it is in the table, and excluded jobs do not count."""
-    store = await Store.open(tmp_path / "db.sqlite3")
+    store = await database.open()
     now = time.time()
     try:
         excluded = make_job(next_poll_at=now - 50)
@@ -131,8 +116,8 @@ def test_a_job_belongs_only_to_the_upstream_it_records(
     assert make_job(upstream_url=url, upstream_key=key).belongs_to(server) is belongs
 
 
-async def test_upstream_texts_are_redacted_when_stored_and_requests_are_not(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3", redactor=Redactor.for_secrets([("KEY", SECRET)]))
+async def test_upstream_texts_are_redacted_when_stored_and_requests_are_not(database: Database) -> None:
+    store = await database.open(redactor=Redactor.for_secrets([("KEY", SECRET)]))
     try:
         job = make_job(error_message=f"echoed {SECRET}", prompt=f"a prompt with {SECRET}")
         await store.insert_job(job)
@@ -159,35 +144,31 @@ async def test_upstream_texts_are_redacted_when_stored_and_requests_are_not(tmp_
         await store.close()
 
 
-async def test_a_conversation_reads_back_whole(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3")
-    try:
-        before = time.time()
-        conversation_id = await store.save_turn(
-            None, system="be brief", model="m1", messages=[{"role": "user", "content": "q1"}]
-        )
-        await store.save_turn(
-            conversation_id,
-            system=None,
-            model=None,
-            messages=[{"role": "assistant", "content": "a1"}, {"role": "user", "content": "q2"}],
-        )
-        saved = await store.get_conversation(conversation_id)
-        assert saved is not None
-        assert (saved.conversation_id, saved.system, saved.model) == (conversation_id, "be brief", "m1")
-        assert saved.messages == [
-            {"role": "user", "content": "q1"},
-            {"role": "assistant", "content": "a1"},
-            {"role": "user", "content": "q2"},
-        ]
-        assert before <= saved.created_at <= saved.updated_at <= time.time()
-    finally:
-        await store.close()
+async def test_a_conversation_reads_back_whole(store: Store) -> None:
+    before = time.time()
+    conversation_id = await store.save_turn(
+        None, system="be brief", model="m1", messages=[{"role": "user", "content": "q1"}]
+    )
+    await store.save_turn(
+        conversation_id,
+        system=None,
+        model=None,
+        messages=[{"role": "assistant", "content": "a1"}, {"role": "user", "content": "q2"}],
+    )
+    saved = await store.get_conversation(conversation_id)
+    assert saved is not None
+    assert (saved.conversation_id, saved.system, saved.model) == (conversation_id, "be brief", "m1")
+    assert saved.messages == [
+        {"role": "user", "content": "q1"},
+        {"role": "assistant", "content": "a1"},
+        {"role": "user", "content": "q2"},
+    ]
+    assert before <= saved.created_at <= saved.updated_at <= time.time()
 
 
 async def test_a_database_in_a_folder_that_does_not_exist_yet_is_created(tmp_path: Path) -> None:
     path = tmp_path / "a" / "b" / "c" / "state.sqlite3"
-    store = await Store.open(path)
+    store = await SqliteStore.open(path)
     await store.close()
     assert path.is_file()
 
@@ -204,8 +185,8 @@ def test_checking_an_owner_leaves_a_live_process_running() -> None:
         child.wait(timeout=10)
 
 
-async def test_a_lease_that_ends_now_is_free_to_take(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3")
+async def test_a_lease_that_ends_now_is_free_to_take(database: Database) -> None:
+    store = await database.open()
     now = time.time()
     try:
         job = make_job(lease_owner="alive", lease_expires_at=now)

@@ -1,18 +1,13 @@
-"""The state database: one SQLite file (WAL) shared by every server process of one user.
+"""The embedded backend: one SQLite file (WAL) shared by every server process of one user.
 
-It holds media jobs (with their idempotency keys and poll leases), chat conversations, the spend ledger
-(one row per paid call: what it cost, when known) and small caches.
-Every call runs in a worker thread (`anyio.to_thread.run_sync`) on the `Store`'s one connection (a server
-opens one `Store`), guarded by a lock; several processes share the file through SQLite's own locking
+Every call runs in a worker thread (`anyio.to_thread.run_sync`) on the store's one connection (a server
+opens one store), guarded by a lock; several processes share the file through SQLite's own locking
 (`BEGIN IMMEDIATE` for the read-modify-write steps, a busy timeout for contention).
 
-The schema is versioned with `PRAGMA user_version` and ordered migrations; a database written by a newer
-release is refused rather than guessed at. A job or conversation id a caller looks up (`get_job`,
-`get_conversation`) is checked against its strict pattern first: a malformed one is simply not found.
-
-A job row is converted here and nowhere else: `files` and `sources` become `MediaFile` and `ImageSource`
-when a row is read (keys older releases wrote and nothing reads are ignored) and are validated before
-one is written; `request` and `usage` stay AllToken's JSON objects.
+The schema is versioned with `PRAGMA user_version` and the ordered migrations in `schema.py`; a database
+written by a newer release is refused rather than guessed at. A job or conversation id a caller looks up
+(`get_job`, `get_conversation`) is checked against its strict pattern first: a malformed one is simply
+not found.
 
 Failures of the machine (full disk, read-only or immutable file, file-size limit, I/O error, a lock held
 too long) are mapped in one place (`_machine_fault`, `_explain`) to a `StoreWriteError` whose one line
@@ -30,42 +25,51 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
-import re
 import secrets
 import shutil
-import socket
 import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from contextlib import suppress
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import anyio
 import anyio.to_thread
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from alltoken_mcp.redact import Redactor
 from alltoken_mcp.settings import Upstream
+from alltoken_mcp.store.contract import JobChange, Store
+from alltoken_mcp.store.records import (
+    ACTIVE_STATUSES,
+    JOB_COLUMNS,
+    PICODOLLARS,
+    REDACTED_COLUMNS,
+    Charge,
+    Conversation,
+    Job,
+    SpendTotal,
+    StoreError,
+    StoreWriteError,
+    UpstreamTaskTaken,
+    is_conversation_id,
+    is_job_id,
+    job_from_row,
+    lease_available,
+    owner_is_dead,
+    to_column,
+)
+from alltoken_mcp.store.schema import SCHEMA_VERSION, SQLITE_MIGRATIONS
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 6
 BUSY_TIMEOUT_SECONDS = 30
 HOME_VAR = "ALLTOKEN_MCP_HOME"
 
-JobKind = Literal["image", "video"]
-JobStatus = Literal["queued", "processing", "completed", "failed", "cancelled", "expired"]
-SubmitState = Literal["pending", "sent", "accepted", "rejected"]
-"""pending: the create request has not left yet; sent: it may have reached AllToken but no answer was
-stored; accepted: `upstream_id` is known; rejected: AllToken refused it (nothing was created)."""
-
-ACTIVE_STATUSES: tuple[JobStatus, ...] = ("queued", "processing")
 ACTIVE_CONDITION = f"status IN ({', '.join('?' for _ in ACTIVE_STATUSES)})"
 """SQL condition for an active job; bind ACTIVE_STATUSES to it (also used by `doctor`)."""
 OWN_CONDITION = "((upstream_url = ? AND upstream_key IS ?) OR (upstream_url IS NULL AND ? IS NOT NULL))"
@@ -78,347 +82,7 @@ def _own_params(upstream: Upstream) -> tuple[str, str | None, str | None]:
     return (upstream.base_url, upstream.key_fingerprint, upstream.key_fingerprint)
 
 
-JOB_ID_RE = re.compile(r"job_[0-9a-f]{16}")
-CONVERSATION_ID_RE = re.compile(r"conv_[0-9a-f]{16}")
-
-_MIGRATIONS: tuple[str, ...] = (
-    # 1: jobs, conversations, cache
-    """
-    CREATE TABLE jobs (
-        job_id TEXT PRIMARY KEY,
-        kind TEXT NOT NULL CHECK (kind IN ('image', 'video')),
-        status TEXT NOT NULL,
-        model TEXT NOT NULL,
-        prompt TEXT NOT NULL,
-        request TEXT NOT NULL,
-        idempotency_key TEXT NOT NULL,
-        submit_state TEXT NOT NULL,
-        submitted_at REAL,
-        upstream_id TEXT,
-        upstream_status TEXT,
-        created_at REAL NOT NULL,
-        updated_at REAL NOT NULL,
-        next_poll_at REAL NOT NULL DEFAULT 0,
-        poll_failures INTEGER NOT NULL DEFAULT 0,
-        lease_owner TEXT,
-        lease_expires_at REAL,
-        cancel_requested INTEGER NOT NULL DEFAULT 0,
-        files TEXT NOT NULL DEFAULT '[]',
-        sources TEXT NOT NULL DEFAULT '[]',
-        error_code TEXT,
-        error_message TEXT,
-        video_url TEXT,
-        video_url_expires_at TEXT,
-        usage TEXT,
-        note TEXT
-    );
-    CREATE INDEX jobs_by_status ON jobs (status, next_poll_at);
-    CREATE INDEX jobs_by_created ON jobs (created_at DESC);
-    CREATE UNIQUE INDEX jobs_by_upstream ON jobs (upstream_id) WHERE upstream_id IS NOT NULL;
-    CREATE TABLE conversations (
-        conversation_id TEXT PRIMARY KEY,
-        system TEXT,
-        model TEXT,
-        created_at REAL NOT NULL,
-        updated_at REAL NOT NULL
-    );
-    CREATE TABLE messages (
-        conversation_id TEXT NOT NULL REFERENCES conversations (conversation_id) ON DELETE CASCADE,
-        seq INTEGER NOT NULL,
-        role TEXT NOT NULL,
-        content TEXT NOT NULL,
-        PRIMARY KEY (conversation_id, seq)
-    );
-    CREATE TABLE cache (
-        key TEXT PRIMARY KEY,
-        value TEXT NOT NULL,
-        stored_at REAL NOT NULL
-    );
-    """,
-    # 2: failed attempts at downloading a finished job's files (bounded; see DownloadLimits.max_attempts)
-    """
-    ALTER TABLE jobs ADD COLUMN download_failures INTEGER NOT NULL DEFAULT 0;
-    """,
-    # 3: the upstream each job belongs to (see `Job.upstream_url`); rows from before are NULL
-    """
-    ALTER TABLE jobs ADD COLUMN upstream_url TEXT;
-    ALTER TABLE jobs ADD COLUMN upstream_key TEXT;
-    """,
-    # 4: `list_jobs` reads the newest `limit` rows straight off an index for every filter it takes (by
-    # kind, by status, both, neither) instead of sorting every matching row; job_id breaks ties
-    """
-    DROP INDEX jobs_by_created;
-    CREATE INDEX jobs_newest_first ON jobs (created_at DESC, job_id);
-    CREATE INDEX jobs_by_kind_newest_first ON jobs (kind, created_at DESC, job_id);
-    CREATE INDEX jobs_by_status_newest_first ON jobs (status, created_at DESC, job_id);
-    CREATE INDEX jobs_by_kind_and_status_newest_first ON jobs (kind, status, created_at DESC, job_id);
-    """,
-    # 5: spend. A job keeps its create call's request id (what AllToken may file its charge under) and
-    # its known cost; `charges` is the ledger of paid calls, in picodollars (exact sums), NULL = unknown
-    """
-    ALTER TABLE jobs ADD COLUMN request_id TEXT;
-    ALTER TABLE jobs ADD COLUMN cost_usd TEXT;
-    CREATE TABLE charges (
-        charge_id INTEGER PRIMARY KEY,
-        at REAL NOT NULL,
-        kind TEXT NOT NULL CHECK (kind IN ('chat', 'image', 'video')),
-        model TEXT NOT NULL,
-        cost_picodollars INTEGER,
-        request_id TEXT,
-        job_id TEXT UNIQUE,
-        upstream_url TEXT NOT NULL,
-        upstream_key TEXT
-    );
-    CREATE INDEX charges_by_upstream_and_time ON charges (upstream_url, upstream_key, at);
-    """,
-    # 6: where and how a job's files are delivered (`Delivery`, JSON), decided when the call was made;
-    # NULL: the delivering server's output directory, with previews
-    """
-    ALTER TABLE jobs ADD COLUMN delivery TEXT;
-    """,
-)
-assert len(_MIGRATIONS) == SCHEMA_VERSION
-
-
-class StoreError(Exception):
-    """The database, or a job stored in it, cannot be used (corrupt, from a newer release, not writable).
-    One-line message."""
-
-
-class StoreWriteError(StoreError):
-    """A statement failed because of the machine, not the program: full disk, read-only or immutable file,
-    file-size limit, I/O error, a lock held too long. The message names the database and what to free or
-    fix; the statement's transaction was rolled back, so the database is as it was before the call."""
-
-
-class UpstreamTaskTaken(StoreError):
-    """Another job already records this upstream task (each task belongs to one job)."""
-
-    def __init__(self, upstream_id: str) -> None:
-        super().__init__(f"AllToken task {upstream_id} already belongs to another job")
-
-
-def new_job_id() -> str:
-    return f"job_{secrets.token_hex(8)}"
-
-
-def is_job_id(value: str) -> bool:
-    return JOB_ID_RE.fullmatch(value) is not None
-
-
-def is_conversation_id(value: str) -> bool:
-    return CONVERSATION_ID_RE.fullmatch(value) is not None
-
-
-def process_owner() -> str:
-    """A lease owner name for this process: host, pid and a random part (pids are reused)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-
-
-def owner_is_dead(owner: str) -> bool:
-    """True when `owner` names a process on this host that no longer exists.
-
-    Owners on other hosts (a shared network home) cannot be checked; their leases simply time out.
-    """
-    host, _, rest = owner.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return False
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # exists, owned by someone else
-        return False
-    return False
-
-
-MediaRole = Literal["image", "video", "last_frame"]
-
-
-# A result file a job saved: stored in the row's `files` and shown as it is in the job record. (A comment,
-# not a docstring: pydantic would publish a docstring in every tool's output schema.)
-class MediaFile(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    path: str = Field(description="absolute path of the saved file")
-    uri: str = Field(description="alltoken://media/{job_id}/{index}: the file as an MCP resource")
-    mime_type: str
-    bytes: int
-    sha256: str
-    role: MediaRole
-
-
-class ImageSource(BaseModel):
-    """Where one image of a completed task can still be fetched once its base64 has been consumed: the
-    task's `r2_url` (None when AllToken sent only the base64) and the type AllToken gave it."""
-
-    # Rows written before schema 4 also carry `index` and `role` (nothing read them); they are ignored.
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    url: str | None
-    mime_type: str | None = None
-
-
-# Where a job's files go and how they are handed over, resolved and checked when the tool call is made
-# and stored with the job, so a later process (after a restart) delivers there without the caller's roots.
-class Delivery(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    directory: str | None = None
-    """Absolute, symlinks resolved; None: the delivering server's output directory."""
-    name: str | None = None
-    """The file name `save_to` asked for (its suffix follows the bytes); None: generated names."""
-    overwrite: bool = False
-    """Replace an existing file of that name (else a free `name-1.ext` is taken)."""
-    preview: bool = True
-    """Results shown to the caller carry a small inline preview of each image."""
-
-
-@dataclass(frozen=True)
-class Job:
-    """One media job row; times are Unix seconds. `files` and `sources` are typed (parsed once, when the
-    row is read); `request` and `usage` are AllToken's JSON as it is (the wire body is re-sent unchanged)."""
-
-    job_id: str
-    kind: JobKind
-    status: JobStatus
-    model: str
-    prompt: str
-    request: dict[str, Any]
-    idempotency_key: str
-    submit_state: SubmitState
-    created_at: float
-    updated_at: float
-    submitted_at: float | None = None
-    upstream_id: str | None = None
-    upstream_status: str | None = None
-    next_poll_at: float = 0.0
-    poll_failures: int = 0
-    download_failures: int = 0
-    """Failed attempts at downloading the finished result (transient failures only; see jobs.py)."""
-    lease_owner: str | None = None
-    lease_expires_at: float | None = None
-    cancel_requested: bool = False
-    files: list[MediaFile] = field(default_factory=list)
-    """The saved result files, in the order of their `alltoken://media/{job_id}/{index}` URIs."""
-    sources: list[ImageSource] = field(default_factory=list)
-    """An image job's recovery URLs, one per image, stored before its files are written (a video's URL
-    is `video_url`)."""
-    error_code: str | None = None
-    error_message: str | None = None
-    video_url: str | None = None
-    video_url_expires_at: str | None = None
-    usage: dict[str, Any] | None = None
-    note: str | None = None
-    upstream_url: str | None = None
-    """The upstream the job belongs to (`Upstream.base_url`): only a server configured for it (and for
-    `upstream_key`) polls, cancels or fails the job. NULL for a job recorded before upstreams were: the
-    first server with a key to lease it adopts it."""
-    upstream_key: str | None = None
-    """`Upstream.key_fingerprint` of the key that created the job (never the key)."""
-    request_id: str | None = None
-    """The create call's `x-gateway-request-id`: one of the ids AllToken may file the job's charge under."""
-    cost_usd: str | None = None
-    """What AllToken charged for the job (a decimal string, from its billing record); None: not known."""
-    delivery: Delivery | None = None
-    """Where its files go (`save_to`, a client's root) and whether results preview them; None: defaults."""
-
-    @property
-    def active(self) -> bool:
-        return self.status in ACTIVE_STATUSES
-
-    def belongs_to(self, upstream: Upstream) -> bool:
-        """Whether a server for `upstream` may act on this job (as `OWN_CONDITION` says in SQL)."""
-        if self.upstream_url is None:
-            return upstream.key_fingerprint is not None
-        return self.upstream_url == upstream.base_url and self.upstream_key == upstream.key_fingerprint
-
-
-_JOB_COLUMNS = tuple(f.name for f in fields(Job))
-_TYPED_COLUMNS: dict[str, TypeAdapter[Any]] = {
-    "files": TypeAdapter(list[MediaFile]),
-    "sources": TypeAdapter(list[ImageSource]),
-    "delivery": TypeAdapter(Delivery | None),
-}
-_JSON_COLUMNS = {"request", "usage"}
-_REDACTED_COLUMNS = ("error_code", "error_message", "note")
-
-
-def _job_from_row(row: sqlite3.Row) -> Job:
-    values: dict[str, Any] = {}
-    for name in _JOB_COLUMNS:
-        value = row[name]
-        if name in _TYPED_COLUMNS and value is not None:
-            try:
-                value = _TYPED_COLUMNS[name].validate_json(value)
-            except ValidationError as exc:
-                raise StoreError(
-                    f"job {row['job_id']}: its stored {name} cannot be read ({exc.errors()[0]['msg']})"
-                ) from None
-        elif name in _JSON_COLUMNS and value is not None:
-            value = json.loads(value)
-        elif name == "cancel_requested":
-            value = bool(value)
-        values[name] = value
-    return Job(**values)
-
-
-def _to_column(name: str, value: Any) -> Any:
-    """`value` of job field `name` as its column holds it. Typed columns are validated first, so a
-    malformed entry fails here instead of being written."""
-    adapter = _TYPED_COLUMNS.get(name)
-    if adapter is not None and value is not None:
-        return adapter.dump_json(adapter.validate_python(value)).decode()
-    if name in _JSON_COLUMNS and value is not None:
-        return json.dumps(value, ensure_ascii=False)
-    if name == "cancel_requested":
-        return int(bool(value))
-    return value
-
-
-@dataclass(frozen=True)
-class Conversation:
-    conversation_id: str
-    system: str | None
-    model: str | None
-    messages: list[dict[str, str]]
-    created_at: float
-    updated_at: float
-
-
 T = TypeVar("T")
-
-ChargeKind = Literal["chat", "image", "video"]
-PICODOLLARS = Decimal(10) ** 12
-"""Charges are stored as whole picodollars: exact sums in SQL (the cost comment has 10 decimals)."""
-
-
-@dataclass(frozen=True)
-class Charge:
-    """One paid call in the spend ledger. `cost_usd` None: it was paid for, but what it cost is not known."""
-
-    kind: ChargeKind
-    model: str
-    cost_usd: Decimal | None
-    at: float
-    upstream: Upstream
-    request_id: str | None = None
-    job_id: str | None = None
-    """A media job's charge is recorded once per job: recording it again replaces it."""
-
-
-@dataclass(frozen=True)
-class SpendTotal:
-    """The ledger over a period: the sum of the known costs, and how many charges there were and how many
-    of them have no known cost."""
-
-    known_usd: Decimal
-    charges: int
-    unknown: int
 
 
 def list_jobs_query(*, kind: str | None, status: str | None, limit: int) -> tuple[str, list[Any]]:
@@ -438,8 +102,8 @@ def list_jobs_query(*, kind: str | None, status: str | None, limit: int) -> tupl
     return sql + " ORDER BY created_at DESC, job_id LIMIT ?", [*params, limit]
 
 
-class Store:
-    """Async facade over one SQLite connection. Open with `await Store.open(path)`."""
+class SqliteStore(Store):
+    """The `Store` contract over one SQLite connection. Open with `await SqliteStore.open(path)`."""
 
     def __init__(self, connection: sqlite3.Connection, path: Path, redactor: Redactor | None = None) -> None:
         self._db = connection
@@ -447,13 +111,14 @@ class Store:
         self._limiter: anyio.CapacityLimiter | None = None
         self._redactor = redactor or Redactor()
         self.path = path
+        self.location = str(path)
         self._queued_turns: list[_Turn] = []
         self._writing_turns = False
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     @classmethod
-    async def open(cls, path: Path, *, redactor: Redactor | None = None) -> Store:
+    async def open(cls, path: Path, *, redactor: Redactor | None = None) -> SqliteStore:
         store = await anyio.to_thread.run_sync(cls._open_sync, path)
         store._redactor = redactor or Redactor()
         # Store calls run one at a time anyway (one connection); a limiter of their own keeps queued
@@ -462,7 +127,7 @@ class Store:
         return store
 
     @classmethod
-    def _open_sync(cls, path: Path) -> Store:
+    def _open_sync(cls, path: Path) -> SqliteStore:
         return cls(_connect(path), path)
 
     async def close(self) -> None:
@@ -470,6 +135,14 @@ class Store:
             await self._run(lambda: self._db.close())
         except StoreError as exc:  # at shutdown there is nothing left to do about it but say so
             logger.warning("closing the state database: %s", exc)
+
+    async def ready(self) -> None:
+        version = await self._run(lambda: int(self._db.execute("PRAGMA user_version").fetchone()[0]))
+        if version != SCHEMA_VERSION:
+            raise StoreError(
+                f"the state database {self.path} has schema version {version}, not {SCHEMA_VERSION}: "
+                "another alltoken-mcp release changed it; run one release per database"
+            )
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         def locked() -> T:
@@ -526,9 +199,9 @@ class Store:
     # -- jobs ------------------------------------------------------------------------------------
 
     async def insert_job(self, job: Job) -> None:
-        columns = ", ".join(_JOB_COLUMNS)
-        marks = ", ".join("?" for _ in _JOB_COLUMNS)
-        values = [_to_column(name, self._clean(name, getattr(job, name))) for name in _JOB_COLUMNS]
+        columns = ", ".join(JOB_COLUMNS)
+        marks = ", ".join("?" for _ in JOB_COLUMNS)
+        values = [to_column(name, self._clean(name, getattr(job, name))) for name in JOB_COLUMNS]
         await self._run(self._execute, f"INSERT INTO jobs ({columns}) VALUES ({marks})", values)
 
     async def get_job(self, job_id: str) -> Job | None:
@@ -537,13 +210,13 @@ class Store:
         row = await self._run(
             lambda: self._db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         )
-        return None if row is None else _job_from_row(row)
+        return None if row is None else job_from_row(row)
 
     async def find_job_by_upstream(self, upstream_id: str) -> Job | None:
         row = await self._run(
             lambda: self._db.execute("SELECT * FROM jobs WHERE upstream_id = ?", (upstream_id,)).fetchone()
         )
-        return None if row is None else _job_from_row(row)
+        return None if row is None else job_from_row(row)
 
     async def update_job(
         self, job_id: str, *, owner: str | None = None, only_if_active: bool = False, **changes: Any
@@ -555,14 +228,14 @@ class Store:
         is queued or processing (a local cancel and a completing poll race; exactly one of them wins).
         None is returned when the condition does not hold.
         """
-        unknown = set(changes) - set(_JOB_COLUMNS)
+        unknown = set(changes) - set(JOB_COLUMNS)
         if unknown:
             raise ValueError(f"unknown job fields: {sorted(unknown)}")
         changes.setdefault("updated_at", time.time())
 
         def apply(db: sqlite3.Connection) -> Job | None:
             assignments = ", ".join(f"{name} = ?" for name in changes)
-            values = [_to_column(name, self._clean(name, value)) for name, value in changes.items()]
+            values = [to_column(name, self._clean(name, value)) for name, value in changes.items()]
             where = "job_id = ?"
             params: list[Any] = [*values, job_id]
             if owner is not None:
@@ -579,12 +252,12 @@ class Store:
                 raise
             if cursor.rowcount == 0:
                 return None
-            return _job_from_row(db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone())
+            return job_from_row(db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone())
 
         return await self._run(self._transaction, apply)
 
     def _clean(self, column: str, value: Any) -> Any:
-        if column in _REDACTED_COLUMNS and isinstance(value, str):
+        if column in REDACTED_COLUMNS and isinstance(value, str):
             return self._redactor.redact(value)
         return value
 
@@ -594,7 +267,7 @@ class Store:
         """At most `limit` jobs, newest first, optionally only of one kind and/or status."""
         sql, params = list_jobs_query(kind=kind, status=status, limit=limit)
         rows = await self._run(lambda: self._db.execute(sql, params).fetchall())
-        return [_job_from_row(row) for row in rows]
+        return [job_from_row(row) for row in rows]
 
     async def claim_due_jobs(
         self,
@@ -624,8 +297,8 @@ class Store:
             ).fetchall()
             claimed: list[Job] = []
             for row in rows:
-                job = _job_from_row(row)
-                if job.job_id in exclude or not _lease_available(job, owner, now, is_dead):
+                job = job_from_row(row)
+                if job.job_id in exclude or not lease_available(job, owner, now, is_dead):
                     continue
                 # A job from before upstreams were recorded becomes this upstream's (see OWN_CONDITION).
                 adopted = replace(
@@ -695,6 +368,14 @@ class Store:
             "UPDATE jobs SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner = ?",
             (owner,),
         )
+
+    # -- job changes across processes: none; processes sharing the file re-read it (see jobs.py) ------
+
+    async def publish_job_change(self, job_id: str) -> None:
+        return None
+
+    async def follow_job_changes(self, deliver: Callable[[JobChange], Awaitable[None]]) -> None:
+        return None
 
     # -- conversations ---------------------------------------------------------------------------
 
@@ -840,17 +521,6 @@ class Store:
         return SpendTotal(known_usd=Decimal(row[0]) / PICODOLLARS, charges=row[1], unknown=row[2])
 
     # -- operations (the HTTP server's /readyz and /metrics) ---------------------------------------
-
-    async def ready(self) -> str | None:
-        """None when the database answers and its schema is the one this code writes; otherwise one line
-        saying why not. One cheap read: a balancer asks every few seconds."""
-        try:
-            version = await self._run(lambda: int(self._db.execute("PRAGMA user_version").fetchone()[0]))
-        except (sqlite3.Error, StoreError) as exc:
-            return f"the state database cannot be read: {exc}"
-        if version != SCHEMA_VERSION:
-            return f"the state database has schema {version}, this code writes {SCHEMA_VERSION}"
-        return None
 
     async def job_counts(self) -> dict[tuple[str, str], int]:
         """How many jobs there are of each (kind, status)."""
@@ -1103,14 +773,6 @@ def _near_file_size_limit(path: Path) -> bool:
     return max(sizes, default=0) + 64 * 1024 >= limit
 
 
-def _lease_available(job: Job, owner: str, now: float, is_dead: Callable[[str], bool]) -> bool:
-    if job.lease_owner is None or job.lease_owner == owner:
-        return True
-    if job.lease_expires_at is not None and job.lease_expires_at <= now:
-        return True
-    return is_dead(job.lease_owner)
-
-
 def _migrate(db: sqlite3.Connection, path: Path) -> None:
     """Bring the schema to SCHEMA_VERSION; concurrent openers serialise on BEGIN IMMEDIATE."""
     version = int(db.execute("PRAGMA user_version").fetchone()[0])
@@ -1124,7 +786,7 @@ def _migrate(db: sqlite3.Connection, path: Path) -> None:
                 f"the state database {path} has schema version {version}, newer than this alltoken-mcp "
                 f"understands ({SCHEMA_VERSION}); upgrade alltoken-mcp or point ALLTOKEN_MCP_HOME elsewhere"
             )
-        for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
+        for number, script in enumerate(SQLITE_MIGRATIONS[version:], start=version + 1):
             for statement in _statements(script):
                 db.execute(statement)
             db.execute(f"PRAGMA user_version = {number}")
