@@ -204,7 +204,7 @@ async def test_health_and_readiness_answer_without_the_token_and_say_nothing_mor
     assert (unready.status_code, unready.json()) == (503, {"status": "store unavailable"})
     assert still_alive.status_code == 200
     assert ready_again.status_code == 200
-    assert f"schema {SCHEMA_VERSION + 1}, this code writes" in "\n".join(
+    assert f"schema version {SCHEMA_VERSION + 1}, not {SCHEMA_VERSION}" in "\n".join(
         server.stderr
     )  # the reason is logged
 

@@ -17,7 +17,7 @@ from alltoken_mcp import files
 from alltoken_mcp.media_urls import LINK_SECONDS, MediaLinks, MediaTarget
 from alltoken_mcp.metrics import route_template
 from alltoken_mcp.settings import SettingsError, load_settings
-from alltoken_mcp.store import SCHEMA_VERSION, Job, Store
+from alltoken_mcp.store import SCHEMA_VERSION, Job, SqliteStore, Store, StoreError
 from tests.test_store import HERE, make_job
 
 SECRET = b"s" * 32
@@ -25,69 +25,58 @@ SECRET = b"s" * 32
 
 async def test_a_fresh_store_is_ready_and_one_with_another_schema_is_not(tmp_path: Path) -> None:
     path = tmp_path / "state.sqlite3"
-    store = await Store.open(path)
+    store = await SqliteStore.open(path)
     try:
-        assert await store.ready() is None
+        await store.ready()
         with closing(sqlite3.connect(path)) as db:
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
             db.commit()
-        assert await store.ready() == (
-            f"the state database has schema {SCHEMA_VERSION + 1}, this code writes {SCHEMA_VERSION}"
-        )
+        with pytest.raises(StoreError, match=f"schema version {SCHEMA_VERSION + 1}, not {SCHEMA_VERSION}"):
+            await store.ready()
     finally:
         await store.close()
 
 
 async def test_a_closed_store_is_not_ready(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "state.sqlite3")
+    store = await SqliteStore.open(tmp_path / "state.sqlite3")
     await store.close()
-    problem = await store.ready()
-    assert problem is not None
-    assert problem.startswith("the state database cannot be read")
+    with pytest.raises(StoreError) as caught:
+        await store.ready()
+    assert "\n" not in str(caught.value)
 
 
-async def test_job_counts_and_due_jobs_come_from_the_rows(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "state.sqlite3")
+async def test_job_counts_and_due_jobs_come_from_the_rows(store: Store) -> None:
     now = time.time()
-    try:
-        await store.insert_job(make_job(status="queued", next_poll_at=now - 1))
-        await store.insert_job(make_job(status="processing", next_poll_at=now + 60))
-        await store.insert_job(make_job(kind="video", status="processing", next_poll_at=now - 5))
-        await store.insert_job(make_job(status="completed", next_poll_at=now - 5))
-        counts = await store.job_counts()
-        due = await store.due_count(now)
-    finally:
-        await store.close()
-    assert counts == {
+    await store.insert_job(make_job(status="queued", next_poll_at=now - 1))
+    await store.insert_job(make_job(status="processing", next_poll_at=now + 60))
+    await store.insert_job(make_job(kind="video", status="processing", next_poll_at=now - 5))
+    await store.insert_job(make_job(status="completed", next_poll_at=now - 5))
+    assert await store.job_counts() == {
         ("image", "queued"): 1,
         ("image", "processing"): 1,
         ("image", "completed"): 1,
         ("video", "processing"): 1,
     }
-    assert due == 2  # the completed one and the one due in a minute are not
+    assert await store.due_count(now) == 2  # the completed one and the one due in a minute are not
 
 
-async def test_a_claim_reports_each_lease_it_takes_from_another_owner(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "state.sqlite3")
+async def test_a_claim_reports_each_lease_it_takes_from_another_owner(store: Store) -> None:
     now = time.time()
     late = make_job(lease_owner="elsewhere:1:late", lease_expires_at=now - 1)
     free = make_job()
     held = make_job(lease_owner="elsewhere:1:live", lease_expires_at=now + 60)
     taken: list[Job] = []
-    try:
-        for job in (late, free, held):
-            await store.insert_job(job)
-        claimed = await store.claim_due_jobs(
-            "me:1:x",
-            upstream=HERE,
-            now=now,
-            lease_seconds=60,
-            limit=10,
-            is_dead=lambda owner: False,
-            on_takeover=taken.append,
-        )
-    finally:
-        await store.close()
+    for job in (late, free, held):
+        await store.insert_job(job)
+    claimed = await store.claim_due_jobs(
+        "me:1:x",
+        upstream=HERE,
+        now=now,
+        lease_seconds=60,
+        limit=10,
+        is_dead=lambda owner: False,
+        on_takeover=taken.append,
+    )
     assert {job.job_id for job in claimed} == {late.job_id, free.job_id}
     assert [(job.job_id, job.lease_owner) for job in taken] == [(late.job_id, "elsewhere:1:late")]
 

@@ -137,7 +137,10 @@ class SqliteStore(Store):
             logger.warning("closing the state database: %s", exc)
 
     async def ready(self) -> None:
-        version = await self._run(lambda: int(self._db.execute("PRAGMA user_version").fetchone()[0]))
+        try:
+            version = await self._run(lambda: int(self._db.execute("PRAGMA user_version").fetchone()[0]))
+        except sqlite3.Error as exc:  # a closed or broken connection: the probe says so in one line
+            raise StoreError(f"the state database {self.path} cannot be read: {exc}") from None
         if version != SCHEMA_VERSION:
             raise StoreError(
                 f"the state database {self.path} has schema version {version}, not {SCHEMA_VERSION}: "
