@@ -168,7 +168,11 @@ def _target(save_to: str, *, kind: JobKind, extension: str, places: Places) -> t
             raise DestinationError(f"save_to: {_shown(text)} names another host; pass a local path.")
         text = unquote(parts.path)
     as_dir = text.endswith(("/", os.sep))
-    given = Path(text).expanduser()
+    given = files.expand_home(text)
+    if given is None:
+        raise DestinationError(
+            f"save_to: {_shown(text)} starts with a home directory that does not exist here."
+        )
     if ".." in given.parts:
         raise DestinationError(f"save_to: {_shown(text)} contains '..'; pass a path without '..'.")
     base = (places.roots or places.input_dirs or (places.output_dir,))[0]

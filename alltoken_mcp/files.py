@@ -246,6 +246,15 @@ def _where(url: str) -> str:
 # ---------------------------------------------------------------------------------------------- writer
 
 
+def expand_home(text: str) -> Path | None:
+    """`text` as a path with a leading `~` or `~user` expanded; None when that home cannot be found (an
+    unknown user, no HOME): `Path.expanduser` raises RuntimeError then, which callers must not see."""
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:
+        return None
+
+
 def _absolute(path: Path) -> Path:
     """Absolute without resolving symlinks: the caller's directory layout is kept as given."""
     return Path(os.path.abspath(Path(path).expanduser()))
@@ -695,7 +704,9 @@ def resolve_input_file(raw: str, allowed_dirs: Sequence[Path], *, max_bytes: int
             raise InputFileError(f"{_shown(raw)} names a file on another host; pass a local path.")
         text = unquote(parts.path)
     allowed = [Path(d).expanduser().resolve() for d in allowed_dirs]
-    given = Path(text).expanduser()
+    given = expand_home(text)
+    if given is None:
+        raise InputFileError(f"{_shown(raw)} starts with a home directory that does not exist here.")
     if ".." in given.parts:
         raise InputFileError(f"{_shown(raw)} contains '..'; pass the file's absolute path without '..'.")
     if given.is_absolute():

@@ -635,3 +635,10 @@ async def test_hitting_the_file_size_limit_is_an_output_error_and_leaves_nothing
         "or set ALLTOKEN_OUTPUT_DIR to a filesystem that allows large files."
     )
     assert report["files"] == []
+
+
+def test_a_home_directory_of_a_user_that_does_not_exist_is_one_line_not_a_crash(inputs: Path) -> None:
+    with pytest.raises(InputFileError) as caught:
+        resolve_input_file("~no-such-user-here/frame.png", [inputs], max_bytes=1024)
+    assert "~no-such-user-here" in str(caught.value)
+    assert "\n" not in str(caught.value)

@@ -20,6 +20,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
+from alltoken_mcp.destinations import DestinationError, Places, plan_delivery
 from alltoken_mcp.server import build_server
 from alltoken_mcp.settings import Settings
 from alltoken_mcp.simulator import SIM_API_KEY, RunningSimulator, SimConfig
@@ -350,3 +351,19 @@ async def test_roots_and_a_render_confirmation_are_asked_once_each_and_the_image
     assert sorted(asked) == ["confirm", "roots"]
     assert saved(record["files"][0]) == project / "fox.png"
     assert creates(sim) == 1
+
+
+def test_save_to_under_the_home_of_a_user_that_does_not_exist_is_one_line_not_a_crash(tmp_path: Path) -> None:
+    places = Places(roots=(), input_dirs=(tmp_path,), server_output_dir=tmp_path, output_dir=tmp_path)
+    with pytest.raises(DestinationError) as caught:
+        plan_delivery(
+            "~no-such-user-here/fox.png",
+            kind="image",
+            count=1,
+            extension=".png",
+            overwrite=False,
+            preview=True,
+            places=places,
+        )
+    assert "~no-such-user-here" in str(caught.value)
+    assert "\n" not in str(caught.value)
