@@ -28,7 +28,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from alltoken_mcp import files
-from alltoken_mcp.settings import Settings
+from alltoken_mcp.settings import Settings, expand_home
 from alltoken_mcp.store import Delivery, JobKind, MediaRole
 
 ROOT_MEDIA_DIR = "alltoken-media"
@@ -168,7 +168,7 @@ def _target(save_to: str, *, kind: JobKind, extension: str, places: Places) -> t
             raise DestinationError(f"save_to: {_shown(text)} names another host; pass a local path.")
         text = unquote(parts.path)
     as_dir = text.endswith(("/", os.sep))
-    given = files.expand_home(text)
+    given = expand_home(text)
     if given is None:
         raise DestinationError(
             f"save_to: {_shown(text)} starts with a home directory that does not exist here."

@@ -28,6 +28,7 @@ from alltoken_mcp.settings import (
     SettingsError,
     Upstream,
     default_home,
+    expand_home,
     key_fingerprint,
     load_settings,
     missing_v1_hint,
@@ -263,7 +264,7 @@ def _resolve_dirs(env: Mapping[str, str], home: str | None) -> tuple[Path, Path]
     """The state and output directories the server would use, found without requiring them to work."""
 
     def absolute(raw: str) -> Path:
-        path = Path(raw).expanduser()
+        path = expand_home(raw) or Path(raw)  # an unknown ~user: judged (and refused) as the path it is
         return path if path.is_absolute() else Path.cwd() / path
 
     home_raw = home or env.get("ALLTOKEN_MCP_HOME", "").strip()

@@ -45,7 +45,7 @@ from alltoken_mcp import urlpolicy
 from alltoken_mcp.client import AllTokenClient
 from alltoken_mcp.errors import APIStatusError, TransportError
 from alltoken_mcp.formats import byte_size
-from alltoken_mcp.settings import DownloadLimits
+from alltoken_mcp.settings import DownloadLimits, expand_home
 
 T = TypeVar("T")
 
@@ -244,15 +244,6 @@ def _where(url: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- writer
-
-
-def expand_home(text: str) -> Path | None:
-    """`text` as a path with a leading `~` or `~user` expanded; None when that home cannot be found (an
-    unknown user, no HOME): `Path.expanduser` raises RuntimeError then, which callers must not see."""
-    try:
-        return Path(text).expanduser()
-    except RuntimeError:
-        return None
 
 
 def _absolute(path: Path) -> Path:

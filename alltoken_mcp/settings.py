@@ -332,9 +332,21 @@ def _model_id(value: str, name: str) -> str:
     return value
 
 
+def expand_home(text: str | Path) -> Path | None:
+    """`text` as a path with a leading `~` or `~user` expanded; None when that home cannot be found (an
+    unknown user, no HOME): `Path.expanduser` raises RuntimeError then, which callers must not see."""
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:
+        return None
+
+
 def _writable_dir(path: Path, name: str) -> Path:
     """Create the directory if needed and prove it is writable, so a bad path fails at startup."""
-    path = path.expanduser()
+    expanded = expand_home(path)
+    if expanded is None:
+        raise SettingsError(f"{name}={str(path)!r} starts with a home directory that does not exist here")
+    path = expanded
     if not path.is_absolute():
         path = Path.cwd() / path
     try:
@@ -441,7 +453,9 @@ def _input_dirs(value: str | None, name: str) -> tuple[Path, ...]:
     for raw in value.split(os.pathsep):
         if not raw.strip():
             continue
-        path = Path(raw.strip()).expanduser()
+        path = expand_home(raw.strip())
+        if path is None:
+            raise SettingsError(f"{name} entry {raw!r} starts with a home directory that does not exist here")
         if not path.is_dir():
             raise SettingsError(f"{name} entry {raw!r} is not an existing directory")
         dirs.append(path.resolve())

@@ -529,3 +529,12 @@ def test_the_settings_say_whether_the_output_directory_was_chosen(tmp_path: Path
     assert chosen.output_dir_configured is True
     flag = load_settings(env={"ALLTOKEN_MCP_HOME": str(tmp_path)}, output_dir=str(tmp_path / "cli"))
     assert flag.output_dir_configured is True
+
+
+@pytest.mark.parametrize("name", ["ALLTOKEN_MCP_HOME", "ALLTOKEN_OUTPUT_DIR", "ALLTOKEN_INPUT_DIRS"])
+def test_a_directory_under_the_home_of_a_user_that_does_not_exist_is_refused_in_one_line(
+    tmp_path: Path, name: str
+) -> None:
+    says = refusal(tmp_path, **{name: "~no-such-user-here/state"})
+    assert name in says
+    assert "home directory that does not exist" in says
