@@ -39,6 +39,7 @@ from alltoken_mcp.settings import DATABASE_URL_VAR, Upstream, shown_url
 from alltoken_mcp.store.contract import JobChange, Store
 from alltoken_mcp.store.records import (
     ACTIVE_STATUSES,
+    CHARGE_COLUMNS,
     JOB_COLUMNS,
     PICODOLLARS,
     REDACTED_COLUMNS,
@@ -460,22 +461,12 @@ class PostgresStore(Store):
     # -- spend ledger ----------------------------------------------------------------------------
 
     async def record_charge(self, charge: Charge) -> None:
-        cost = None if charge.cost_usd is None else int(charge.cost_usd * PICODOLLARS)
         async with self._transaction() as db:
             await db.execute(
-                "INSERT INTO charges (at, kind, model, cost_picodollars, request_id, job_id, upstream_url, "
-                "upstream_key) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (job_id) DO UPDATE SET "
+                f"INSERT INTO charges ({CHARGE_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (job_id) DO UPDATE SET "
                 "cost_picodollars = excluded.cost_picodollars, request_id = excluded.request_id",
-                (
-                    charge.at,
-                    charge.kind,
-                    charge.model,
-                    cost,
-                    charge.request_id,
-                    charge.job_id,
-                    charge.upstream.base_url,
-                    charge.upstream.key_fingerprint,
-                ),
+                charge.row(),
             )
 
     async def spend(self, upstream: Upstream, *, since: float) -> SpendTotal:

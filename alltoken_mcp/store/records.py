@@ -264,6 +264,15 @@ class Charge:
     job_id: str | None = None
     """A media job's charge is recorded once per job: recording it again replaces it."""
 
+    def row(self) -> tuple[Any, ...]:
+        """The values of `CHARGE_COLUMNS`, as both backends insert them (the cost in whole picodollars)."""
+        cost = None if self.cost_usd is None else int(self.cost_usd * PICODOLLARS)
+        where = (self.upstream.base_url, self.upstream.key_fingerprint)
+        return (self.at, self.kind, self.model, cost, self.request_id, self.job_id, *where)
+
+
+CHARGE_COLUMNS = "at, kind, model, cost_picodollars, request_id, job_id, upstream_url, upstream_key"
+
 
 @dataclass(frozen=True)
 class SpendTotal:

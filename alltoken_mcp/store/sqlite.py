@@ -46,6 +46,7 @@ from alltoken_mcp.settings import Upstream
 from alltoken_mcp.store.contract import JobChange, Store
 from alltoken_mcp.store.records import (
     ACTIVE_STATUSES,
+    CHARGE_COLUMNS,
     JOB_COLUMNS,
     PICODOLLARS,
     REDACTED_COLUMNS,
@@ -494,22 +495,12 @@ class SqliteStore(Store):
 
     async def record_charge(self, charge: Charge) -> None:
         """Add a charge to the ledger; a job's charge replaces the one recorded for that job before."""
-        cost = None if charge.cost_usd is None else int(charge.cost_usd * PICODOLLARS)
         await self._run(
             self._execute,
-            "INSERT INTO charges (at, kind, model, cost_picodollars, request_id, job_id, upstream_url, "
-            "upstream_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job_id) DO UPDATE SET "
+            f"INSERT INTO charges ({CHARGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (job_id) DO UPDATE SET "
             "cost_picodollars = excluded.cost_picodollars, request_id = excluded.request_id",
-            (
-                charge.at,
-                charge.kind,
-                charge.model,
-                cost,
-                charge.request_id,
-                charge.job_id,
-                charge.upstream.base_url,
-                charge.upstream.key_fingerprint,
-            ),
+            charge.row(),
         )
 
     async def spend(self, upstream: Upstream, *, since: float) -> SpendTotal:
