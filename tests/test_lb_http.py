@@ -29,7 +29,7 @@ from alltoken_mcp.media_urls import MediaLinks
 from alltoken_mcp.simulator import RunningSimulator, SimConfig
 from alltoken_mcp.store import SCHEMA_VERSION
 from tests.serverkit import data, text_of
-from tests.test_http import TOKEN, RunningHTTPServer, http_server_process, server_env
+from tests.test_http import INITIALIZE, TOKEN, RunningHTTPServer, http_server_process, server_env
 from tests.test_jobs_crash import until
 
 SECRET = "m" * 40
@@ -144,16 +144,6 @@ async def test_without_stateless_a_2025_session_does_not_survive_round_robin(
 
 
 async def test_a_stateless_server_answers_without_a_session(sim: RunningSimulator, tmp_path: Path) -> None:
-    initialize = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-06-18",
-            "capabilities": {},
-            "clientInfo": {"name": "t", "version": "0"},
-        },
-    }
     listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}}
     headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
     env = server_env(tmp_path, sim.base_url)
@@ -163,7 +153,7 @@ async def test_a_stateless_server_answers_without_a_session(sim: RunningSimulato
             http_server_process(env) as stateful,
             httpx2.AsyncClient(timeout=10) as http,
         ):
-            opened = await http.post(stateless.url, json=initialize, headers=headers)
+            opened = await http.post(stateless.url, json=INITIALIZE, headers=headers)
             alone = await http.post(stateless.url, json=listing, headers=headers)
             refused = await http.post(stateful.url, json=listing, headers=headers)
     assert opened.status_code == 200
