@@ -35,8 +35,10 @@ from alltoken_mcp.settings import TOKENS_FILE_VAR, SettingsError
 
 logger = logging.getLogger(__name__)
 
-SINGLE_PERSON = "token"
-"""The person every caller is under the one shared `ALLTOKEN_MCP_TOKEN`."""
+SINGLE_PERSON = "*"
+"""The client every caller is under the one shared `ALLTOKEN_MCP_TOKEN` (not a valid person name). Its
+calls carry no person: like stdio, the one user sees and owns everything ("everyone local")."""
+PERSON_CLAIM = "alltoken_person"
 RELOAD_INTERVAL_SECONDS = 1.0
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 _LINE = re.compile(r"(?P<name>[^:\s]+)\s*:\s*(?P<digest>[0-9a-fA-F]{64})")
@@ -62,14 +64,20 @@ def new_token_line(name: str) -> tuple[str, str]:
 
 
 def current_person() -> str | None:
-    """The person the current MCP request was made by; None when the server checks no tokens (stdio, or
-    HTTP on loopback without a token): then everything belongs to "everyone local"."""
+    """The person the current MCP request was made by (a tokens-file name); None when no person is
+    known — stdio, HTTP without tokens, or the one shared `ALLTOKEN_MCP_TOKEN` — and then everything
+    belongs to "everyone local"."""
     access = get_access_token()
-    return access.client_id if access is not None else None
+    person = (access.claims or {}).get(PERSON_CLAIM) if access is not None else None
+    return person if isinstance(person, str) else None
 
 
-def _access(token: str, person: str) -> AccessToken:
-    return AccessToken(token=token, client_id=person, scopes=[], subject=person)
+def _access(token: str, person: str | None) -> AccessToken:
+    # client_id and subject also key the SDK's session ownership: a session opened with one person's
+    # token refuses another's.
+    client = person or SINGLE_PERSON
+    claims = {PERSON_CLAIM: person} if person is not None else None
+    return AccessToken(token=token, client_id=client, scopes=[], subject=client, claims=claims)
 
 
 @dataclass(frozen=True)
@@ -80,7 +88,7 @@ class SingleToken:
 
     async def verify_token(self, token: str) -> AccessToken | None:
         if hmac.compare_digest(token_digest(token.strip()), token_digest(self.token)):
-            return _access(token, SINGLE_PERSON)
+            return _access(token, None)
         return None
 
 

@@ -85,11 +85,17 @@ def _own_params(upstream: Upstream) -> tuple[str, str | None, str | None]:
 T = TypeVar("T")
 
 
-def list_jobs_query(*, kind: str | None, status: str | None, limit: int) -> tuple[str, list[Any]]:
+def list_jobs_query(
+    *, kind: str | None, status: str | None, limit: int, person: str | None = None
+) -> tuple[str, list[Any]]:
     """The SQL `Store.list_jobs` runs, and its parameters. Each combination of filters has an index that
-    yields its rows already in order (schema 4), so the first `limit` are read and nothing is sorted."""
+    yields its rows already in order (schema 4), so the first `limit` are read and nothing is sorted; a
+    person's jobs come off their own index (schema 7), the other filters applied on the way."""
     where: list[str] = []
     params: list[Any] = []
+    if person is not None:
+        where.append("person = ?")
+        params.append(person)
     if kind is not None:
         where.append("kind = ?")
         params.append(kind)
@@ -265,10 +271,15 @@ class SqliteStore(Store):
         return value
 
     async def list_jobs(
-        self, *, kind: str | None = None, status: str | None = None, limit: int = 20
+        self,
+        *,
+        kind: str | None = None,
+        status: str | None = None,
+        limit: int = 20,
+        person: str | None = None,
     ) -> list[Job]:
         """At most `limit` jobs, newest first, optionally only of one kind and/or status."""
-        sql, params = list_jobs_query(kind=kind, status=status, limit=limit)
+        sql, params = list_jobs_query(kind=kind, status=status, limit=limit, person=person)
         rows = await self._run(lambda: self._db.execute(sql, params).fetchall())
         return [job_from_row(row) for row in rows]
 
@@ -403,6 +414,7 @@ class SqliteStore(Store):
                 messages=[{"role": r["role"], "content": r["content"]} for r in rows],
                 created_at=head["created_at"],
                 updated_at=head["updated_at"],
+                person=head["person"],
             )
 
         return await self._run(read)
@@ -414,6 +426,7 @@ class SqliteStore(Store):
         system: str | None,
         model: str | None,
         messages: Sequence[dict[str, str]],
+        person: str | None = None,
     ) -> str:
         """Record one chat turn: create the conversation when `conversation_id` is None, else replace its
         system prompt when `system` is given; then append `messages`. Returns the conversation id.
@@ -432,6 +445,7 @@ class SqliteStore(Store):
             None if system is None else redact(system),
             model,
             [{**m, "content": redact(m["content"])} for m in messages],
+            person,
         )
         self._queued_turns.append(turn)
         if not self._writing_turns:
@@ -568,6 +582,7 @@ class _Turn:
     system: str | None
     model: str | None
     messages: list[dict[str, str]]
+    person: str | None
     done: anyio.Event = field(default_factory=anyio.Event)
     saved_as: str | None = None
     error: BaseException | None = None
@@ -578,9 +593,9 @@ def _save_turn(db: sqlite3.Connection, turn: _Turn) -> str:
     if turn.conversation_id is None:
         conversation_id = f"conv_{secrets.token_hex(8)}"
         db.execute(
-            "INSERT INTO conversations (conversation_id, system, model, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (conversation_id, turn.system, turn.model, now, now),
+            "INSERT INTO conversations (conversation_id, system, model, created_at, updated_at, person) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (conversation_id, turn.system, turn.model, now, now, turn.person),
         )
     else:
         conversation_id = turn.conversation_id
