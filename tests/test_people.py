@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from decimal import Decimal
 from pathlib import Path
 
 import anyio
@@ -20,10 +21,10 @@ from mcp.shared.exceptions import MCPError
 from alltoken_mcp.people import TokensFile, new_token_line, parse_tokens, token_digest
 from alltoken_mcp.settings import SettingsError
 from alltoken_mcp.simulator import RunningSimulator, SimConfig
-from alltoken_mcp.store import Store
+from alltoken_mcp.store import Charge, Store
 from tests.serverkit import data, text_of
 from tests.test_http import TOKEN, http_server_process, server_env
-from tests.test_store import make_job
+from tests.test_store import HERE, make_job
 
 ALICE, ALICE_LINE = new_token_line("alice")
 BOB, BOB_LINE = new_token_line("bob")
@@ -255,3 +256,32 @@ async def test_both_a_shared_token_and_a_tokens_file_is_refused_at_start(tmp_pat
     result = await anyio.run_process([ENTRY_POINT, "serve", "--http", "--port", "1"], env=env, check=False)
     assert result.returncode == 2
     assert b"not both" in result.stderr
+
+
+async def test_the_spend_ledger_sums_a_persons_charges_only_and_everyone_s_without_a_person(
+    store: Store,
+) -> None:
+    for person, dollars in (("alice", "0.5"), ("bob", "2"), (None, "4")):
+        await store.record_charge(Charge("chat", "m", Decimal(dollars), 10.0, HERE, person=person))
+    assert (await store.spend(HERE, since=0, person="alice")).known_usd == Decimal("0.5")
+    assert (await store.spend(HERE, since=0, person="bob")).charges == 1
+    assert (await store.spend(HERE, since=0)).known_usd == Decimal("6.5")
+
+
+async def test_the_daily_budget_is_each_persons_own(sim: RunningSimulator, tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{ALICE_LINE}\n{BOB_LINE}\n")
+    env = server_env(
+        tmp_path, sim.base_url, ALLTOKEN_MCP_TOKENS_FILE=str(tokens), ALLTOKEN_DAILY_BUDGET_USD="0.000001"
+    )
+    with anyio.fail_after(60):
+        async with http_server_process(env) as server:
+            async with as_person(server.url, ALICE) as alice:
+                first = await alice.call_tool("alltoken_chat", {"prompt": "one"})
+                second = await alice.call_tool("alltoken_chat", {"prompt": "two"})
+            async with as_person(server.url, BOB) as bob:
+                bobs = await bob.call_tool("alltoken_chat", {"prompt": "one"})
+    assert not first.is_error
+    assert second.is_error
+    assert "Daily budget reached" in text_of(second)
+    assert not bobs.is_error, text_of(bobs)

@@ -172,8 +172,8 @@ class Store(ABC):
         """Add a charge to the ledger; a job's charge replaces the one recorded for that job before."""
 
     @abstractmethod
-    async def spend(self, upstream: Upstream, *, since: float) -> SpendTotal:
-        """The charges of `upstream` at or after `since` (Unix time)."""
+    async def spend(self, upstream: Upstream, *, since: float, person: str | None = None) -> SpendTotal:
+        """The charges of `upstream` at or after `since` (Unix time); with `person`, only theirs."""
 
     # -- cache -----------------------------------------------------------------------------------
 

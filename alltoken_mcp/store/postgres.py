@@ -476,7 +476,8 @@ class PostgresStore(Store):
         async with self._transaction() as db:
             await db.execute(
                 "INSERT INTO charges (at, kind, model, cost_picodollars, request_id, job_id, upstream_url, "
-                "upstream_key) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (job_id) DO UPDATE SET "
+                "upstream_key, person) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (job_id) DO UPDATE SET "
                 "cost_picodollars = excluded.cost_picodollars, request_id = excluded.request_id",
                 (
                     charge.at,
@@ -487,15 +488,17 @@ class PostgresStore(Store):
                     charge.job_id,
                     charge.upstream.base_url,
                     charge.upstream.key_fingerprint,
+                    charge.person,
                 ),
             )
 
-    async def spend(self, upstream: Upstream, *, since: float) -> SpendTotal:
+    async def spend(self, upstream: Upstream, *, since: float, person: str | None = None) -> SpendTotal:
         row = await self._fetchone(
             "SELECT coalesce(sum(cost_picodollars), 0) AS known, count(*) AS charges, "
             "count(*) - count(cost_picodollars) AS unknown FROM charges "
-            "WHERE upstream_url = %s AND upstream_key IS NOT DISTINCT FROM %s AND at >= %s",
-            (upstream.base_url, upstream.key_fingerprint, since),
+            "WHERE upstream_url = %s AND upstream_key IS NOT DISTINCT FROM %s AND at >= %s"
+            + (" AND person = %s" if person is not None else ""),
+            (upstream.base_url, upstream.key_fingerprint, since, *([person] if person is not None else [])),
         )
         assert row is not None
         return SpendTotal(

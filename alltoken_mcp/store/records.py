@@ -275,6 +275,8 @@ class Charge:
     request_id: str | None = None
     job_id: str | None = None
     """A media job's charge is recorded once per job: recording it again replaces it."""
+    person: str | None = None
+    """Who made the call (`people`); None: made where no tokens are checked."""
 
 
 @dataclass(frozen=True)

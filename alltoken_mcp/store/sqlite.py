@@ -512,7 +512,7 @@ class SqliteStore(Store):
         await self._run(
             self._execute,
             "INSERT INTO charges (at, kind, model, cost_picodollars, request_id, job_id, upstream_url, "
-            "upstream_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job_id) DO UPDATE SET "
+            "upstream_key, person) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job_id) DO UPDATE SET "
             "cost_picodollars = excluded.cost_picodollars, request_id = excluded.request_id",
             (
                 charge.at,
@@ -523,18 +523,21 @@ class SqliteStore(Store):
                 charge.job_id,
                 charge.upstream.base_url,
                 charge.upstream.key_fingerprint,
+                charge.person,
             ),
         )
 
-    async def spend(self, upstream: Upstream, *, since: float) -> SpendTotal:
-        """The charges of `upstream` at or after `since` (Unix time)."""
-        row = await self._run(
-            lambda: self._db.execute(
-                "SELECT coalesce(sum(cost_picodollars), 0), count(*), count(*) - count(cost_picodollars) "
-                "FROM charges WHERE upstream_url = ? AND upstream_key IS ? AND at >= ?",
-                (upstream.base_url, upstream.key_fingerprint, since),
-            ).fetchone()
+    async def spend(self, upstream: Upstream, *, since: float, person: str | None = None) -> SpendTotal:
+        """The charges of `upstream` at or after `since` (Unix time); with `person`, only theirs."""
+        sql = (
+            "SELECT coalesce(sum(cost_picodollars), 0), count(*), count(*) - count(cost_picodollars) "
+            "FROM charges WHERE upstream_url = ? AND upstream_key IS ? AND at >= ?"
         )
+        params: list[Any] = [upstream.base_url, upstream.key_fingerprint, since]
+        if person is not None:
+            sql += " AND person = ?"
+            params.append(person)
+        row = await self._run(lambda: self._db.execute(sql, params).fetchone())
         return SpendTotal(known_usd=Decimal(row[0]) / PICODOLLARS, charges=row[1], unknown=row[2])
 
     # -- operations (the HTTP server's /readyz and /metrics) ---------------------------------------

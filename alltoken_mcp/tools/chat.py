@@ -172,7 +172,9 @@ async def _record_cost(state: AppState, model: str, result: ChatResult | None) -
     cut short or AllToken sent none. A failure to record is a warning: the answer is paid for either way."""
     cost = result.cost.cost if result is not None and result.cost is not None else None
     try:
-        await state.spend.record_chat(model, cost, result.request_id if result is not None else None)
+        await state.spend.record_chat(
+            model, cost, result.request_id if result is not None else None, person=current_person()
+        )
     except StoreError as exc:
         return [f"This turn was not added to the spend ledger: {exc}"]
     return []
