@@ -6,13 +6,16 @@ the store's part on both backends."""
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx2
+import mcp_types as t
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
@@ -48,10 +51,11 @@ def sim_config() -> SimConfig:
 
 
 @asynccontextmanager
-async def as_person(url: str, token: str | None) -> AsyncIterator[Client]:
+async def as_person(url: str, token: str | None, on_message: Any = None) -> AsyncIterator[Client]:
     headers = {"Authorization": f"Bearer {token}"} if token else None
     http = httpx2.AsyncClient(headers=headers, timeout=30)
-    async with http, Client(streamable_http_client(url, http_client=http), mode="legacy") as client:  # type: ignore[arg-type]
+    transport = streamable_http_client(url, http_client=http)
+    async with http, Client(transport, mode="legacy", message_handler=on_message) as client:  # type: ignore[arg-type]
         yield client
 
 
@@ -285,3 +289,44 @@ async def test_the_daily_budget_is_each_persons_own(sim: RunningSimulator, tmp_p
     assert second.is_error
     assert "Daily budget reached" in text_of(second)
     assert not bobs.is_error, text_of(bobs)
+
+
+async def test_a_subscription_to_another_persons_job_is_accepted_and_hears_nothing(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{ALICE_LINE}\n{BOB_LINE}\n")
+    env = server_env(tmp_path, sim.base_url, ALLTOKEN_MCP_TOKENS_FILE=str(tokens))
+    heard: dict[str, list[str]] = {"alice": [], "bob": []}
+    alice_told = anyio.Event()
+
+    def listener(name: str) -> Any:
+        async def on_message(message: Any) -> None:
+            if isinstance(message, t.ResourceUpdatedNotification):
+                heard[name].append(str(message.params.uri))
+                if name == "alice":
+                    alice_told.set()
+
+        return on_message
+
+    with anyio.fail_after(60):
+        async with (
+            http_server_process(env) as server,
+            as_person(server.url, ALICE, listener("alice")) as alice,
+            as_person(server.url, BOB, listener("bob")) as bob,
+        ):
+            job = data(await alice.call_tool("alltoken_video", {"prompt": "x", "resolution": "480p"}))
+            uri = f"alltoken://jobs/{job['job_id']}"
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # resources/subscribe is deprecated in the 2026 era only
+                await bob.subscribe_resource(uri)
+                await alice.subscribe_resource(uri)
+            while True:
+                await alice_told.wait()
+                alice_told = anyio.Event()
+                status = data(await alice.call_tool("job_status", {"job_id": job["job_id"]}))
+                if status["status"] == "completed":
+                    break
+            await bob.call_tool("list_jobs", {})
+    assert uri in heard["alice"]
+    assert heard["bob"] == []
