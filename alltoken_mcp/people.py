@@ -1,6 +1,6 @@
 """Who is calling: bearer tokens that name a person, checked through the SDK's token verifier.
 
-Two sources, both `TokenVerifier`s (the SDK's `BearerAuthBackend` calls them; the person then reaches
+Three sources, all `TokenVerifier`s (the SDK's `BearerAuthBackend` calls them; the person then reaches
 tool handlers as the SDK's auth context, `get_access_token()`):
 
 - `ALLTOKEN_MCP_TOKEN`: one shared token, one person (`SINGLE_PERSON`).
@@ -10,6 +10,8 @@ tool handlers as the SDK's auth context, `get_access_token()`):
   once a second, on the request that finds it due (no thread): adding or removing a person takes effect
   without a restart. A file that has become unreadable or malformed keeps the last good list (and says
   why on stderr) rather than locking everyone out or letting anyone in.
+- `ALLTOKEN_MCP_INTROSPECTION_URL`: a team's identity provider's OAuth token introspection endpoint
+  (`Introspection`, RFC 7662): the `sub` it answers is the person.
 
 Every comparison is of SHA-256 digests with `hmac.compare_digest`, against every entry, so the time a
 refusal takes says nothing about how close a guess was or which names exist.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import os
 import re
@@ -27,7 +30,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
+import anyio
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken
 
@@ -162,3 +168,99 @@ class TokensFile:
             if hmac.compare_digest(digest, expected):
                 found = name
         return _access(token, found) if found is not None else None
+
+
+INTROSPECTION_TIMEOUT_SECONDS = 5.0
+INTROSPECTION_CACHE_SECONDS = 60.0
+"""How long an answer about a token is reused (never past the token's own `exp`). A revoked token keeps
+working for at most this long; the identity provider is asked at most once a minute per token."""
+INTROSPECTION_CACHE_SIZE = 1024
+MAX_INTROSPECTION_BODY = 64 * 1024
+
+
+class Introspection:
+    """`ALLTOKEN_MCP_INTROSPECTION_URL`: OAuth 2.1 bearer tokens checked with the identity provider's
+    token introspection endpoint (RFC 7662). The token is POSTed as a form (`token=…`), with HTTP Basic
+    credentials when the URL carries `user:password@`; an `active` answer names the person by `sub`
+    (else `username`). Each call is bounded (5 s, 64 KiB); an endpoint that fails, is slow or answers
+    nonsense lets nobody in (and is logged). Answers, active or not, are reused for up to a minute,
+    keyed by the token's SHA-256, in a bounded cache."""
+
+    def __init__(self, url: str, *, clock: Callable[[], float] = time.time) -> None:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        host = f"[{host}]" if ":" in host else host
+        self._where = host + (f":{parts.port}" if parts.port else "")
+        self._url = urlunsplit(parts._replace(netloc=self._where))
+        self._auth = (unquote(parts.username), unquote(parts.password or "")) if parts.username else None
+        self._clock = clock
+        self._cache: dict[bytes, tuple[float, str | None, int | None]] = {}
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        key = token_digest(token)
+        now = self._clock()
+        cached = self._cache.get(key)
+        if cached is None or cached[0] <= now:
+            person, expires = await self._ask(token)
+            until = now + INTROSPECTION_CACHE_SECONDS
+            if expires is not None:
+                until = min(until, expires)
+            if len(self._cache) >= INTROSPECTION_CACHE_SIZE:
+                self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
+                if len(self._cache) >= INTROSPECTION_CACHE_SIZE:
+                    self._cache.pop(next(iter(self._cache)))
+            cached = self._cache[key] = (until, person, expires)
+        _, person, expires = cached
+        if person is None or (expires is not None and expires <= now):
+            return None
+        access = _access(token, person)
+        return access.model_copy(update={"expires_at": expires})
+
+    async def _ask(self, token: str) -> tuple[str | None, int | None]:
+        """(person, exp) when the endpoint says the token is active; (None, None) otherwise."""
+        import httpx2
+
+        try:
+            with anyio.fail_after(INTROSPECTION_TIMEOUT_SECONDS):
+                answer = await self._post(httpx2, token)
+        except TimeoutError:
+            logger.warning(
+                "token introspection at %s: no answer within %g s; the request is refused",
+                self._where,
+                INTROSPECTION_TIMEOUT_SECONDS,
+            )
+            return None, None
+        except (httpx2.HTTPError, ValueError) as exc:
+            logger.warning("token introspection at %s failed: %s; the request is refused", self._where, exc)
+            return None, None
+        if answer.get("active") is not True:
+            return None, None
+        person = answer.get("sub") or answer.get("username")
+        expires = answer.get("exp")
+        if not isinstance(person, str) or not person:
+            logger.warning("token introspection at %s: an active token without sub or username", self._where)
+            return None, None
+        return person, expires if isinstance(expires, int) else None
+
+    async def _post(self, httpx2: Any, token: str) -> dict[str, Any]:
+        # A client per question: answers are cached, so this is rare, and nothing outlives the call.
+        async with (
+            httpx2.AsyncClient(auth=self._auth, follow_redirects=False) as http,
+            http.stream(
+                "POST",
+                self._url,
+                data={"token": token, "token_type_hint": "access_token"},
+                headers={"Accept": "application/json"},
+            ) as response,
+        ):
+            body = b""
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > MAX_INTROSPECTION_BODY:
+                    raise ValueError(f"answer over {MAX_INTROSPECTION_BODY} bytes")
+            if response.status_code != 200:
+                raise ValueError(f"HTTP {response.status_code}")
+        answer = json.loads(body)
+        if not isinstance(answer, dict):
+            raise ValueError("the answer is not a JSON object")
+        return answer

@@ -70,17 +70,28 @@ def normalize_host(host: str) -> str:
 
 def check_http_bind(settings: Settings, host: str) -> None:
     """Serving MCP to the network without a token would hand anyone the user's AllToken credits."""
-    if not is_loopback(host) and not settings.mcp_token and not settings.tokens_file:
+    if not is_loopback(host) and token_verifier_kind(settings) is None:
         raise SettingsError(
             f"refusing to serve HTTP on non-loopback address {host!r} without {TOKEN_VAR} or "
             f"{TOKENS_FILE_VAR}; set a long random token (or a token per person) or bind 127.0.0.1"
         )
 
 
+def token_verifier_kind(settings: Settings) -> str | None:
+    """Which of the token settings is set (at most one is), or None."""
+    if settings.introspection_url:
+        return "introspection"
+    if settings.tokens_file:
+        return "tokens file"
+    return "token" if settings.mcp_token else None
+
+
 def token_verifier(settings: Settings) -> TokenVerifier | None:
     """Who may call over HTTP: a token per person, one shared token, or (None) anyone who can connect."""
-    from alltoken_mcp.people import SingleToken, TokensFile
+    from alltoken_mcp.people import Introspection, SingleToken, TokensFile
 
+    if settings.introspection_url is not None:
+        return Introspection(settings.introspection_url)
     if settings.tokens_file is not None:
         return TokensFile(settings.tokens_file)
     if settings.mcp_token:
