@@ -179,3 +179,23 @@ def _install_legacy_subscriptions(server: MCPServer[AppState], notifier: Resourc
 
     lowlevel.add_request_handler("resources/subscribe", t.SubscribeRequestParams, subscribe)
     lowlevel.add_request_handler("resources/unsubscribe", t.UnsubscribeRequestParams, unsubscribe)
+
+    # 2026-07-28 `subscriptions/listen`: the SDK's handler, given only the URIs the caller may follow. The
+    # acknowledgement then leaves another person's job out exactly as it leaves out an id nobody has.
+    listen = lowlevel.get_request_handler("subscriptions/listen")
+    if listen is not None:
+        inner = listen.handler
+
+        async def listen_to_own(
+            ctx: ServerRequestContext[Any], params: t.SubscriptionsListenRequestParams
+        ) -> Any:
+            wanted = params.notifications.resource_subscriptions
+            if wanted:
+                kept = [uri for uri in wanted if await _may_follow(ctx.lifespan_context, uri)]
+                notifications = params.notifications.model_copy(update={"resource_subscriptions": kept})
+                params = params.model_copy(update={"notifications": notifications})
+            return await inner(ctx, params)
+
+        lowlevel.add_request_handler(
+            "subscriptions/listen", t.SubscriptionsListenRequestParams, listen_to_own
+        )

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 import httpx2
 import mcp_types as t
 import pytest
@@ -51,11 +52,13 @@ def sim_config() -> SimConfig:
 
 
 @asynccontextmanager
-async def as_person(url: str, token: str | None, on_message: Any = None) -> AsyncIterator[Client]:
+async def as_person(
+    url: str, token: str | None, on_message: Any = None, mode: str = "legacy"
+) -> AsyncIterator[Client]:
     headers = {"Authorization": f"Bearer {token}"} if token else None
     http = httpx2.AsyncClient(headers=headers, timeout=30)
     transport = streamable_http_client(url, http_client=http)
-    async with http, Client(transport, mode="legacy", message_handler=on_message) as client:  # type: ignore[arg-type]
+    async with http, Client(transport, mode=mode, message_handler=on_message) as client:  # type: ignore[arg-type]  # type: ignore[arg-type]
         yield client
 
 
@@ -330,3 +333,42 @@ async def test_a_subscription_to_another_persons_job_is_accepted_and_hears_nothi
             await bob.call_tool("list_jobs", {})
     assert uri in heard["alice"]
     assert heard["bob"] == []
+
+
+async def test_a_listen_stream_for_another_persons_job_hears_nothing(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
+    """The 2026-07-28 era: `subscriptions/listen` gets only the URIs the caller may follow."""
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{ALICE_LINE}\n{BOB_LINE}\n")
+    env = server_env(tmp_path, sim.base_url, ALLTOKEN_MCP_TOKENS_FILE=str(tokens))
+    bob_heard: list[str] = []
+
+    async def bob_listens(bob: Client, uri: str, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        async with bob.listen(resource_subscriptions=[uri]) as subscription:
+            task_status.started()
+            async for event in subscription:
+                bob_heard.append(str(event))
+
+    with anyio.fail_after(60):
+        async with (
+            http_server_process(env) as server,
+            as_person(server.url, ALICE, mode="auto") as alice,
+            as_person(server.url, BOB, mode="auto") as bob,
+            anyio.create_task_group() as tg,
+        ):
+            job = data(await alice.call_tool("alltoken_video", {"prompt": "x", "resolution": "480p"}))
+            uri = f"alltoken://jobs/{job['job_id']}"
+            await tg.start(bob_listens, bob, uri)
+            alice_told = 0
+            async with alice.listen(resource_subscriptions=[uri]) as subscription:
+                async for event in subscription:
+                    assert uri in str(event)
+                    alice_told += 1
+                    status = data(await alice.call_tool("job_status", {"job_id": job["job_id"]}))
+                    if status["status"] == "completed":
+                        break
+            await bob.call_tool("list_jobs", {})
+            tg.cancel_scope.cancel()
+    assert alice_told >= 1
+    assert bob_heard == []
