@@ -1,4 +1,4 @@
-"""Command-line entry point: `alltoken-mcp [serve|simulate|demo|doctor|register|unregister]`.
+"""Command-line entry point: `alltoken-mcp [serve|simulate|demo|doctor|token|register|unregister]`.
 
 No subcommand serves MCP over stdio — that is what hosts spawn. Each command imports what it needs
 inside its own function so that the serving path never imports the simulator and start-up stays fast.
@@ -118,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = commands.add_parser("doctor", help="check the installation, key, connectivity and state")
     doctor.add_argument("--base-url", help="override ALLTOKEN_BASE_URL")
     doctor.add_argument("--home", help="override ALLTOKEN_MCP_HOME")
+    token = commands.add_parser(
+        "token",
+        help="make a bearer token for one person of a team server (prints it once, and the line for "
+        "ALLTOKEN_MCP_TOKENS_FILE)",
+    )
+    token.add_argument("name", help="the person's name (letters, digits, . _ @ -)")
     add_register_commands(commands)
     return parser
 
@@ -189,6 +195,15 @@ def _doctor(args: argparse.Namespace) -> int:
     return run_doctor(base_url=args.base_url, home=args.home)
 
 
+def _token(args: argparse.Namespace) -> int:
+    from alltoken_mcp.people import new_token_line
+
+    token, line = new_token_line(args.name)
+    print(f"token for {args.name} (shown once; give it to them, it is not stored):\n  {token}")
+    print(f"line to add to ALLTOKEN_MCP_TOKENS_FILE (it holds only the token's SHA-256):\n  {line}")
+    return 0
+
+
 def _register(args: argparse.Namespace) -> int:
     from alltoken_mcp.register.command import run
 
@@ -204,6 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "simulate": _simulate,
         "demo": _demo,
         "doctor": _doctor,
+        "token": _token,
         "register": _register,
         "unregister": _register,
     }

@@ -13,13 +13,16 @@ tells a forged signature from an expired one. Everything else goes to the MCP ap
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 from pathlib import Path
 from urllib.parse import parse_qs, quote
 
 import anyio
+from mcp.server.auth.middleware.auth_context import AuthContextMiddleware
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, BearerAuthBackend
+from mcp.server.auth.provider import TokenVerifier
+from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from alltoken_mcp import files
@@ -36,24 +39,19 @@ READY_TIMEOUT_SECONDS = 2.0
 seconds and time out themselves)."""
 
 
-class BearerTokenMiddleware:
-    """Rejects every HTTP request that does not carry `Authorization: Bearer <token>` (constant-time)."""
+class RequirePerson:
+    """Answers 401 to every HTTP request the SDK's `BearerAuthBackend` found no person for (no
+    `Authorization: Bearer`, or a token the verifier does not know), and names the setting to use."""
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self._expected = token.encode()
-
-    def _authorized(self, scope: Scope) -> bool:
-        supplied = dict(scope.get("headers") or []).get(b"authorization", b"")
-        scheme, _, credentials = supplied.strip().partition(b" ")
-        # The scheme is case-insensitive (RFC 9110 §11.1); the comparison of the secret is constant-time.
-        return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), self._expected)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not self._authorized(scope):
+        if scope["type"] == "http" and not isinstance(scope.get("user"), AuthenticatedUser):
             body = (
                 b'{"error": "unauthorized", "message": "this MCP endpoint needs '
-                b'Authorization: Bearer <ALLTOKEN_MCP_TOKEN>"}'
+                b"Authorization: Bearer <your token> (ALLTOKEN_MCP_TOKEN, or yours from "
+                b'ALLTOKEN_MCP_TOKENS_FILE)"}'
             )
             await send(
                 {
@@ -71,15 +69,25 @@ class BearerTokenMiddleware:
         await self.app(scope, receive, send)
 
 
-class HttpRoutes:
-    """ASGI app: the endpoints above, and the MCP app for everything else. With a `token`, the MCP app
-    and /metrics need it."""
+def require_person(app: ASGIApp, verifier: TokenVerifier) -> ASGIApp:
+    """`app` behind the SDK's bearer authentication: the verifier names the person, the SDK's auth
+    context carries it to the tool handlers (`people.current_person`), and no person means 401."""
+    return AuthenticationMiddleware(
+        AuthContextMiddleware(RequirePerson(app)), backend=BearerAuthBackend(verifier)
+    )
 
-    def __init__(self, mcp: ASGIApp, *, serving: HttpServing, drain: Drain, token: str | None) -> None:
-        self._mcp = BearerTokenMiddleware(mcp, token) if token else mcp
+
+class HttpRoutes:
+    """ASGI app: the endpoints above, and the MCP app for everything else. With a `verifier` (tokens are
+    configured), the MCP app and /metrics need a token it accepts."""
+
+    def __init__(
+        self, mcp: ASGIApp, *, serving: HttpServing, drain: Drain, verifier: TokenVerifier | None
+    ) -> None:
+        self._mcp = require_person(mcp, verifier) if verifier else mcp
         self._serving = serving
         self._drain = drain
-        self._metrics_app: ASGIApp = BearerTokenMiddleware(self._metrics, token) if token else self._metrics
+        self._metrics_app: ASGIApp = require_person(self._metrics, verifier) if verifier else self._metrics
         self._saved_files = files.SavedFileReader()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

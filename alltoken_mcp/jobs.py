@@ -202,18 +202,23 @@ class JobManager:
 
     # -- queries ---------------------------------------------------------------------------------
 
-    async def get(self, job_id: str) -> Job:
+    # `person` is who asks (`people.current_person`; None where no tokens are checked). Another person's
+    # job is answered exactly as an unknown id is, so an id tells nobody whether it exists.
+
+    async def get(self, job_id: str, person: str | None = None) -> Job:
         job = await self._store.get_job(job_id)
-        if job is None:
-            recent = [j.job_id for j in await self._store.list_jobs(limit=5)]
+        if job is None or not job.visible_to(person):
+            recent = [j.job_id for j in await self._store.list_jobs(limit=5, person=person)]
             raise UnknownJobError(job_id, recent)
         return job
 
-    async def list_jobs(self, *, kind: str | None, status: str | None, limit: int) -> list[Job]:
-        return await self._store.list_jobs(kind=kind, status=status, limit=limit)
+    async def list_jobs(
+        self, *, kind: str | None, status: str | None, limit: int, person: str | None = None
+    ) -> list[Job]:
+        return await self._store.list_jobs(kind=kind, status=status, limit=limit, person=person)
 
-    async def media_file(self, job_id: str, index: int) -> MediaFile:
-        job = await self.get(job_id)
+    async def media_file(self, job_id: str, index: int, person: str | None = None) -> MediaFile:
+        job = await self.get(job_id, person)
         if not 0 <= index < len(job.files):
             raise LookupError(
                 f"Job {job_id} has {len(job.files)} saved file(s) (indexes 0–{len(job.files) - 1})"
@@ -224,7 +229,13 @@ class JobManager:
 
     # -- submit ----------------------------------------------------------------------------------
 
-    async def submit(self, kind: JobKind, body: dict[str, Any], delivery: Delivery | None = None) -> Job:
+    async def submit(
+        self,
+        kind: JobKind,
+        body: dict[str, Any],
+        delivery: Delivery | None = None,
+        person: str | None = None,
+    ) -> Job:
         """Record the job (with its idempotency key and where its files go), then send the create request.
 
         Returns the stored job: accepted (with `upstream_id`), or still unconfirmed when the outcome is
@@ -249,6 +260,7 @@ class JobManager:
             upstream_url=self.upstream.base_url,
             upstream_key=self.upstream.key_fingerprint,
             delivery=delivery,
+            person=person,
         )
         try:
             await self._store.insert_job(job)  # on disk (fsync) before a paid request can leave
@@ -430,9 +442,11 @@ class JobManager:
 
     # -- waiting ---------------------------------------------------------------------------------
 
-    async def wait(self, job_id: str, seconds: float, progress: Progress | None = None) -> Job:
+    async def wait(
+        self, job_id: str, seconds: float, progress: Progress | None = None, person: str | None = None
+    ) -> Job:
         """Wait up to `seconds` (capped by ALLTOKEN_MAX_WAIT_SECONDS) for the job to finish."""
-        job = await self.get(job_id)
+        job = await self.get(job_id, person)
         total = max(0.0, min(seconds, self._settings.max_wait_seconds, budget.remaining()))
         if total <= 0 or not job.active or not job.belongs_to(self.upstream):
             return job  # (another upstream's job does not move here: its record says so)
@@ -461,8 +475,8 @@ class JobManager:
 
     # -- cancel ----------------------------------------------------------------------------------
 
-    async def cancel(self, job_id: str) -> Job:
-        job = await self.get(job_id)
+    async def cancel(self, job_id: str, person: str | None = None) -> Job:
+        job = await self.get(job_id, person)
         if not job.belongs_to(self.upstream):
             raise ForeignJobError(job, self.upstream)
         if not job.active:

@@ -21,14 +21,17 @@ from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from pydantic import ValidationError
 
 from alltoken_mcp import __version__
-from alltoken_mcp.app_state import AppState, HttpServing, running_app
+from alltoken_mcp.app_state import AppState, HttpServing, job_uri, running_app
 from alltoken_mcp.catalog import CatalogTTL
 from alltoken_mcp.draining import Drain
+from alltoken_mcp.jobs import UnknownJobError
 from alltoken_mcp.metrics import ToolCallMetrics
 from alltoken_mcp.notifier import ResourceNotifier
 from alltoken_mcp.outbound import RedactingMiddleware
+from alltoken_mcp.people import current_person
 from alltoken_mcp.redact import Redactor
 from alltoken_mcp.settings import Settings
+from alltoken_mcp.store import StoreError
 from alltoken_mcp.tools import catalog, chat, media, spend
 from alltoken_mcp.tools.arguments import invalid_arguments, make_strict
 from alltoken_mcp.tools.deadline import CallDeadline
@@ -144,12 +147,28 @@ class _AllTokenServer(MCPServer[AppState]):
             raise ToolError(invalid_arguments(name, schema, cause)) from cause
 
 
+async def _may_follow(state: object, uri: str) -> bool:
+    """Whether the caller may hear about `uri`: a job's updates go only to the person it belongs to."""
+    prefix = job_uri("")
+    person = current_person()
+    if person is None or not uri.startswith(prefix) or not isinstance(state, AppState):
+        return True
+    try:
+        await state.jobs.get(uri.removeprefix(prefix), person)
+    except (UnknownJobError, StoreError):
+        return False
+    return True
+
+
 def _install_legacy_subscriptions(server: MCPServer[AppState], notifier: ResourceNotifier) -> None:
     """Serve 2025-era `resources/subscribe` / `unsubscribe` (MCPServer answers -32601 by default)."""
     lowlevel = server._lowlevel_server
 
     async def subscribe(ctx: ServerRequestContext[Any], params: t.SubscribeRequestParams) -> t.EmptyResult:
-        notifier.subscribe(str(params.uri), ctx.session)
+        uri = str(params.uri)
+        if await _may_follow(ctx.lifespan_context, uri):
+            notifier.subscribe(uri, ctx.session)
+        # Else accepted all the same, and nothing is ever sent: refusing would tell that the job exists.
         return t.EmptyResult()
 
     async def unsubscribe(
@@ -160,3 +179,23 @@ def _install_legacy_subscriptions(server: MCPServer[AppState], notifier: Resourc
 
     lowlevel.add_request_handler("resources/subscribe", t.SubscribeRequestParams, subscribe)
     lowlevel.add_request_handler("resources/unsubscribe", t.UnsubscribeRequestParams, unsubscribe)
+
+    # 2026-07-28 `subscriptions/listen`: the SDK's handler, given only the URIs the caller may follow. The
+    # acknowledgement then leaves another person's job out exactly as it leaves out an id nobody has.
+    listen = lowlevel.get_request_handler("subscriptions/listen")
+    if listen is not None:
+        inner = listen.handler
+
+        async def listen_to_own(
+            ctx: ServerRequestContext[Any], params: t.SubscriptionsListenRequestParams
+        ) -> Any:
+            wanted = params.notifications.resource_subscriptions
+            if wanted:
+                kept = [uri for uri in wanted if await _may_follow(ctx.lifespan_context, uri)]
+                notifications = params.notifications.model_copy(update={"resource_subscriptions": kept})
+                params = params.model_copy(update={"notifications": notifications})
+            return await inner(ctx, params)
+
+        lowlevel.add_request_handler(
+            "subscriptions/listen", t.SubscriptionsListenRequestParams, listen_to_own
+        )

@@ -34,6 +34,8 @@ CONFIRM_MODES: tuple[ConfirmMode, ...] = ("never", "video", "media")
 
 API_KEY_VAR = "ALLTOKEN_API_KEY"
 MCP_TOKEN_VAR = "ALLTOKEN_MCP_TOKEN"
+TOKENS_FILE_VAR = "ALLTOKEN_MCP_TOKENS_FILE"
+INTROSPECTION_URL_VAR = "ALLTOKEN_MCP_INTROSPECTION_URL"
 DATABASE_URL_VAR = "ALLTOKEN_MCP_DATABASE_URL"
 DATABASE_URL_EXAMPLE = "postgresql://alltoken:PASSWORD@db.example:5432/alltoken"
 MEDIA_SECRET_VAR = "ALLTOKEN_MCP_MEDIA_SECRET"
@@ -223,6 +225,11 @@ class Settings:
     default_video_model: str
     input_dirs: tuple[Path, ...]
     mcp_token: str | None = field(default=None, repr=False)
+    tokens_file: Path | None = None
+    """ALLTOKEN_MCP_TOKENS_FILE: one bearer token per person (`people.TokensFile`); excludes `mcp_token`."""
+    introspection_url: str | None = field(default=None, repr=False)
+    """ALLTOKEN_MCP_INTROSPECTION_URL: OAuth tokens checked by an identity provider (`people.Introspection`;
+    it may carry the client's credentials); excludes the two above."""
     downloads: DownloadLimits = field(default_factory=DownloadLimits)
     rejected_key: KeyProblem | None = None
     """Why the configured ALLTOKEN_API_KEY was not used (a placeholder, quotes...); None if none was set."""
@@ -359,6 +366,33 @@ def _writable_dir(path: Path, name: str) -> Path:
             f"{name}={str(path)!r} is not a writable directory ({exc.strerror or exc})"
         ) from None
     return path
+
+
+def _tokens_file(value: str | None, *, has_token: bool) -> Path | None:
+    if value is None:
+        return None
+    if has_token:
+        raise SettingsError(
+            f"set {MCP_TOKEN_VAR} (one shared token) or {TOKENS_FILE_VAR} (a token per person), not both"
+        )
+    return Path(value.strip()).expanduser()
+
+
+def _introspection_url(value: str | None, *, has_token: bool) -> str | None:
+    if value is None:
+        return None
+    if has_token:
+        raise SettingsError(
+            f"set one of {MCP_TOKEN_VAR}, {TOKENS_FILE_VAR} and {INTROSPECTION_URL_VAR}, not several"
+        )
+    url = value.strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in url):
+        raise SettingsError(
+            f"{INTROSPECTION_URL_VAR}={shown_url(url)!r} is not an http(s) URL; expected the identity "
+            "provider's token introspection endpoint, e.g. https://client:secret@idp.example.com/introspect"
+        )
+    return url
 
 
 def _mcp_token(value: str | None, name: str) -> str | None:
@@ -555,6 +589,11 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         ),
         input_dirs=_input_dirs(get("ALLTOKEN_INPUT_DIRS"), "ALLTOKEN_INPUT_DIRS"),
         mcp_token=_mcp_token(get(MCP_TOKEN_VAR), MCP_TOKEN_VAR),
+        tokens_file=_tokens_file(get(TOKENS_FILE_VAR), has_token=get(MCP_TOKEN_VAR) is not None),
+        introspection_url=_introspection_url(
+            get(INTROSPECTION_URL_VAR),
+            has_token=get(MCP_TOKEN_VAR) is not None or get(TOKENS_FILE_VAR) is not None,
+        ),
         rejected_key=rejected_key,
         daily_budget_usd=_parse_budget(budget_raw, BUDGET_VAR) if (budget_raw := get(BUDGET_VAR)) else None,
         confirm=_parse_confirm(confirm_raw, CONFIRM_VAR) if (confirm_raw := get(CONFIRM_VAR)) else "never",

@@ -124,12 +124,19 @@ class SpendLedger:
         self._upstream = settings.upstream
         self._budget = settings.daily_budget_usd
 
-    async def record_chat(self, model: str, cost: Decimal | None, request_id: str | None) -> None:
-        await self._record("chat", model, cost, request_id=request_id)
+    # `person` (`people.current_person`): whose spend it is. With people, ALLTOKEN_DAILY_BUDGET_USD is each
+    # person's own daily budget, and the report is theirs; without (None), the whole ledger's.
+
+    async def record_chat(
+        self, model: str, cost: Decimal | None, request_id: str | None, person: str | None = None
+    ) -> None:
+        await self._record("chat", model, cost, request_id=request_id, person=person)
 
     async def record_job(self, job: Job, cost: Decimal | None) -> None:
-        """A media job's charge; recording it again (a later lookup) replaces the earlier one."""
-        await self._record(job.kind, job.model, cost, request_id=job.request_id, job_id=job.job_id)
+        """A media job's charge (the job's person's); recording it again replaces the earlier one."""
+        await self._record(
+            job.kind, job.model, cost, request_id=job.request_id, job_id=job.job_id, person=job.person
+        )
 
     async def _record(
         self,
@@ -139,17 +146,27 @@ class SpendLedger:
         *,
         request_id: str | None,
         job_id: str | None = None,
+        person: str | None = None,
     ) -> None:
-        charge = Charge(kind, model, cost, time.time(), self._upstream, request_id=request_id, job_id=job_id)
+        charge = Charge(
+            kind,
+            model,
+            cost,
+            time.time(),
+            self._upstream,
+            request_id=request_id,
+            job_id=job_id,
+            person=person,
+        )
         await self._store.record_charge(charge)
 
-    async def check_budget(self, now: float | None = None) -> None:
-        """Raise `BudgetReached` when today's known spend has reached the daily budget."""
+    async def check_budget(self, now: float | None = None, person: str | None = None) -> None:
+        """Raise `BudgetReached` when today's known spend (`person`'s) has reached the daily budget."""
         if self._budget is None:
             return
         now = time.time() if now is None else now
         day, _, reset = day_bounds(now)
-        today = await self._store.spend(self._upstream, since=day.timestamp())
+        today = await self._store.spend(self._upstream, since=day.timestamp(), person=person)
         if today.known_usd < self._budget:
             return
         unknown = f" ({today.unknown} of today's charges have no known cost.)" if today.unknown else ""
@@ -160,15 +177,21 @@ class SpendLedger:
             f"now, raise {BUDGET_VAR} in this server's configuration."
         )
 
-    async def report(self, *, with_account: bool = True, now: float | None = None) -> SpendReport:
+    async def report(
+        self, *, with_account: bool = True, now: float | None = None, person: str | None = None
+    ) -> SpendReport:
         """Today's and this month's known spend, the budget, and (when asked and available) the account's
         quota from `GET /v1/usage`."""
         now = time.time() if now is None else now
         day, month, reset = day_bounds(now)
         report = SpendReport(
             day=day.date().isoformat(),
-            today=SpendPeriod.of(await self._store.spend(self._upstream, since=day.timestamp())),
-            month=SpendPeriod.of(await self._store.spend(self._upstream, since=month.timestamp())),
+            today=SpendPeriod.of(
+                await self._store.spend(self._upstream, since=day.timestamp(), person=person)
+            ),
+            month=SpendPeriod.of(
+                await self._store.spend(self._upstream, since=month.timestamp(), person=person)
+            ),
             daily_budget_usd=None if self._budget is None else str(self._budget),
             budget_resets_at=reset.isoformat().replace("+00:00", "Z"),
         )

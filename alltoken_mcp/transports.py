@@ -29,11 +29,14 @@ from alltoken_mcp.redact import Redactor
 from alltoken_mcp.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
+    from mcp.server.auth.provider import TokenVerifier
+
     from alltoken_mcp.draining import Drain
 
 logger = logging.getLogger(__name__)
 
 TOKEN_VAR = "ALLTOKEN_MCP_TOKEN"
+TOKENS_FILE_VAR = "ALLTOKEN_MCP_TOKENS_FILE"
 SHUTDOWN_GRACE_SECONDS = 10.0
 """`http_listener.SHUTDOWN_GRACE_SECONDS` (not imported here: uvicorn loads only when serving HTTP)."""
 MAX_SHUTDOWN_GRACE_SECONDS = 600.0
@@ -67,11 +70,33 @@ def normalize_host(host: str) -> str:
 
 def check_http_bind(settings: Settings, host: str) -> None:
     """Serving MCP to the network without a token would hand anyone the user's AllToken credits."""
-    if not is_loopback(host) and not settings.mcp_token:
+    if not is_loopback(host) and token_verifier_kind(settings) is None:
         raise SettingsError(
-            f"refusing to serve HTTP on non-loopback address {host!r} without {TOKEN_VAR}; "
-            "set a long random token or bind 127.0.0.1"
+            f"refusing to serve HTTP on non-loopback address {host!r} without {TOKEN_VAR} or "
+            f"{TOKENS_FILE_VAR}; set a long random token (or a token per person) or bind 127.0.0.1"
         )
+
+
+def token_verifier_kind(settings: Settings) -> str | None:
+    """Which of the token settings is set (at most one is), or None."""
+    if settings.introspection_url:
+        return "introspection"
+    if settings.tokens_file:
+        return "tokens file"
+    return "token" if settings.mcp_token else None
+
+
+def token_verifier(settings: Settings) -> TokenVerifier | None:
+    """Who may call over HTTP: a token per person, one shared token, or (None) anyone who can connect."""
+    from alltoken_mcp.people import Introspection, SingleToken, TokensFile
+
+    if settings.introspection_url is not None:
+        return Introspection(settings.introspection_url)
+    if settings.tokens_file is not None:
+        return TokensFile(settings.tokens_file)
+    if settings.mcp_token:
+        return SingleToken(settings.mcp_token)
+    return None
 
 
 def _host_names(bind: str) -> list[str]:
@@ -141,7 +166,7 @@ def http_app(
     app: ASGIApp = server.streamable_http_app(
         transport_security=security, host=host, stateless_http=stateless
     )
-    return HttpRoutes(app, serving=serving, drain=drain, token=settings.mcp_token)
+    return HttpRoutes(app, serving=serving, drain=drain, verifier=token_verifier(settings))
 
 
 _HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]")
@@ -323,6 +348,7 @@ def serve(
     # thing the user sees.
     host = normalize_host(host)
     check_http_bind(settings, host)
+    token_verifier(settings)  # an unreadable or malformed tokens file is refused before start-up
     for name in allowed_hosts:
         check_host_name(name)
     read_timeout = DEFAULT_READ_TIMEOUT if read_timeout is None else read_timeout

@@ -86,11 +86,12 @@ async def test_reopening_keeps_data_and_does_not_migrate_again(tmp_path: Path) -
 
 _SPEND_COLUMNS = ("request_id", "cost_usd")
 _ADDED_AFTER = {
-    1: ("download_failures", "upstream_url", "upstream_key", *_SPEND_COLUMNS, "delivery"),
-    2: ("upstream_url", "upstream_key", *_SPEND_COLUMNS, "delivery"),
-    3: (*_SPEND_COLUMNS, "delivery"),
-    4: (*_SPEND_COLUMNS, "delivery"),
-    5: ("delivery",),
+    1: ("download_failures", "upstream_url", "upstream_key", *_SPEND_COLUMNS, "delivery", "person"),
+    2: ("upstream_url", "upstream_key", *_SPEND_COLUMNS, "delivery", "person"),
+    3: (*_SPEND_COLUMNS, "delivery", "person"),
+    4: (*_SPEND_COLUMNS, "delivery", "person"),
+    5: ("delivery", "person"),
+    6: ("person",),
 }
 """The job columns that later migrations added, by the schema version that lacks them."""
 
@@ -125,7 +126,7 @@ async def test_a_version_1_database_is_upgraded_and_keeps_its_jobs(tmp_path: Pat
     finally:
         await store.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
     db.close()
 
 

@@ -86,9 +86,15 @@ class Store(ABC):
 
     @abstractmethod
     async def list_jobs(
-        self, *, kind: str | None = None, status: str | None = None, limit: int = 20
+        self,
+        *,
+        kind: str | None = None,
+        status: str | None = None,
+        limit: int = 20,
+        person: str | None = None,
     ) -> list[Job]:
-        """At most `limit` jobs, newest first (ties: job_id), optionally only of one kind and/or status."""
+        """At most `limit` jobs, newest first (ties: job_id), optionally only of one kind and/or status.
+        With `person`, only that person's jobs (None: everyone's)."""
 
     @abstractmethod
     async def claim_due_jobs(
@@ -153,9 +159,11 @@ class Store(ABC):
         system: str | None,
         model: str | None,
         messages: Sequence[dict[str, str]],
+        person: str | None = None,
     ) -> str:
-        """Record one chat turn: create the conversation when `conversation_id` is None, else replace its
-        system prompt when `system` is given; then append `messages`. Returns the conversation id."""
+        """Record one chat turn: create the conversation when `conversation_id` is None (as `person`'s),
+        else replace its system prompt when `system` is given; then append `messages`. Returns the
+        conversation id. Whether the caller may continue a conversation is checked before, by reading it."""
 
     # -- spend ledger ----------------------------------------------------------------------------
 
@@ -164,8 +172,8 @@ class Store(ABC):
         """Add a charge to the ledger; a job's charge replaces the one recorded for that job before."""
 
     @abstractmethod
-    async def spend(self, upstream: Upstream, *, since: float) -> SpendTotal:
-        """The charges of `upstream` at or after `since` (Unix time)."""
+    async def spend(self, upstream: Upstream, *, since: float, person: str | None = None) -> SpendTotal:
+        """The charges of `upstream` at or after `since` (Unix time); with `person`, only theirs."""
 
     # -- cache -----------------------------------------------------------------------------------
 

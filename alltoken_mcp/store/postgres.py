@@ -211,17 +211,26 @@ class PostgresStore(Store):
         return None if row is None else job_from_row(row)
 
     async def list_jobs(
-        self, *, kind: str | None = None, status: str | None = None, limit: int = 20
+        self,
+        *,
+        kind: str | None = None,
+        status: str | None = None,
+        limit: int = 20,
+        person: str | None = None,
     ) -> list[Job]:
         where = [
             condition
-            for condition, value in (("kind = %(kind)s", kind), ("status = %(status)s", status))
+            for condition, value in (
+                ("person = %(person)s", person),
+                ("kind = %(kind)s", kind),
+                ("status = %(status)s", status),
+            )
             if value is not None
         ]
         sql = "SELECT * FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
         rows = await self._fetchall(
             sql + " ORDER BY created_at DESC, job_id LIMIT %(limit)s",
-            {"kind": kind, "status": status, "limit": limit},
+            {"kind": kind, "status": status, "limit": limit, "person": person},
         )
         return [job_from_row(row) for row in rows]
 
@@ -408,6 +417,7 @@ class PostgresStore(Store):
             messages=[{"role": r["role"], "content": r["content"]} for r in rows],
             created_at=head["created_at"],
             updated_at=head["updated_at"],
+            person=head["person"],
         )
 
     async def save_turn(
@@ -417,6 +427,7 @@ class PostgresStore(Store):
         system: str | None,
         model: str | None,
         messages: Sequence[dict[str, str]],
+        person: str | None = None,
     ) -> str:
         """As the contract says; one transaction per turn (the pool runs turns side by side, so there is
         no queue of commits to group). Every text is redacted first."""
@@ -426,9 +437,10 @@ class PostgresStore(Store):
             if conversation_id is None:
                 conversation_id = f"conv_{secrets.token_hex(8)}"
                 await db.execute(
-                    "INSERT INTO conversations (conversation_id, system, model, created_at, updated_at) "
-                    "VALUES (%s, %s, %s, %s, %s)",
-                    (conversation_id, None if system is None else redact(system), model, now, now),
+                    "INSERT INTO conversations"
+                    " (conversation_id, system, model, created_at, updated_at, person)"
+                    " VALUES (%s, %s, %s, %s, %s, %s)",
+                    (conversation_id, None if system is None else redact(system), model, now, now, person),
                 )
             else:
                 # Locks the conversation: turns of one conversation from two replicas append in turn.
@@ -463,18 +475,19 @@ class PostgresStore(Store):
     async def record_charge(self, charge: Charge) -> None:
         async with self._transaction() as db:
             await db.execute(
-                f"INSERT INTO charges ({CHARGE_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+                f"INSERT INTO charges ({CHARGE_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
                 "ON CONFLICT (job_id) DO UPDATE SET "
                 "cost_picodollars = excluded.cost_picodollars, request_id = excluded.request_id",
                 charge.row(),
             )
 
-    async def spend(self, upstream: Upstream, *, since: float) -> SpendTotal:
+    async def spend(self, upstream: Upstream, *, since: float, person: str | None = None) -> SpendTotal:
         row = await self._fetchone(
             "SELECT coalesce(sum(cost_picodollars), 0) AS known, count(*) AS charges, "
             "count(*) - count(cost_picodollars) AS unknown FROM charges "
-            "WHERE upstream_url = %s AND upstream_key IS NOT DISTINCT FROM %s AND at >= %s",
-            (upstream.base_url, upstream.key_fingerprint, since),
+            "WHERE upstream_url = %s AND upstream_key IS NOT DISTINCT FROM %s AND at >= %s"
+            + (" AND person = %s" if person is not None else ""),
+            (upstream.base_url, upstream.key_fingerprint, since, *([person] if person is not None else [])),
         )
         assert row is not None
         return SpendTotal(

@@ -149,6 +149,7 @@ class Job:
     submit_state: SubmitState
     created_at: float
     updated_at: float
+
     submitted_at: float | None = None
     upstream_id: str | None = None
     upstream_status: str | None = None
@@ -182,6 +183,12 @@ class Job:
     """What AllToken charged for the job (a decimal string, from its billing record); None: not known."""
     delivery: Delivery | None = None
     """Where its files go (`save_to`, a client's root) and whether results preview them; None: defaults."""
+    person: str | None = None
+    """Who made it (`people.current_person`): only they see it. None: made where no tokens are checked."""
+
+    def visible_to(self, person: str | None) -> bool:
+        """Whether `person` may see this job: anyone where no tokens are checked (None), else its maker."""
+        return person is None or self.person == person
 
     @property
     def active(self) -> bool:
@@ -244,6 +251,11 @@ class Conversation:
     messages: list[dict[str, str]]
     created_at: float
     updated_at: float
+    person: str | None = None
+    """Who started it; only they may read or continue it (see `Job.person`)."""
+
+    def visible_to(self, person: str | None) -> bool:
+        return person is None or self.person == person
 
 
 ChargeKind = Literal["chat", "image", "video"]
@@ -263,15 +275,17 @@ class Charge:
     request_id: str | None = None
     job_id: str | None = None
     """A media job's charge is recorded once per job: recording it again replaces it."""
+    person: str | None = None
+    """Who made the call (`people`); None: made where no tokens are checked."""
 
     def row(self) -> tuple[Any, ...]:
         """The values of `CHARGE_COLUMNS`, as both backends insert them (the cost in whole picodollars)."""
         cost = None if self.cost_usd is None else int(self.cost_usd * PICODOLLARS)
         where = (self.upstream.base_url, self.upstream.key_fingerprint)
-        return (self.at, self.kind, self.model, cost, self.request_id, self.job_id, *where)
+        return (self.at, self.kind, self.model, cost, self.request_id, self.job_id, *where, self.person)
 
 
-CHARGE_COLUMNS = "at, kind, model, cost_picodollars, request_id, job_id, upstream_url, upstream_key"
+CHARGE_COLUMNS = "at, kind, model, cost_picodollars, request_id, job_id, upstream_url, upstream_key, person"
 
 
 @dataclass(frozen=True)

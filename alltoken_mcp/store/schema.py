@@ -7,7 +7,7 @@ each database's own dialect; a new version adds one entry to both tuples. SQLite
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 SQLITE_MIGRATIONS: tuple[str, ...] = (
     # 1: jobs, conversations, cache
@@ -104,6 +104,15 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE jobs ADD COLUMN delivery TEXT;
     """,
+    # 7: the person a job, a conversation and a charge belong to (`people`; a token's name on a team
+    # server); NULL: made where no tokens are checked (stdio, loopback HTTP), everyone local's
+    """
+    ALTER TABLE jobs ADD COLUMN person TEXT;
+    ALTER TABLE conversations ADD COLUMN person TEXT;
+    ALTER TABLE charges ADD COLUMN person TEXT;
+    CREATE INDEX jobs_by_person_newest_first ON jobs (person, created_at DESC, job_id);
+    CREATE INDEX charges_by_person_and_time ON charges (person, at);
+    """,
 )
 assert len(SQLITE_MIGRATIONS) == SCHEMA_VERSION
 
@@ -199,6 +208,14 @@ POSTGRES_MIGRATIONS: tuple[str, ...] = (
     # 6
     """
     ALTER TABLE jobs ADD COLUMN delivery TEXT;
+    """,
+    # 7
+    """
+    ALTER TABLE jobs ADD COLUMN person TEXT;
+    ALTER TABLE conversations ADD COLUMN person TEXT;
+    ALTER TABLE charges ADD COLUMN person TEXT;
+    CREATE INDEX jobs_by_person_newest_first ON jobs (person, created_at DESC, job_id);
+    CREATE INDEX charges_by_person_and_time ON charges (person, at);
     """,
 )
 assert len(POSTGRES_MIGRATIONS) == SCHEMA_VERSION

@@ -86,11 +86,17 @@ def _own_params(upstream: Upstream) -> tuple[str, str | None, str | None]:
 T = TypeVar("T")
 
 
-def list_jobs_query(*, kind: str | None, status: str | None, limit: int) -> tuple[str, list[Any]]:
+def list_jobs_query(
+    *, kind: str | None, status: str | None, limit: int, person: str | None = None
+) -> tuple[str, list[Any]]:
     """The SQL `Store.list_jobs` runs, and its parameters. Each combination of filters has an index that
-    yields its rows already in order (schema 4), so the first `limit` are read and nothing is sorted."""
+    yields its rows already in order (schema 4), so the first `limit` are read and nothing is sorted; a
+    person's jobs come off their own index (schema 7), the other filters applied on the way."""
     where: list[str] = []
     params: list[Any] = []
+    if person is not None:
+        where.append("person = ?")
+        params.append(person)
     if kind is not None:
         where.append("kind = ?")
         params.append(kind)
@@ -266,10 +272,15 @@ class SqliteStore(Store):
         return value
 
     async def list_jobs(
-        self, *, kind: str | None = None, status: str | None = None, limit: int = 20
+        self,
+        *,
+        kind: str | None = None,
+        status: str | None = None,
+        limit: int = 20,
+        person: str | None = None,
     ) -> list[Job]:
         """At most `limit` jobs, newest first, optionally only of one kind and/or status."""
-        sql, params = list_jobs_query(kind=kind, status=status, limit=limit)
+        sql, params = list_jobs_query(kind=kind, status=status, limit=limit, person=person)
         rows = await self._run(lambda: self._db.execute(sql, params).fetchall())
         return [job_from_row(row) for row in rows]
 
@@ -404,6 +415,7 @@ class SqliteStore(Store):
                 messages=[{"role": r["role"], "content": r["content"]} for r in rows],
                 created_at=head["created_at"],
                 updated_at=head["updated_at"],
+                person=head["person"],
             )
 
         return await self._run(read)
@@ -415,6 +427,7 @@ class SqliteStore(Store):
         system: str | None,
         model: str | None,
         messages: Sequence[dict[str, str]],
+        person: str | None = None,
     ) -> str:
         """Record one chat turn: create the conversation when `conversation_id` is None, else replace its
         system prompt when `system` is given; then append `messages`. Returns the conversation id.
@@ -433,6 +446,7 @@ class SqliteStore(Store):
             None if system is None else redact(system),
             model,
             [{**m, "content": redact(m["content"])} for m in messages],
+            person,
         )
         self._queued_turns.append(turn)
         if not self._writing_turns:
@@ -497,21 +511,23 @@ class SqliteStore(Store):
         """Add a charge to the ledger; a job's charge replaces the one recorded for that job before."""
         await self._run(
             self._execute,
-            f"INSERT INTO charges ({CHARGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            f"INSERT INTO charges ({CHARGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (job_id) DO UPDATE SET "
             "cost_picodollars = excluded.cost_picodollars, request_id = excluded.request_id",
             charge.row(),
         )
 
-    async def spend(self, upstream: Upstream, *, since: float) -> SpendTotal:
-        """The charges of `upstream` at or after `since` (Unix time)."""
-        row = await self._run(
-            lambda: self._db.execute(
-                "SELECT coalesce(sum(cost_picodollars), 0), count(*), count(*) - count(cost_picodollars) "
-                "FROM charges WHERE upstream_url = ? AND upstream_key IS ? AND at >= ?",
-                (upstream.base_url, upstream.key_fingerprint, since),
-            ).fetchone()
+    async def spend(self, upstream: Upstream, *, since: float, person: str | None = None) -> SpendTotal:
+        """The charges of `upstream` at or after `since` (Unix time); with `person`, only theirs."""
+        sql = (
+            "SELECT coalesce(sum(cost_picodollars), 0), count(*), count(*) - count(cost_picodollars) "
+            "FROM charges WHERE upstream_url = ? AND upstream_key IS ? AND at >= ?"
         )
+        params: list[Any] = [upstream.base_url, upstream.key_fingerprint, since]
+        if person is not None:
+            sql += " AND person = ?"
+            params.append(person)
+        row = await self._run(lambda: self._db.execute(sql, params).fetchone())
         return SpendTotal(known_usd=Decimal(row[0]) / PICODOLLARS, charges=row[1], unknown=row[2])
 
     # -- operations (the HTTP server's /readyz and /metrics) ---------------------------------------
@@ -559,6 +575,7 @@ class _Turn:
     system: str | None
     model: str | None
     messages: list[dict[str, str]]
+    person: str | None
     done: anyio.Event = field(default_factory=anyio.Event)
     saved_as: str | None = None
     error: BaseException | None = None
@@ -569,9 +586,9 @@ def _save_turn(db: sqlite3.Connection, turn: _Turn) -> str:
     if turn.conversation_id is None:
         conversation_id = f"conv_{secrets.token_hex(8)}"
         db.execute(
-            "INSERT INTO conversations (conversation_id, system, model, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (conversation_id, turn.system, turn.model, now, now),
+            "INSERT INTO conversations (conversation_id, system, model, created_at, updated_at, person) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (conversation_id, turn.system, turn.model, now, now, turn.person),
         )
     else:
         conversation_id = turn.conversation_id

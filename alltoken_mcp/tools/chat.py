@@ -29,6 +29,7 @@ from alltoken_mcp.app_state import AppState, app_state
 from alltoken_mcp.catalog import SEARCH_FAMILIES
 from alltoken_mcp.client import ChatResult
 from alltoken_mcp.errors import AllProvidersFailedError, AllTokenError, ModelNotFoundError, ServerError
+from alltoken_mcp.people import current_person
 from alltoken_mcp.settings import Settings
 from alltoken_mcp.store import StoreError, StoreWriteError
 from alltoken_mcp.tools.error_text import reports_store_errors, tool_error
@@ -171,7 +172,9 @@ async def _record_cost(state: AppState, model: str, result: ChatResult | None) -
     cut short or AllToken sent none. A failure to record is a warning: the answer is paid for either way."""
     cost = result.cost.cost if result is not None and result.cost is not None else None
     try:
-        await state.spend.record_chat(model, cost, result.request_id if result is not None else None)
+        await state.spend.record_chat(
+            model, cost, result.request_id if result is not None else None, person=current_person()
+        )
     except StoreError as exc:
         return [f"This turn was not added to the spend ledger: {exc}"]
     return []
@@ -289,7 +292,7 @@ def register(server: MCPServer[AppState], settings: Settings) -> None:
         history: list[dict[str, str]] = []
         if conversation_id is not None:
             conversation = await state.store.get_conversation(conversation_id)
-            if conversation is None:
+            if conversation is None or not conversation.visible_to(current_person()):
                 raise ToolError(
                     f"No conversation {conversation_id!r} is stored on this machine. Omit conversation_id "
                     "to start a new conversation (the result gives its id)."
@@ -376,7 +379,7 @@ def register(server: MCPServer[AppState], settings: Settings) -> None:
             turns = [m.model_dump() for m in new_turns] + [{"role": "assistant", "content": text}]
             try:
                 conversation_id = await state.store.save_turn(
-                    conversation_id, system=system, model=answered_by, messages=turns
+                    conversation_id, system=system, model=answered_by, messages=turns, person=current_person()
                 )
             except StoreWriteError as exc:  # the answer is paid for: return it all the same
                 warnings.append(f"This turn was not saved to the conversation: {exc}")
@@ -405,7 +408,7 @@ def register(server: MCPServer[AppState], settings: Settings) -> None:
     )
     async def conversation_resource(conversation_id: str, ctx: Context[AppState]) -> str:
         conversation = await app_state(ctx).store.get_conversation(conversation_id)
-        if conversation is None:
+        if conversation is None or not conversation.visible_to(current_person()):
             raise ResourceNotFoundError(f"No conversation {conversation_id!r} is stored on this machine.")
         return to_json(
             {

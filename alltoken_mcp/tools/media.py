@@ -39,6 +39,7 @@ from alltoken_mcp.formats import byte_size
 from alltoken_mcp.job_records import ANSWER_PROMPT_CHARS, JobAnswer, JobRecord, JobSummary, prompt_start
 from alltoken_mcp.jobs import ForeignJobError, Progress, SubmitRejected, UnknownJobError
 from alltoken_mcp.media_urls import LINK_SECONDS, MediaLinks
+from alltoken_mcp.people import current_person
 from alltoken_mcp.settings import Settings, Upstream
 from alltoken_mcp.store import Delivery, Job, JobKind, JobStatus, StoreError
 from alltoken_mcp.tools.error_text import reports_store_errors, tool_error
@@ -250,7 +251,7 @@ async def _wait(ctx: Context[AppState], job: Job, asked: float | None) -> tuple[
     granted = max(0.0, min(cap if asked is None else asked, cap, budget.remaining()))
     if granted <= 0 or not job.active:
         return job, []
-    job = await state.jobs.wait(job.job_id, granted, _progress(ctx))
+    job = await state.jobs.wait(job.job_id, granted, _progress(ctx), person=current_person())
     if asked is None or not job.active:
         return job, []
     # Cut past the cap, or by what earlier steps of this call (submit, frame uploads) used of its budget.
@@ -273,7 +274,7 @@ async def _submit_and_wait(
 ) -> t.CallToolResult:
     state = app_state(ctx)
     try:
-        job = await state.jobs.submit(kind, dict(body), delivery)
+        job = await state.jobs.submit(kind, dict(body), delivery, person=current_person())
     except SubmitRejected as rejected:
         known = [m.id for m in await _models(state, kind)]
         raise ToolError(
@@ -746,7 +747,7 @@ def register(server: MCPServer[AppState], settings: Settings) -> None:
     ) -> Annotated[t.CallToolResult, JobAnswer]:
         state = app_state(ctx)
         try:
-            job = await state.jobs.get(job_id)
+            job = await state.jobs.get(job_id, current_person())
         except UnknownJobError as exc:
             raise ToolError(str(exc)) from exc
         job, capped = await _wait(ctx, job, wait_seconds)
@@ -779,7 +780,7 @@ def register(server: MCPServer[AppState], settings: Settings) -> None:
     ) -> Annotated[t.CallToolResult, JobAnswer]:
         state = app_state(ctx)
         try:
-            job = await state.jobs.cancel(job_id)
+            job = await state.jobs.cancel(job_id, current_person())
         except (UnknownJobError, ForeignJobError) as exc:
             raise ToolError(str(exc)) from exc
         except AllTokenError as exc:
@@ -807,7 +808,7 @@ def register(server: MCPServer[AppState], settings: Settings) -> None:
         limit: Annotated[int, Field(ge=1, le=200)] = 20,
     ) -> Annotated[t.CallToolResult, JobList]:
         manager = app_state(ctx).jobs
-        jobs = await manager.list_jobs(kind=kind, status=status, limit=limit)
+        jobs = await manager.list_jobs(kind=kind, status=status, limit=limit, person=current_person())
         summaries = [JobSummary.from_record(JobRecord.from_job(job, manager.upstream)) for job in jobs]
         return t.CallToolResult(
             content=[t.TextContent(type="text", text=_list_text(summaries))],
@@ -817,7 +818,7 @@ def register(server: MCPServer[AppState], settings: Settings) -> None:
     # -- resources -------------------------------------------------------------------------------
 
     async def jobs_resource(state: AppState) -> str:
-        jobs = await state.jobs.list_jobs(kind=None, status=None, limit=100)
+        jobs = await state.jobs.list_jobs(kind=None, status=None, limit=100, person=current_person())
         return to_json(JobRecords(jobs=[JobRecord.from_job(j, state.jobs.upstream) for j in jobs]))
 
     add_state_resource(
@@ -838,7 +839,7 @@ def register(server: MCPServer[AppState], settings: Settings) -> None:
     )
     async def job_resource(job_id: str, ctx: Context[AppState]) -> str:
         try:
-            job = await app_state(ctx).jobs.get(job_id)
+            job = await app_state(ctx).jobs.get(job_id, current_person())
         except UnknownJobError as exc:
             raise ResourceNotFoundError(str(exc)) from exc
         except StoreError as exc:
@@ -856,7 +857,7 @@ def register(server: MCPServer[AppState], settings: Settings) -> None:
         if not index.isdigit():
             raise ResourceNotFoundError(f"{index!r} is not a file index (0, 1, …)")
         try:
-            saved = await app_state(ctx).jobs.media_file(job_id, int(index))
+            saved = await app_state(ctx).jobs.media_file(job_id, int(index), current_person())
         except LookupError as exc:
             raise ResourceNotFoundError(str(exc)) from exc
         except StoreError as exc:
