@@ -50,6 +50,8 @@ class AppState:
     """The ledger of paid calls: known spend today and this month (UTC), and the daily budget."""
     media_links: MediaLinks | None = None
     """Signs download URLs for saved files; only when serving HTTP (a stdio host reads the paths)."""
+    stateless: bool = False
+    """Serving `--http --stateless`: no MCP sessions, so a 2025-era client cannot be asked anything."""
 
 
 @dataclass
@@ -59,6 +61,8 @@ class HttpServing:
 
     media_links: MediaLinks
     metrics: Metrics | None = None
+    stateless: bool = False
+    """`--stateless`: every request stands alone (no MCP sessions)."""
     state: AppState | None = None
     """Set by `running_app` while the state is open."""
 
@@ -126,7 +130,10 @@ async def running_app(
             async with anyio.create_task_group() as tg:
                 tg.start_soon(jobs.run)
                 links = http.media_links if http is not None else None
-                state = AppState(settings, client, store, jobs, notifier, redactor, catalog, spend, links)
+                stateless = http is not None and http.stateless
+                state = AppState(
+                    settings, client, store, jobs, notifier, redactor, catalog, spend, links, stateless
+                )
                 if http is not None:
                     http.state = state
                 try:

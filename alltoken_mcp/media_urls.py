@@ -52,8 +52,9 @@ class MediaLinks:
     def create(cls, public_url: str, secret: bytes | None) -> MediaLinks:
         if secret is None:
             logger.warning(
-                "ALLTOKEN_MCP_MEDIA_SECRET is not set: media download URLs are signed with a secret of this "
-                "process only, so no other replica accepts them (set it on every replica behind a balancer)"
+                "ALLTOKEN_MCP_MEDIA_SECRET is not set: media download URLs and confirmation round trips are "
+                "sealed with a secret of this process only, so no other replica accepts them (set it on "
+                "every replica behind a balancer)"
             )
             secret = secrets.token_bytes(32)
         return cls(public_url.rstrip("/"), secret)

@@ -9,6 +9,8 @@ reaches the lifespan state through `app_state(ctx)`.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,6 +20,7 @@ from mcp.server import MCPServer
 from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
+from mcp.server.request_state import RequestStateSecurity
 from pydantic import ValidationError
 
 from alltoken_mcp import __version__
@@ -79,6 +82,7 @@ def build_server(
         subscriptions=notifier.bus,
         log_level="WARNING",
         middleware=[RedactingMiddleware(redactor)],
+        request_state_security=_shared_request_state(settings),
     )
     _install_legacy_subscriptions(server, notifier)
     server.middleware.append(CallDeadline(settings.max_wait_seconds))
@@ -94,6 +98,16 @@ def build_server(
         tools = frozenset(tool.name for tool in server._tool_manager.list_tools())
         server.middleware.insert(0, ToolCallMetrics(http.metrics, tools))
     return server
+
+
+def _shared_request_state(settings: Settings) -> RequestStateSecurity | None:
+    """The key that seals a 2026-era round trip's `requestState` (ALLTOKEN_CONFIRM's question), derived
+    from the replicas' shared secret: behind round robin the answer comes back to any replica, and the
+    SDK's default key is this process's own. None (no shared secret): the SDK's per-process key."""
+    if settings.media_secret is None:
+        return None
+    key = hmac.new(settings.media_secret, b"alltoken-mcp request state", hashlib.sha256).digest()
+    return RequestStateSecurity(keys=[key])
 
 
 class _AllTokenServer(MCPServer[AppState]):

@@ -161,6 +161,7 @@ def http_app(
     serving = HttpServing(
         media_links=MediaLinks.create(settings.public_url or listening_url, settings.media_secret),
         metrics=Metrics(),
+        stateless=stateless,
     )
     server = build_server(settings, http=serving, drain=drain)
     app: ASGIApp = server.streamable_http_app(

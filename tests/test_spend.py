@@ -237,3 +237,45 @@ async def test_confirmation_without_elicitation_support_is_refused_saying_why(
     assert "ALLTOKEN_CONFIRM=media requires a client that supports MCP form elicitation" in text
     assert "Nothing was sent" in text
     assert sim.state.requests[IMAGE_CREATE] == 0
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_a_stateless_team_server_asks_2026_clients_and_tells_2025_clients_why_it_cannot(
+    tmp_path: Path, sim: RunningSimulator, mode: str
+) -> None:
+    """Behind round robin a 2025-era answer would be a new request to any replica, so a stateless server
+    says so (not "this client does not support elicitation"). In the 2026 era the answer is a new call
+    carrying the sealed requestState, which any replica opens with the shared secret."""
+    import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+
+    from tests.test_http import server_env
+    from tests.test_lb_http import RoundRobin, port_of, replicas
+
+    asked: list[t.ElicitRequestParams] = []
+
+    async def accept(context: ClientRequestContext, params: t.ElicitRequestParams) -> t.ElicitResult:
+        asked.append(params)
+        return t.ElicitResult(action="accept", content={})
+
+    env = server_env(tmp_path, sim.base_url, ALLTOKEN_CONFIRM="media", ALLTOKEN_MCP_MEDIA_SECRET="s" * 40)
+    with anyio.fail_after(60):
+        async with replicas(env, 2, ["--stateless"]) as servers:
+            transport = RoundRobin([port_of(s) for s in servers])
+            async with (
+                httpx2.AsyncClient(transport=transport, timeout=30) as http,
+                Client(
+                    streamable_http_client(servers[0].url, http_client=http),  # type: ignore[arg-type]
+                    mode=mode,  # type: ignore[arg-type]
+                    elicitation_callback=accept,
+                ) as client,
+            ):
+                result = await client.call_tool("alltoken_image", {**IMAGE, "wait_seconds": 0})
+    if mode == "legacy":
+        text = error_text(result)
+        assert "this server runs stateless (--stateless)" in text
+        assert "Nothing was sent" in text
+        assert (len(asked), sim.state.requests[IMAGE_CREATE]) == (0, 0)
+    else:
+        assert data(result)["status"] in ("queued", "processing", "completed")
+        assert (len(asked), sim.state.requests[IMAGE_CREATE]) == (1, 1)

@@ -132,6 +132,16 @@ async def confirm_render(
     if not _needs_confirmation(state, kind):
         return None
     setting = f"{CONFIRM_VAR}={state.settings.confirm}"
+    version = ctx.protocol_version
+    modern = version is not None and is_version_at_least(version, INPUT_REQUIRED_VERSION)
+    if state.stateless and not modern:
+        # The answer to a question would be a new request, which round robin may send to another replica.
+        raise ToolError(
+            f"{setting} asks before each paid render, and this server runs stateless (--stateless), where "
+            f"a {version or '2025-era'} session cannot be asked anything. Nothing was sent. Connect with a "
+            f"client speaking MCP {INPUT_REQUIRED_VERSION}, or have the operator serve sticky sessions "
+            f"without --stateless or set {CONFIRM_VAR}=never."
+        )
     if not _supports_form_elicitation(ctx):
         raise ToolError(
             f"{setting} requires a client that supports MCP form elicitation (to ask you before each paid "
@@ -139,8 +149,7 @@ async def confirm_render(
             f"elicitation, or set {CONFIRM_VAR}=never in this server's configuration."
         )
     question = await render_question(state, kind, body)
-    version = ctx.protocol_version
-    if version is not None and is_version_at_least(version, INPUT_REQUIRED_VERSION):
+    if modern:
         answer = (ctx.input_responses or {}).get(CONFIRM_KEY)
         if not isinstance(answer, t.ElicitResult) or ctx.request_state != _digest(question):
             ask = t.ElicitRequest(
