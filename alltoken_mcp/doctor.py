@@ -24,6 +24,7 @@ import anyio
 from alltoken_mcp import __version__
 from alltoken_mcp.settings import (
     API_KEY_VAR,
+    DATABASE_URL_VAR,
     Settings,
     SettingsError,
     Upstream,
@@ -211,7 +212,7 @@ def _read_only(path: Path) -> Iterator[sqlite3.Connection]:
 def check_database(path: Path, upstream: Upstream | None = None) -> list[Check]:
     """Integrity and schema version, then how many jobs are still in flight (and, given the configured
     `upstream`, how many of them belong to another one, which this configuration does not continue)."""
-    from alltoken_mcp.store import ACTIVE_CONDITION, ACTIVE_STATUSES, SCHEMA_VERSION
+    from alltoken_mcp.store import ACTIVE_CONDITION, ACTIVE_STATUSES
 
     if not path.exists():
         return [
@@ -239,17 +240,29 @@ def check_database(path: Path, upstream: Upstream | None = None) -> list[Check]:
         return [Check(False, "database", f"{path} cannot be read: {exc}", move_aside)]
     if integrity != "ok":
         return [Check(False, "database", f"{path} failed the integrity check: {integrity}", move_aside)]
+    return _store_checks(str(path), "intact", version, pending, elsewhere, setting="ALLTOKEN_MCP_HOME")
+
+
+def _store_checks(
+    location: str, health: str, version: int, pending: int, elsewhere: int, *, setting: str
+) -> list[Check]:
+    """The verdict on a store's schema version and its pending jobs, for either backend; `setting` is the
+    variable that points at another store."""
+    from alltoken_mcp.store import SCHEMA_VERSION
+
     if version > SCHEMA_VERSION:
         database = Check(
             False,
             "database",
             f"schema version {version} is newer than this alltoken-mcp understands ({SCHEMA_VERSION})",
-            "upgrade alltoken-mcp (uvx --refresh alltoken-mcp) or point ALLTOKEN_MCP_HOME elsewhere",
+            f"upgrade alltoken-mcp (uvx --refresh alltoken-mcp) or point {setting} elsewhere",
         )
     elif version < SCHEMA_VERSION:
-        database = Check(True, "database", f"{path} is intact; schema {version} is upgraded on next start")
+        database = Check(
+            True, "database", f"{location} is {health}; schema {version} is upgraded on next start"
+        )
     else:
-        database = Check(True, "database", f"{path} is intact (schema version {version})")
+        database = Check(True, "database", f"{location} is {health} (schema version {version})")
     summary = f"{pending} queued or processing; a running server finishes them" if pending else "none"
     if elsewhere:
         summary += (
@@ -258,6 +271,42 @@ def check_database(path: Path, upstream: Upstream | None = None) -> list[Check]:
         )
     jobs = Check(True, "pending jobs", summary)
     return [database, jobs]
+
+
+def check_postgres(settings: Settings) -> list[Check]:
+    """The team server's PostgreSQL store (ALLTOKEN_MCP_DATABASE_URL): reachable, its schema version and
+    its pending jobs, read without migrating or locking anything. The password is never shown."""
+    location = settings.database_location
+    fix = f"check {DATABASE_URL_VAR} and that the PostgreSQL server is up and accepts this user"
+    try:
+        from alltoken_mcp.store.postgres import inspect
+    except ImportError:
+        install = "pip install 'alltoken-mcp[postgres]'"
+        return [
+            Check(
+                False,
+                "database",
+                f"{DATABASE_URL_VAR} is set but the PostgreSQL driver is not installed",
+                install,
+            )
+        ]
+    from alltoken_mcp.store import StoreError
+
+    assert settings.database_url is not None
+    try:
+        found = anyio.run(inspect, settings.database_url, settings.upstream)
+    except StoreError as exc:
+        return [Check(False, "database", str(exc), fix)]
+    if found.version is None:
+        return [
+            Check(
+                True, "database", f"{location} is reachable and empty; the first server creates the schema"
+            ),
+            Check(True, "pending jobs", "none"),
+        ]
+    return _store_checks(
+        location, "reachable", found.version, found.pending, found.elsewhere, setting=DATABASE_URL_VAR
+    )
 
 
 def _resolve_dirs(env: Mapping[str, str], home: str | None) -> tuple[Path, Path]:
@@ -337,7 +386,12 @@ def run_doctor(base_url: str | None = None, home: str | None = None, *, out: Tex
             record(Check(True, "configuration", f"base URL {settings.base_url}"))
             record(check_key(settings))
             record(*anyio.run(check_upstream, settings))
-            record(*check_database(settings.with_overrides(home=state_dir).database_path, settings.upstream))
+            if settings.database_url is not None:
+                record(*check_postgres(settings))
+            else:
+                record(
+                    *check_database(settings.with_overrides(home=state_dir).database_path, settings.upstream)
+                )
         else:
             record(*check_database(state_dir / DATABASE_NAME))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import sqlite3
 import time
 from pathlib import Path
@@ -14,7 +15,8 @@ import pytest
 
 from alltoken_mcp.settings import key_fingerprint
 from alltoken_mcp.simulator import SIM_API_KEY, RunningSimulator
-from alltoken_mcp.store import SCHEMA_VERSION, Job, SqliteStore
+from alltoken_mcp.store import SCHEMA_VERSION, Job, SqliteStore, Store
+from tests import pgkit
 from tests.rawstdio import ENTRY_POINT
 
 DEAD_BASE_URL = "http://127.0.0.1:9/v1"
@@ -45,8 +47,14 @@ def healthy_env(sim: RunningSimulator, home: Path) -> dict[str, str]:
     }
 
 
-async def store_with_active_job(path: Path, job_id: str = "job_00000000000000a1", **upstream: str) -> None:
-    store = await SqliteStore.open(path)
+async def store_with_active_job(
+    where: Path | str, job_id: str = "job_00000000000000a1", **upstream: str
+) -> None:
+    """An active job in the SQLite file `where`, or in the PostgreSQL database at the URL `where`."""
+    if isinstance(where, Path):
+        store: Store = await SqliteStore.open(where)
+    else:
+        store = await pgkit.Database("postgresql", Path("unused"), where).open()
     try:
         now = time.time()
         await store.insert_job(
@@ -309,3 +317,62 @@ async def test_a_terminal_without_unicode_gets_plain_words(sim: RunningSimulator
     assert line(lines, "API key").startswith("FAIL")
     assert "Settings ? API Keys" in line(lines, "API key")
     assert result.stderr == b""
+
+
+# -------------------------------------------------------------------------- a team's PostgreSQL store
+
+
+def with_password(url: str, password: str) -> str:
+    """The URL with a password in it (the throwaway server trusts loopback, so any password works)."""
+    scheme, _, rest = url.partition("://")
+    user, _, host = rest.partition("@")
+    return f"{scheme}://{user}:{password}@{host}"
+
+
+async def test_a_postgresql_store_is_checked_read_only_with_its_pending_jobs_and_never_its_password(
+    sim: RunningSimulator, tmp_path: Path, postgres_url: str
+) -> None:
+    import psycopg
+
+    url = with_password(postgres_url, "pg-sekrit-4711")
+    env = {**healthy_env(sim, tmp_path), "ALLTOKEN_MCP_DATABASE_URL": url}
+    code, lines = await doctor(**env)
+    assert code == 0, "\n".join(lines)
+    assert "is reachable and empty; the first server creates the schema" in line(lines, "database")
+    with psycopg.connect(postgres_url) as db:  # the doctor created nothing
+        assert db.execute("SELECT to_regclass('schema_version')").fetchone() == (None,)
+
+    await store_with_active_job(tmp_path / "state.sqlite3", "job_00000000000000b0")  # not the store in use
+    mine = {"upstream_url": sim.base_url, "upstream_key": key_fingerprint(SIM_API_KEY)}
+    theirs = {"upstream_url": sim.base_url, "upstream_key": key_fingerprint(WRONG_KEY)}
+    await store_with_active_job(url, "job_00000000000000b1", **mine)
+    await store_with_active_job(url, "job_00000000000000b2", **theirs)
+    code, lines = await doctor(**env)
+    assert code == 0, "\n".join(lines)
+    assert f"is reachable (schema version {SCHEMA_VERSION})" in line(lines, "database")
+    assert line(lines, "pending jobs").startswith("✓ pending jobs: 2 queued or processing; a running server")
+    assert "(1 of them belongs to another base URL or API key" in line(lines, "pending jobs")
+    assert "pg-sekrit-4711" not in "\n".join(lines)
+
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        db.execute("UPDATE schema_version SET version = %s", (SCHEMA_VERSION + 1,))
+    code, lines = await doctor(**env)
+    assert code == 1
+    assert "newer than this alltoken-mcp understands" in line(lines, "database")
+    assert "point ALLTOKEN_MCP_DATABASE_URL elsewhere" in line(lines, "database")
+
+
+async def test_an_unreachable_postgresql_store_fails_in_one_line_without_its_password(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"postgresql://team:pg-sekrit-4711@127.0.0.1:{port}/jobs"
+    code, lines = await doctor(**{**healthy_env(sim, tmp_path), "ALLTOKEN_MCP_DATABASE_URL": url})
+    assert code == 1
+    database = line(lines, "database")
+    assert database.startswith("✗ database:")
+    assert "check ALLTOKEN_MCP_DATABASE_URL and that the PostgreSQL server is up" in database
+    assert "pg-sekrit-4711" not in "\n".join(lines)
+    assert "Traceback" not in "\n".join(lines)

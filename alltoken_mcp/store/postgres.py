@@ -48,6 +48,7 @@ from alltoken_mcp.store.records import (
     Job,
     SpendTotal,
     StoreError,
+    StoreInspection,
     StoreWriteError,
     UpstreamTaskTaken,
     is_conversation_id,
@@ -507,6 +508,35 @@ class PostgresStore(Store):
     async def cache_get(self, key: str) -> Any:
         row = await self._fetchone("SELECT value FROM cache WHERE key = %s", (key,))
         return None if row is None else json.loads(row["value"])
+
+
+async def inspect(url: str, upstream: Upstream | None) -> StoreInspection:
+    """The schema version and the active jobs, read in a read-only transaction that neither migrates nor
+    waits on a lock (for the doctor, while servers use the database). StoreError (one line) when the
+    server cannot be reached or used."""
+    with _mapped_errors(url):
+        connection = await psycopg.AsyncConnection.connect(
+            url, connect_timeout=CONNECT_TIMEOUT_SECONDS, options="-c default_transaction_read_only=on"
+        )
+        async with connection, connection.transaction():
+            found = await (await connection.execute("SELECT to_regclass('schema_version')")).fetchone()
+            if found is None or found[0] is None:
+                return StoreInspection(version=None, pending=0, elsewhere=0)
+            row = await (await connection.execute("SELECT version FROM schema_version")).fetchone()
+            version = None if row is None else int(row[0])
+            if not version:
+                return StoreInspection(version=version, pending=0, elsewhere=0)
+            params = _own(upstream) if upstream is not None else {"active": list(ACTIVE_STATUSES)}
+            elsewhere = (
+                f"count(*) FILTER (WHERE upstream_url IS NOT NULL AND NOT {OWN})"
+                if upstream is not None
+                else "0"
+            )
+            counts = await connection.execute(
+                f"SELECT count(*), {elsewhere} FROM jobs WHERE {ACTIVE}", params
+            )
+            pending, other = await counts.fetchone() or (0, 0)
+            return StoreInspection(version=version, pending=int(pending), elsewhere=int(other))
 
 
 async def _migrate(db: psycopg.AsyncConnection[Any], url: str) -> None:

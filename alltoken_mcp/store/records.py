@@ -289,6 +289,18 @@ CHARGE_COLUMNS = "at, kind, model, cost_picodollars, request_id, job_id, upstrea
 
 
 @dataclass(frozen=True)
+class StoreInspection:
+    """What `alltoken-mcp doctor` reads from a store without opening it for work."""
+
+    version: int | None
+    """The schema version; None: no schema yet (the first server creates it)."""
+    pending: int
+    """Jobs still queued or processing."""
+    elsewhere: int
+    """Of those, how many belong to another base URL or API key than the one asked about."""
+
+
+@dataclass(frozen=True)
 class SpendTotal:
     """The ledger over a period: the sum of the known costs, and how many charges there were and how many
     of them have no known cost."""
