@@ -82,10 +82,11 @@ def test_backoff_does_not_overflow_for_very_late_attempts() -> None:
     assert backoff_delay(10_000, base_delay=0.5, max_delay=8.0, random=lambda: 1.0) == 8.0
 
 
-def test_policy_uses_the_server_hint_capped_and_otherwise_its_injected_random() -> None:
+def test_policy_uses_the_server_hint_capped_and_spread_by_up_to_a_fifth_and_otherwise_its_random() -> None:
     policy = RetryPolicy(base_delay=1.0, max_delay=10.0, max_retry_after=30.0, random=lambda: 0.5)
-    assert policy.delay(1, retry_after=3.0) == 3.0
-    assert policy.delay(1, retry_after=900.0) == 30.0
+    assert policy.delay(1, retry_after=3.0) == pytest.approx(3.3)
+    assert policy.delay(1, retry_after=900.0) == pytest.approx(33.0)
+    assert RetryPolicy(random=lambda: 0.0).delay(1, retry_after=3.0) == 3.0  # never less than asked
     assert policy.delay(1) == 0.5
     assert policy.delay(3) == 2.0
 
@@ -142,8 +143,10 @@ def test_a_failed_job_step_waits_the_servers_hint_or_a_jittered_doubling_capped_
     from alltoken_mcp.errors import RateLimitError
 
     limited = RateLimitError("slow down", status_code=429, retry_after=7.0)
-    assert jobs._backoff(0, limited) == 7.0
-    assert jobs._backoff(0, RateLimitError("x", status_code=429, retry_after=3600.0)) == 60.0
+    hinted = [jobs._backoff(0, limited) for _ in range(200)]
+    assert all(7.0 <= wait <= 8.4 for wait in hinted)
+    assert len(set(hinted)) > 100  # one 429's jobs do not all come back in the same instant either
+    assert 60.0 <= jobs._backoff(0, RateLimitError("x", status_code=429, retry_after=3600.0)) <= 72.0
     assert all(jobs._backoff(0) == 1.0 for _ in range(50))  # never a tight loop, even on a low draw
     waits = [jobs._backoff(3) for _ in range(200)]
     assert all(1.0 <= wait <= 8.0 for wait in waits)

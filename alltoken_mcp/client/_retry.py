@@ -103,6 +103,10 @@ def is_retryable_exception(exc: BaseException, *, replay_safe: bool) -> bool:
     return False
 
 
+RETRY_AFTER_SPREAD = 0.2
+"""A server-given wait is stretched by up to this fraction, at random."""
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How many attempts and how long to wait between them. `sleep` and `random` are injectable."""
@@ -123,9 +127,12 @@ class RetryPolicy:
                 raise ValueError(f"RetryPolicy.{name} must be a finite number >= 0, got {value!r}")
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
-        """Seconds to wait before retry number `attempt`: the server's hint (capped) or jittered backoff."""
+        """Seconds to wait before retry number `attempt`: the server's hint (capped) and up to a fifth more,
+        or jittered backoff. Never less than the hint: the spread only keeps the many calls one 429 told
+        the same thing (a rate-limited key's jobs) from all coming back in the same instant."""
         if retry_after is not None:
-            return min(max(0.0, retry_after), self.max_retry_after)
+            hint = min(max(0.0, retry_after), self.max_retry_after)
+            return hint * (1 + RETRY_AFTER_SPREAD * self.random())
         return backoff_delay(
             attempt, base_delay=self.base_delay, max_delay=self.max_delay, random=self.random
         )
