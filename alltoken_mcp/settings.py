@@ -375,7 +375,12 @@ def _tokens_file(value: str | None, *, has_token: bool) -> Path | None:
         raise SettingsError(
             f"set {MCP_TOKEN_VAR} (one shared token) or {TOKENS_FILE_VAR} (a token per person), not both"
         )
-    return Path(value.strip()).expanduser()
+    path = expand_home(value.strip())
+    if path is None:
+        raise SettingsError(
+            f"{TOKENS_FILE_VAR}={value!r} starts with a home directory that does not exist here"
+        )
+    return path
 
 
 def _introspection_url(value: str | None, *, has_token: bool) -> str | None:

@@ -27,23 +27,12 @@ from alltoken_mcp.settings import SettingsError
 from alltoken_mcp.simulator import RunningSimulator, SimConfig
 from alltoken_mcp.store import Charge, Store
 from tests.serverkit import data, text_of
-from tests.test_http import TOKEN, http_server_process, server_env
+from tests.test_http import INITIALIZE, MCP_HEADERS, TOKEN, http_server_process, server_env
 from tests.test_store import HERE, make_job
 
 ALICE, ALICE_LINE = new_token_line("alice")
 BOB, BOB_LINE = new_token_line("bob")
 CAROL, CAROL_LINE = new_token_line("carol")
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "t", "version": "0"},
-    },
-}
-MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
 
 @pytest.fixture

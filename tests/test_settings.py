@@ -531,7 +531,9 @@ def test_the_settings_say_whether_the_output_directory_was_chosen(tmp_path: Path
     assert flag.output_dir_configured is True
 
 
-@pytest.mark.parametrize("name", ["ALLTOKEN_MCP_HOME", "ALLTOKEN_OUTPUT_DIR", "ALLTOKEN_INPUT_DIRS"])
+@pytest.mark.parametrize(
+    "name", ["ALLTOKEN_MCP_HOME", "ALLTOKEN_OUTPUT_DIR", "ALLTOKEN_INPUT_DIRS", "ALLTOKEN_MCP_TOKENS_FILE"]
+)
 def test_a_directory_under_the_home_of_a_user_that_does_not_exist_is_refused_in_one_line(
     tmp_path: Path, name: str
 ) -> None:
