@@ -124,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
         "ALLTOKEN_MCP_TOKENS_FILE)",
     )
     token.add_argument("name", help="the person's name (letters, digits, . _ @ -)")
+    token.add_argument(
+        "--budget",
+        metavar="USD",
+        help="their own daily budget in US dollars, written on their line (else ALLTOKEN_DAILY_BUDGET_USD)",
+    )
     add_register_commands(commands)
     return parser
 
@@ -197,8 +202,11 @@ def _doctor(args: argparse.Namespace) -> int:
 
 def _token(args: argparse.Namespace) -> int:
     from alltoken_mcp.people import new_token_line
+    from alltoken_mcp.settings import parse_budget
 
     token, line = new_token_line(args.name)
+    if args.budget is not None:
+        line += f" budget={parse_budget(args.budget, '--budget')}"
     print(f"token for {args.name} (shown once; give it to them, it is not stored):\n  {token}")
     print(f"line to add to ALLTOKEN_MCP_TOKENS_FILE (it holds only the token's SHA-256):\n  {line}")
     return 0

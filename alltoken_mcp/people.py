@@ -4,7 +4,8 @@ Three sources, all `TokenVerifier`s (the SDK's `BearerAuthBackend` calls them; t
 tool handlers as the SDK's auth context, `get_access_token()`):
 
 - `ALLTOKEN_MCP_TOKEN`: one shared token, one person (`SINGLE_PERSON`).
-- `ALLTOKEN_MCP_TOKENS_FILE`: a file of `name:sha256hex` lines, one per person (`#` starts a comment).
+- `ALLTOKEN_MCP_TOKENS_FILE`: a file of `name:sha256hex` lines, one per person (`#` starts a comment),
+  each optionally followed by `budget=USD`, that person's own daily budget (else ALLTOKEN_DAILY_BUDGET_USD).
   The file holds only hashes, so reading it does not reveal a token; `alltoken-mcp token NAME` makes a
   token and its line. It is re-read when its modification time or size changes, looked at no more than
   once a second, on the request that finds it due (no thread): adding or removing a person takes effect
@@ -29,6 +30,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -37,7 +39,7 @@ import anyio
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken
 
-from alltoken_mcp.settings import TOKENS_FILE_VAR, SettingsError
+from alltoken_mcp.settings import TOKENS_FILE_VAR, SettingsError, parse_budget
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +47,10 @@ SINGLE_PERSON = "*"
 """The client every caller is under the one shared `ALLTOKEN_MCP_TOKEN` (not a valid person name). Its
 calls carry no person: like stdio, the one user sees and owns everything ("everyone local")."""
 PERSON_CLAIM = "alltoken_person"
+BUDGET_CLAIM = "alltoken_daily_budget_usd"
 RELOAD_INTERVAL_SECONDS = 1.0
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
-_LINE = re.compile(r"(?P<name>[^:\s]+)\s*:\s*(?P<digest>[0-9a-fA-F]{64})")
+_LINE = re.compile(r"(?P<name>[^:\s]+)\s*:\s*(?P<digest>[0-9a-fA-F]{64})(?:\s+budget=(?P<budget>\S*))?")
 
 
 def token_digest(token: str) -> bytes:
@@ -78,11 +81,31 @@ def current_person() -> str | None:
     return person if isinstance(person, str) else None
 
 
-def _access(token: str, person: str | None) -> AccessToken:
+def current_budget() -> Decimal | None:
+    """The current caller's own daily budget (`budget=` on their tokens-file line); None: the server's
+    ALLTOKEN_DAILY_BUDGET_USD applies."""
+    access = get_access_token()
+    budget = (access.claims or {}).get(BUDGET_CLAIM) if access is not None else None
+    return Decimal(budget) if isinstance(budget, str) else None
+
+
+@dataclass(frozen=True)
+class Person:
+    """A tokens-file line: the SHA-256 of the person's token, and their own daily budget if it names one."""
+
+    digest: bytes
+    daily_budget_usd: Decimal | None = None
+
+
+def _access(token: str, person: str | None, budget: Decimal | None = None) -> AccessToken:
     # client_id and subject also key the SDK's session ownership: a session opened with one person's
     # token refuses another's.
     client = person or SINGLE_PERSON
-    claims = {PERSON_CLAIM: person} if person is not None else None
+    claims: dict[str, str] | None = None
+    if person is not None:
+        claims = {PERSON_CLAIM: person}
+        if budget is not None:
+            claims[BUDGET_CLAIM] = str(budget)
     return AccessToken(token=token, client_id=client, scopes=[], subject=client, claims=claims)
 
 
@@ -98,9 +121,10 @@ class SingleToken:
         return None
 
 
-def parse_tokens(text: str, source: str) -> dict[str, bytes]:
-    """name → SHA-256 digest from the file's text; a SettingsError names the first bad line."""
-    people: dict[str, bytes] = {}
+def parse_tokens(text: str, source: str) -> dict[str, Person]:
+    """name → their token's digest and budget, from the file's text; a SettingsError names the first bad
+    line."""
+    people: dict[str, Person] = {}
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.split("#", 1)[0].strip()
         if not line:
@@ -108,13 +132,17 @@ def parse_tokens(text: str, source: str) -> dict[str, bytes]:
         match = _LINE.fullmatch(line)
         if match is None:
             raise SettingsError(
-                f"{source} line {number}: expected name:sha256hex (64 hex digits); "
-                "`alltoken-mcp token NAME` prints a line to add"
+                f"{source} line {number}: expected name:sha256hex (64 hex digits), optionally followed by "
+                "budget=USD; `alltoken-mcp token NAME` prints a line to add"
             )
         name = check_person_name(match["name"])
         if name in people:
             raise SettingsError(f"{source} line {number}: {name!r} is listed twice")
-        people[name] = bytes.fromhex(match["digest"])
+        budget = match["budget"]
+        people[name] = Person(
+            bytes.fromhex(match["digest"]),
+            None if budget is None else parse_budget(budget, f"{source} line {number}: budget"),
+        )
     return people
 
 
@@ -127,7 +155,7 @@ class TokensFile:
         self._stamp, self._people = self._read()
         self._checked_at = clock()
 
-    def _read(self) -> tuple[tuple[int, int], dict[str, bytes]]:
+    def _read(self) -> tuple[tuple[int, int], dict[str, Person]]:
         try:
             stat = self.path.stat()
             text = self.path.read_text(encoding="utf-8")
@@ -164,10 +192,12 @@ class TokensFile:
         self._refresh()
         digest = token_digest(token.strip())
         found: str | None = None
-        for name, expected in self._people.items():  # every entry, whatever matched: constant time
-            if hmac.compare_digest(digest, expected):
+        for name, person in self._people.items():  # every entry, whatever matched: constant time
+            if hmac.compare_digest(digest, person.digest):
                 found = name
-        return _access(token, found) if found is not None else None
+        if found is None:
+            return None
+        return _access(token, found, self._people[found].daily_budget_usd)
 
 
 INTROSPECTION_TIMEOUT_SECONDS = 5.0

@@ -503,7 +503,8 @@ def _input_dirs(value: str | None, name: str) -> tuple[Path, ...]:
     return tuple(dirs)
 
 
-def _parse_budget(value: str, name: str) -> Decimal:
+def parse_budget(value: str, name: str) -> Decimal:
+    """A daily budget in US dollars (`5`, `2.50`, `$5`): finite and more than 0."""
     try:
         amount = Decimal(value.strip().removeprefix("$"))
     except InvalidOperation:
@@ -600,7 +601,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
             has_token=get(MCP_TOKEN_VAR) is not None or get(TOKENS_FILE_VAR) is not None,
         ),
         rejected_key=rejected_key,
-        daily_budget_usd=_parse_budget(budget_raw, BUDGET_VAR) if (budget_raw := get(BUDGET_VAR)) else None,
+        daily_budget_usd=parse_budget(budget_raw, BUDGET_VAR) if (budget_raw := get(BUDGET_VAR)) else None,
         confirm=_parse_confirm(confirm_raw, CONFIRM_VAR) if (confirm_raw := get(CONFIRM_VAR)) else "never",
         media_secret=_media_secret(get(MEDIA_SECRET_VAR), MEDIA_SECRET_VAR),
         public_url=_public_url(get(PUBLIC_URL_VAR)),

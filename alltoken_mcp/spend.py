@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 
 from alltoken_mcp.client import AllTokenClient
 from alltoken_mcp.errors import AllTokenError, NotFoundError
-from alltoken_mcp.settings import BUDGET_VAR, Settings
+from alltoken_mcp.settings import BUDGET_VAR, TOKENS_FILE_VAR, Settings
 from alltoken_mcp.store import Charge, ChargeKind, Job, SpendTotal, Store
 
 logger = logging.getLogger(__name__)
@@ -125,7 +125,8 @@ class SpendLedger:
         self._budget = settings.daily_budget_usd
 
     # `person` (`people.current_person`): whose spend it is. With people, ALLTOKEN_DAILY_BUDGET_USD is each
-    # person's own daily budget, and the report is theirs; without (None), the whole ledger's.
+    # person's own daily budget, and the report is theirs; without (None), the whole ledger's. `budget`
+    # (`people.current_budget`): the person's own budget from the tokens file, in place of that setting.
 
     async def record_chat(
         self, model: str, cost: Decimal | None, request_id: str | None, person: str | None = None
@@ -160,25 +161,37 @@ class SpendLedger:
         )
         await self._store.record_charge(charge)
 
-    async def check_budget(self, now: float | None = None, person: str | None = None) -> None:
+    async def check_budget(
+        self, now: float | None = None, person: str | None = None, budget: Decimal | None = None
+    ) -> None:
         """Raise `BudgetReached` when today's known spend (`person`'s) has reached the daily budget."""
-        if self._budget is None:
+        limit = budget if budget is not None else self._budget
+        if limit is None:
             return
         now = time.time() if now is None else now
         day, _, reset = day_bounds(now)
         today = await self._store.spend(self._upstream, since=day.timestamp(), person=person)
-        if today.known_usd < self._budget:
+        if today.known_usd < limit:
             return
         unknown = f" ({today.unknown} of today's charges have no known cost.)" if today.unknown else ""
+        if budget is not None:
+            source = f"your daily budget of ${budget}"
+            go_on = f"ask whoever keeps {TOKENS_FILE_VAR} to raise the budget= on your line"
+        else:
+            source, go_on = f"{BUDGET_VAR}=${limit}", f"raise {BUDGET_VAR} in this server's configuration"
         raise BudgetReached(
-            f"Daily budget reached: {usd_text(today.known_usd)} known spend today (UTC) of "
-            f"{BUDGET_VAR}=${self._budget}, so paid calls (chat, image, video) are refused until the budget "
-            f"resets at 00:00 UTC (in {_in(reset.timestamp() - now)}). Nothing was sent.{unknown} To go on "
-            f"now, raise {BUDGET_VAR} in this server's configuration."
+            f"Daily budget reached: {usd_text(today.known_usd)} known spend today (UTC) of {source}, so "
+            "paid calls (chat, image, video) are refused until the budget resets at 00:00 UTC (in "
+            f"{_in(reset.timestamp() - now)}). Nothing was sent.{unknown} To go on now, {go_on}."
         )
 
     async def report(
-        self, *, with_account: bool = True, now: float | None = None, person: str | None = None
+        self,
+        *,
+        with_account: bool = True,
+        now: float | None = None,
+        person: str | None = None,
+        budget: Decimal | None = None,
     ) -> SpendReport:
         """Today's and this month's known spend, the budget, and (when asked and available) the account's
         quota from `GET /v1/usage`."""
@@ -192,7 +205,7 @@ class SpendLedger:
             month=SpendPeriod.of(
                 await self._store.spend(self._upstream, since=month.timestamp(), person=person)
             ),
-            daily_budget_usd=None if self._budget is None else str(self._budget),
+            daily_budget_usd=None if (limit := budget or self._budget) is None else str(limit),
             budget_resets_at=reset.isoformat().replace("+00:00", "Z"),
         )
         if with_account and self._client.has_api_key:

@@ -5,6 +5,7 @@ the store's part on both backends."""
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from collections.abc import AsyncIterator
@@ -22,11 +23,11 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from alltoken_mcp.people import TokensFile, new_token_line, parse_tokens, token_digest
+from alltoken_mcp.people import Person, TokensFile, new_token_line, parse_tokens, token_digest
 from alltoken_mcp.settings import SettingsError
 from alltoken_mcp.simulator import RunningSimulator, SimConfig
 from alltoken_mcp.store import Charge, Store
-from tests.serverkit import data, text_of
+from tests.serverkit import data, resource_text, text_of
 from tests.test_http import INITIALIZE, MCP_HEADERS, TOKEN, http_server_process, server_env
 from tests.test_store import HERE, make_job
 
@@ -62,8 +63,13 @@ async def status_of(http: httpx2.AsyncClient, url: str, token: str) -> int:
 
 
 def test_a_tokens_file_line_names_a_person_and_the_sha256_of_their_token() -> None:
-    people = parse_tokens(f"# the team\n{ALICE_LINE}\n\n  {BOB_LINE}  # on leave soon\n", "tokens")
-    assert people == {"alice": token_digest(ALICE), "bob": token_digest(BOB)}
+    people = parse_tokens(
+        f"# the team\n{ALICE_LINE}\n\n  {BOB_LINE} budget=2.50  # on leave soon\n", "tokens"
+    )
+    assert people == {
+        "alice": Person(token_digest(ALICE)),
+        "bob": Person(token_digest(BOB), daily_budget_usd=Decimal("2.50")),
+    }
     assert ALICE not in ALICE_LINE  # the file never holds a token
 
 
@@ -74,6 +80,10 @@ def test_a_tokens_file_line_names_a_person_and_the_sha256_of_their_token() -> No
         (f"{ALICE_LINE}\n{ALICE_LINE}\n", "line 2: 'alice' is listed twice"),
         (f"bad name:{'0' * 64}\n", "line 1: expected name:sha256hex"),
         (f"-alice:{'0' * 64}\n", "person name '-alice'"),
+        (f"alice:{'0' * 64} budget=lots\n", "line 1: budget='lots' is not an amount of US dollars"),
+        (f"alice:{'0' * 64} budget=0\n", "line 1: budget='0' must be more than 0"),
+        (f"alice:{'0' * 64} budget=\n", "line 1: budget='' is not an amount"),
+        (f"alice:{'0' * 64} quota=5\n", "line 1: expected name:sha256hex"),
     ],
 )
 def test_a_malformed_tokens_file_is_one_line_naming_the_line(text: str, problem: str) -> None:
@@ -283,6 +293,35 @@ async def test_the_daily_budget_is_each_persons_own(sim: RunningSimulator, tmp_p
     assert not bobs.is_error, text_of(bobs)
 
 
+async def test_a_budget_on_a_persons_line_is_their_own_daily_budget_in_place_of_the_servers(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{ALICE_LINE} budget=0.000001\n{BOB_LINE}\n{CAROL_LINE} budget=100\n")
+    env = server_env(
+        tmp_path, sim.base_url, ALLTOKEN_MCP_TOKENS_FILE=str(tokens), ALLTOKEN_DAILY_BUDGET_USD="0.000002"
+    )
+    with anyio.fail_after(60):
+        async with http_server_process(env) as server:
+            async with as_person(server.url, ALICE) as alice:
+                first = await alice.call_tool("alltoken_chat", {"prompt": "one"})
+                second = await alice.call_tool("alltoken_chat", {"prompt": "two"})
+                alices = json.loads(await resource_text(alice, "alltoken://usage"))
+            async with as_person(server.url, CAROL) as carol:
+                carols = [await carol.call_tool("alltoken_chat", {"prompt": f"turn {i}"}) for i in range(3)]
+            async with as_person(server.url, BOB) as bob:
+                bobs = [await bob.call_tool("alltoken_chat", {"prompt": f"turn {i}"}) for i in range(2)]
+                bob_usage = json.loads(await resource_text(bob, "alltoken://usage"))
+    assert not first.is_error
+    assert "of your daily budget of $0.000001" in text_of(second)
+    assert "raise the budget= on your line" in text_of(second)
+    assert alices["daily_budget_usd"] == "0.000001"
+    assert not any(c.is_error for c in carols)  # her line's $100, not the server's budget
+    assert not bobs[0].is_error
+    assert "of ALLTOKEN_DAILY_BUDGET_USD=$0.000002" in text_of(bobs[1])  # no line budget: the server's
+    assert bob_usage["daily_budget_usd"] == "0.000002"
+
+
 async def test_a_subscription_to_another_persons_job_is_accepted_and_hears_nothing(
     sim: RunningSimulator, tmp_path: Path
 ) -> None:
@@ -361,3 +400,26 @@ async def test_a_listen_stream_for_another_persons_job_hears_nothing(
             tg.cancel_scope.cancel()
     assert alice_told >= 1
     assert bob_heard == []
+
+
+async def test_the_token_command_prints_a_token_once_and_the_line_that_admits_it(tmp_path: Path) -> None:
+    from tests.rawstdio import ENTRY_POINT
+
+    with anyio.fail_after(30):
+        made = await anyio.run_process([ENTRY_POINT, "token", "dana", "--budget", "$7.5"], check=False)
+        bad_name = await anyio.run_process([ENTRY_POINT, "token", "da/na"], check=False)
+        bad_budget = await anyio.run_process([ENTRY_POINT, "token", "dana", "--budget", "-1"], check=False)
+    assert made.returncode == 0, made.stderr
+    token_line, file_line = (line.strip() for line in made.stdout.decode().splitlines()[1::2])
+    assert parse_tokens(file_line, "printed") == {
+        "dana": Person(token_digest(token_line), daily_budget_usd=Decimal("7.5"))
+    }
+    assert token_line not in file_line
+    for refused, says in (
+        (bad_name, "person name 'da/na'"),
+        (bad_budget, "--budget='-1' must be more than 0"),
+    ):
+        assert refused.returncode == 2
+        assert refused.stdout == b""
+        [line] = refused.stderr.decode().splitlines()
+        assert says in line

@@ -28,7 +28,7 @@ from alltoken_mcp.catalog import (
 )
 from alltoken_mcp.client import AllTokenClient, HealthSummary, RouteHealth
 from alltoken_mcp.errors import AllTokenError
-from alltoken_mcp.people import current_person
+from alltoken_mcp.people import current_budget, current_person
 from alltoken_mcp.store import StoreError
 from alltoken_mcp.tools.error_text import close_matches, describe, tool_error
 from alltoken_mcp.tools.results import JSON_MIME, to_json, tool_result
@@ -293,7 +293,7 @@ def register(server: MCPServer[AppState]) -> None:
         )
         text = _health_text(out, model)
         try:
-            report = await state.spend.report(person=current_person())
+            report = await state.spend.report(person=current_person(), budget=current_budget())
         except StoreError as exc:
             out.warnings.append(f"Known spend could not be read: {exc}")
             return tool_result(f"{text}\nwarning: {out.warnings[-1]}", out)

@@ -25,7 +25,7 @@ from alltoken_mcp import budget
 from alltoken_mcp.app_state import AppState, app_state
 from alltoken_mcp.catalog import find_model
 from alltoken_mcp.errors import AllTokenError
-from alltoken_mcp.people import current_person
+from alltoken_mcp.people import current_budget, current_person
 from alltoken_mcp.settings import CONFIRM_VAR
 from alltoken_mcp.spend import BudgetReached, usd_text
 from alltoken_mcp.store import JobKind
@@ -45,7 +45,7 @@ UPSTREAM_DEFAULT_DURATION = 5
 async def refuse_over_budget(state: AppState) -> None:
     """Raise a ToolError (nothing sent) when today's known spend has reached ALLTOKEN_DAILY_BUDGET_USD."""
     try:
-        await state.spend.check_budget(person=current_person())
+        await state.spend.check_budget(person=current_person(), budget=current_budget())
     except BudgetReached as exc:
         raise ToolError(str(exc)) from None
 
@@ -179,7 +179,7 @@ async def confirm_render(
 
 def register(server: MCPServer[AppState]) -> None:
     async def usage_resource(state: AppState) -> str:
-        return to_json(await state.spend.report(person=current_person()))
+        return to_json(await state.spend.report(person=current_person(), budget=current_budget()))
 
     add_state_resource(
         server,
