@@ -109,3 +109,29 @@ async def test_replicas_starting_together_migrate_once(postgres_url: str) -> Non
         await store.close()
     with psycopg.connect(postgres_url) as db:
         assert db.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+
+
+async def test_a_call_waiting_for_a_free_connection_can_be_cancelled_and_the_pool_is_left_whole(
+    postgres_url: str,
+) -> None:
+    """A tool call whose time budget ends while every pooled connection is busy must end then, not when
+    the pool's own 30 s wait does; the connections it did not get are untouched."""
+    import anyio
+
+    from alltoken_mcp.store.postgres import POOL_MAX_SIZE
+
+    store = await PostgresStore.open(postgres_url)
+    try:
+        pool = store._pool
+        held = [await pool.getconn() for _ in range(POOL_MAX_SIZE)]
+        with anyio.fail_after(5):
+            with anyio.move_on_after(0.2) as waited:
+                await store.get_job("job_00000000000000aa")
+        assert waited.cancelled_caught
+        for connection in held:
+            await pool.putconn(connection)
+        with anyio.fail_after(5):
+            assert await store.get_job("job_00000000000000aa") is None
+        assert pool.get_stats()["pool_size"] <= POOL_MAX_SIZE
+    finally:
+        await store.close()

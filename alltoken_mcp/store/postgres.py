@@ -145,12 +145,19 @@ class PostgresStore(Store):
         """One pooled connection for one transaction: committed when the block ends, rolled back when
         it raises; database failures become one-line StoreErrors.
 
-        Shielded from cancellation, as a SQLite call in its worker thread is: a call that has started
-        finishes (a transaction is short), so a cancelled caller never leaves a connection half-used,
-        neither returned to the pool nor closed."""
-        with anyio.CancelScope(shield=True), _mapped_errors(self._url):
-            async with self._pool.connection() as connection, connection.transaction():
-                yield connection
+        Waiting for a free connection can be cancelled (a tool call's time budget ends while the pool
+        is busy); once it has one, the transaction is shielded from cancellation, as a SQLite call in
+        its worker thread is: a call that has started finishes (a transaction is short), so a cancelled
+        caller never leaves a connection half-used, neither returned to the pool nor closed."""
+        with _mapped_errors(self._url):
+            connection = await self._pool.getconn()
+        try:
+            with anyio.CancelScope(shield=True), _mapped_errors(self._url):
+                async with connection.transaction():
+                    yield connection
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._pool.putconn(connection)
 
     async def _fetchone(self, sql: str, params: Any) -> dict[str, Any] | None:
         async with self._transaction() as db:
