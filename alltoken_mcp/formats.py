@@ -29,6 +29,11 @@ def utc_iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def short_seconds(value: float) -> str:
+    """A number of seconds as a caller would write it: `45`, `0.3`, `12.5` (to a tenth)."""
+    return f"{round(value, 1):g}"
+
+
 def age(epoch: float, *, now: float | None = None) -> str:
     """How long ago `epoch` was, in the one unit a reader wants: `45 s`, `12 min`, `5 h`."""
     seconds = max(0, int((time.time() if now is None else now) - epoch))
