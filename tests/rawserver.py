@@ -5,7 +5,7 @@ written one `send` at a time (TCP_NODELAY, so pieces usually arrive as separate 
 Content-Length, chunked encoding, or connection close. `pieces` may be endless (`itertools.repeat`):
 the server writes until the client goes away, as a hostile upstream would. `abort_after` drops the
 connection after that many pieces, mid-body; `hold` keeps the connection open after the pieces until
-the client goes away; `then_close` closes the connection after a complete keep-alive response, as a
+the client goes away; `piece_interval` paces the pieces (a slow but steady upstream); `then_close` closes the connection after a complete keep-alive response, as a
 server whose idle timeout fired (`closed_idle` is set once it has).
 The server records every request (method, path, headers, body), counts the connections it accepted and
 notices when a client disconnects.
@@ -33,6 +33,7 @@ class RawResponse:
     abort_after: int | None = None
     hold: bool = False
     then_close: bool = False
+    piece_interval: float = 0.0
 
 
 @dataclass
@@ -100,6 +101,8 @@ async def _respond(server: RawServer, stream: SocketStream, response: RawRespons
     for number, piece in enumerate(pieces, start=1):
         if response.framing == "chunked":
             piece = f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
+        if number > 1 and response.piece_interval:
+            await anyio.sleep(response.piece_interval)
         await stream.send(piece)
         if response.abort_after is not None and number >= response.abort_after:
             return False

@@ -458,10 +458,11 @@ async def test_a_stalled_download_is_abandoned_after_one_window_and_its_connecti
 
 
 async def test_a_download_that_keeps_the_minimum_rate_is_not_cut_off(tmp_path: Path) -> None:
-    # Many windows long in all, but every window brings its share: it must complete.
+    # Four windows long in all (2 KiB every 0.1 s for 2 s), and every window brings its share many times
+    # over: it must complete. Cut off if the window were not renewed once its share has arrived.
     pieces = [PNG, *(payload(2048, seed=n) for n in range(20))]
-    response = RawResponse(headers=[("Content-Type", "image/png")], pieces=pieces)
-    limits = DownloadLimits(min_bytes_per_second=1024, window_seconds=0.05)
+    response = RawResponse(headers=[("Content-Type", "image/png")], pieces=pieces, piece_interval=0.1)
+    limits = DownloadLimits(min_bytes_per_second=1024, window_seconds=0.5)
     async with raw_server(response) as server, raw_client(server.base_url) as client:
         saved = await download(
             client,
