@@ -5,8 +5,9 @@ written one `send` at a time (TCP_NODELAY, so pieces usually arrive as separate 
 Content-Length, chunked encoding, or connection close. `pieces` may be endless (`itertools.repeat`):
 the server writes until the client goes away, as a hostile upstream would. `abort_after` drops the
 connection after that many pieces, mid-body; `hold` keeps the connection open after the pieces until
-the client goes away; `piece_interval` paces the pieces (a slow but steady upstream); `then_close` closes the connection after a complete keep-alive response, as a
-server whose idle timeout fired (`closed_idle` is set once it has).
+the client goes away; `piece_interval` paces the pieces (a slow but steady upstream); `then_close`
+closes the connection after a complete keep-alive response, as a server whose idle timeout fired
+(`closed_idle` is set once it has).
 The server records every request (method, path, headers, body), counts the connections it accepted and
 notices when a client disconnects.
 """
