@@ -11,6 +11,7 @@ once, and nobody sees anybody else's jobs.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
 import signal
@@ -112,15 +113,21 @@ class Burst:
     answered: dict[str, list[str]] = field(default_factory=lambda: {name: [] for name in PEOPLE})
     cut_off: dict[str, list[str]] = field(default_factory=lambda: {name: [] for name in PEOPLE})
     half_way: anyio.Event = field(default_factory=anyio.Event)
+    killed: bool = False
+    lost_after_kill: list[str] = field(default_factory=list)
+    """Calls made after the kill that got no answer: nginx should have passed each to a live replica."""
 
     async def submit(self, name: str, client: Client, kind: str, n: int) -> None:
         arguments: dict[str, Any] = {"prompt": f"{name}'s {kind} {n}", "wait_seconds": 0}
         if kind == "video":
             arguments["resolution"] = "480p"
+        after_kill = self.killed
         try:
             answer = await client.call_tool(f"alltoken_{kind}", arguments)
         except Exception as exc:  # nginx answered 502, or the event stream ended: no answer
             self.cut_off[name].append(f"{kind} {n}: {exc!r}")
+            if after_kill:
+                self.lost_after_kill.append(f"{name}'s {kind} {n}: {exc!r}")
             return
         self.answered[name].append(data(answer)["job_id"])
         if sum(map(len, self.answered.values())) >= KILL_AFTER:
@@ -158,6 +165,27 @@ def same_refusal(foreign: Any, unknown: Any, job_id: str) -> bool:
     )
 
 
+def test_the_tested_nginx_configuration_is_the_documented_one_but_for_addresses_and_tls() -> None:
+    documented = nginxkit.STATELESS_CONF.read_text().splitlines()
+    tested = nginxkit.stateless_config([8001, 8002, 8003], 9000).splitlines()
+    changes = [
+        " ".join(line.split()).replace("+ ", "+").replace("- ", "-")
+        for line in difflib.unified_diff(documented, tested, lineterm="", n=0)
+        if line[:1] in "+-" and not line.startswith(("+++", "---"))
+    ]
+    assert sorted(changes) == sorted(
+        [
+            *(f"-server 10.0.0.{n}:8000 max_fails=3 fail_timeout=10s;" for n in (11, 12, 13)),
+            *(f"+server 127.0.0.1:{port} max_fails=3 fail_timeout=10s;" for port in (8001, 8002, 8003)),
+            "-listen 443 ssl;",
+            "+listen 127.0.0.1:9000;",
+            "-http2 on;",
+            "-ssl_certificate /etc/nginx/tls/mcp.example.com.crt;",
+            "-ssl_certificate_key /etc/nginx/tls/mcp.example.com.key;",
+        ]
+    )
+
+
 async def test_three_replicas_behind_nginx_finish_every_persons_jobs_once_when_one_is_killed_mid_burst(
     sim: RunningSimulator, tmp_path: Path, postgres_url: str, nginx_binary: Path
 ) -> None:
@@ -188,6 +216,7 @@ async def test_three_replicas_behind_nginx_finish_every_persons_jobs_once_when_o
                 await burst.half_way.wait()
                 os.kill(victim.process.pid, signal.SIGKILL)
                 await victim.process.wait()  # reaped: its pid is gone, so its leases are free at once
+                burst.killed = True  # and its sockets closed: a call from now on cannot reach it
                 killed_at = time.time()
 
             for name, client in people.items():
@@ -203,7 +232,9 @@ async def test_three_replicas_behind_nginx_finish_every_persons_jobs_once_when_o
             unknown_cancel = await bob.call_tool("job_cancel", {"job_id": NOBODYS_JOB})
 
             stored: list[Job] = await deployed.store.list_jobs(limit=200)
-            [link] = finished[held.job_id]["download_urls"]
+            held_record = finished[held.job_id]
+            assert held_record["status"] == "completed", held_record  # the rest needs its file
+            [link] = held_record["download_urls"]
             async with httpx2.AsyncClient(timeout=10) as http:
                 download = await http.get(link)
                 hidden = [
@@ -235,7 +266,7 @@ async def test_three_replicas_behind_nginx_finish_every_persons_jobs_once_when_o
     assert {record["status"] for record in finished.values()} == {"completed"}
     assert all(files_intact(record, out) for record in finished.values())
     assert download.status_code == 200
-    assert hashlib.sha256(download.content).hexdigest() == finished[held.job_id]["files"][0]["sha256"]
+    assert hashlib.sha256(download.content).hexdigest() == held_record["files"][0]["sha256"]
     assert hidden == [404, 404]  # as documented: for Prometheus and the balancer, not through nginx
 
     # No task paid twice: one AllToken task per job, each charged once. The held job adopted the task its
@@ -253,5 +284,6 @@ async def test_three_replicas_behind_nginx_finish_every_persons_jobs_once_when_o
     addresses = {f"127.0.0.1:{port_of(r)}" for r in deployed.replicas}
     assert addresses <= {address for line in upstreams for address in line.split(", ")}
     assert any(line.startswith(f"127.0.0.1:{port_of(victim)}, ") for line in upstreams), upstreams
+    assert burst.lost_after_kill == []
     for survivor in metrics:
         assert sum(v for (name, _), v in survivor.items() if name == "alltoken_mcp_tool_calls_total") >= 1
