@@ -24,6 +24,7 @@ from typing import Any
 
 import anyio
 import httpx2
+import mcp_types as t
 import pytest
 from mcp import Client
 
@@ -44,7 +45,7 @@ ERAS = {"alice": "legacy", "bob": "auto", "carol": "legacy"}
 BURST = ["image", "video", "image", "video", "image"]
 """What each person submits, one call after another; the three people at once."""
 KILL_AFTER = 6
-"""Answered submits (of 15) before the replica is killed."""
+"""Answered submits (of the 15 in the burst) before the replica is killed."""
 TERMINAL = ("completed", "failed", "cancelled", "expired")
 NOBODYS_JOB = "job_00000000000000ff"
 SECRET = "n" * 40
@@ -159,7 +160,7 @@ def files_intact(record: dict[str, Any], out: Path) -> bool:
     )
 
 
-def same_refusal(foreign: Any, unknown: Any, job_id: str) -> bool:
+def same_refusal(foreign: t.CallToolResult, unknown: t.CallToolResult, job_id: str) -> bool:
     return bool(foreign.is_error) and text_of(foreign).replace(job_id, "X") == text_of(unknown).replace(
         NOBODYS_JOB, "X"
     )
