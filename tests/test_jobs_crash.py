@@ -492,3 +492,46 @@ async def test_after_the_key_window_the_task_of_a_job_that_gave_up_is_not_adopte
     assert record["status"] == "failed", record
     assert record["upstream_id"] is None
     assert "could equally be that of job_" in record["error"]["message"]
+
+
+# ----------------------------------------------------------------------------------- the database restarts
+
+
+def drop_connections(admin_url: str, database_url: str) -> int:
+    """What a PostgreSQL restart or failover does to its clients: every connection to the database is
+    ended. Returns how many were."""
+    import psycopg
+
+    name = database_url.rpartition("/")[2]
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        rows = admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        ).fetchall()
+    return len(rows)
+
+
+async def test_a_database_restart_under_a_running_server_fails_no_call_and_loses_no_job(
+    sim: RunningSimulator, tmp_path: Path, postgres_admin_url: str, postgres_url: str
+) -> None:
+    """PostgreSQL only (SQLite has no server to restart; its file failing is test_store_failures). Every
+    connection the server holds is ended between two tool calls, as a restart or failover ends them."""
+    database = pgkit.Database("postgresql", tmp_path / "state.sqlite3", postgres_url)
+    with anyio.fail_after(40):
+        async with mcp_server(database, sim.base_url) as server:
+            video = await server.tool(*tool_call("video"))
+            dropped = await anyio.to_thread.run_sync(drop_connections, postgres_admin_url, postgres_url)
+            listing = await server.tool("list_jobs", {})
+            image = await server.tool(*tool_call("image"))
+            finish_all(sim)
+            records = [await settled(server, job["job_id"]) for job in (video, image)]
+            # Wake-ups from other replicas resume too: the LISTEN connection is opened again.
+            await until(lambda: "job changes again" in server.stderr_text(), "LISTEN to be back")
+            stderr = server.stderr_text()
+    assert dropped >= 2, dropped  # the pooled connection(s) and the LISTEN connection
+    assert [job["job_id"] for job in listing["jobs"]] == [video["job_id"]]
+    assert [record["status"] for record in records] == ["completed", "completed"], records
+    assert (sim.state.tasks_created["images"], sim.state.tasks_created["videos"]) == (1, 1)
+    assert_files_intact({"files": [f for record in records for f in record["files"]]}, database.home / "out")
+    assert "Traceback" not in stderr
