@@ -15,8 +15,8 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,9 +104,24 @@ class Database:
     path: Path
     url: str | None
 
+    @property
+    def home(self) -> Path:
+        """The home directory whose servers use this database (the SQLite file lives there)."""
+        return self.path.parent
+
     async def open(self, *, redactor: Redactor | None = None) -> Store:
-        settings = load_settings({"ALLTOKEN_MCP_HOME": str(self.path.parent)})
+        settings = load_settings({"ALLTOKEN_MCP_HOME": str(self.home)})
         return await open_store(settings.with_overrides(database_url=self.url), redactor=redactor)
+
+    @asynccontextmanager
+    async def opened(self) -> AsyncIterator[Store]:
+        """The store for a moment: to read or change what server processes wrote, through the store API
+        as any server would (closed at once, so a SQLite file is left as the servers left it)."""
+        store = await self.open()
+        try:
+            yield store
+        finally:
+            await store.close()
 
     def env(self) -> dict[str, str]:
         """What a server process needs in its environment to use this database."""

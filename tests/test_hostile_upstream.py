@@ -12,10 +12,8 @@ import base64
 import itertools
 import json
 import re
-import sqlite3
 import time
 from collections.abc import Iterator
-from contextlib import closing
 from pathlib import Path
 
 import anyio
@@ -26,6 +24,7 @@ import pytest
 from alltoken_mcp.client._client import MAX_LIST_BODY
 from alltoken_mcp.simulator import RunningSimulator
 from alltoken_mcp.tools.chat import MAX_ANSWER_CHARS
+from tests.pgkit import Database
 from tests.rawserver import RawResponse, raw_server
 from tests.serverkit import connect, data, error_text, settings_for
 
@@ -257,19 +256,20 @@ async def test_an_image_answer_with_more_images_than_asked_for_saves_none_of_the
 
 
 async def test_a_create_refused_with_429_starts_no_key_window_so_a_late_resend_still_goes_out(
-    sim: RunningSimulator, tmp_path: Path
+    sim: RunningSimulator, database: Database
 ) -> None:
     # Every attempt of the first submit is refused (a 429 proves nothing was created): the job keeps no
     # `submitted_at`, so even long after, the poller may still send it — instead of failing a job that
     # was never charged as "may have been charged".
     sim.state.add_fault(path=IMAGE_CREATE, method="POST", status=429, retry_after=0, count=4)
-    async with connect(settings_for(tmp_path, sim.base_url)) as client:
+    async with connect(settings_for(database.home, sim.base_url, **database.env())) as client:
         job = data(await client.call_tool("alltoken_image", {"prompt": "a fox", "wait_seconds": 0}))
         assert job["status"] == "queued"
-        with closing(sqlite3.connect(tmp_path / "state.sqlite3")) as db, db:
-            (submitted_at,) = db.execute("SELECT submitted_at FROM jobs").fetchone()
-            db.execute("UPDATE jobs SET created_at = created_at - 3600")
-        assert submitted_at is None
+        async with database.opened() as store:
+            stored = await store.get_job(job["job_id"])
+            assert stored is not None
+            assert stored.submitted_at is None
+            await store.update_job(stored.job_id, created_at=stored.created_at - 3600)
         sim.state.advance(60)
         with anyio.fail_after(20):
             done = data(await client.call_tool("job_status", {"job_id": job["job_id"], "wait_seconds": 15}))

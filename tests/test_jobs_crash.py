@@ -6,17 +6,19 @@ test holds its pid (`StdioServer`); the simulator runs in this process and is re
 Phases are pinned with simulator faults rather than timing: a `latency_ms` fault keeps a request from
 being processed (nothing created yet), a `hold_ms` fault processes it and keeps the answer back (created,
 but never heard of), a `mid_body` hold stops a download after its file was opened.
+
+Every test runs on both store backends (the `database` fixture): the SQLite file in the home directory,
+and a fresh PostgreSQL database on the session's server. The test reads (and ages) what the servers
+stored through the store API, as a server would, so the same assertions hold on either.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, closing
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,8 @@ import pytest
 
 from alltoken_mcp.simulator import SIM_API_KEY, RunningSimulator, SimConfig
 from alltoken_mcp.simulator.state import ImageTask, VideoTask
+from alltoken_mcp.store import Job
+from tests import pgkit
 from tests.rawstdio import StdioServer, stdio_servers
 
 IMAGE_CREATE = "/v1/images/generations/async"
@@ -46,7 +50,8 @@ def sim_config() -> SimConfig:
 # ----------------------------------------------------------------------------------- the subprocess
 
 
-def server_env(home: Path, base_url: str) -> dict[str, str]:
+def server_env(home: Path, base_url: str, database: pgkit.Database | None = None) -> dict[str, str]:
+    """A server on `home` (its SQLite file there), or on `database` when one is given (either backend)."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("ALLTOKEN_")}
     env.update(
         {
@@ -58,20 +63,25 @@ def server_env(home: Path, base_url: str) -> dict[str, str]:
             "ALLTOKEN_MAX_WAIT_SECONDS": str(WAIT_SECONDS),
         }
     )
+    if database is not None:
+        env.update(database.env())
     return env
 
 
 @asynccontextmanager
-async def mcp_servers(home: Path, base_url: str, count: int) -> AsyncIterator[list[StdioServer]]:
-    """`count` started and initialized servers sharing `home`. They are killed on exit: the tests here
-    are done with them by then, and a clean stop on stdin EOF is tested in test_server_stdio."""
-    async with stdio_servers([server_env(home, base_url)] * count) as servers:
+async def mcp_servers(
+    database: pgkit.Database, base_url: str, count: int
+) -> AsyncIterator[list[StdioServer]]:
+    """`count` started and initialized servers sharing one home and one state database. They are
+    killed on exit: the tests here are done with them by then, and a clean stop on stdin EOF is tested
+    in test_server_stdio."""
+    async with stdio_servers([server_env(database.home, base_url, database)] * count) as servers:
         yield servers
 
 
 @asynccontextmanager
-async def mcp_server(home: Path, base_url: str) -> AsyncIterator[StdioServer]:
-    async with mcp_servers(home, base_url, 1) as (server,):
+async def mcp_server(database: pgkit.Database, base_url: str) -> AsyncIterator[StdioServer]:
+    async with mcp_servers(database, base_url, 1) as (server,):
         yield server
 
 
@@ -79,39 +89,44 @@ async def mcp_server(home: Path, base_url: str) -> AsyncIterator[StdioServer]:
 
 
 async def until(
-    condition: Callable[[], bool], what: str, seconds: float = 10, detail: Callable[[], object] = lambda: ""
+    condition: Callable[[], bool],
+    what: str,
+    seconds: float = 10,
+    detail: Callable[[], Awaitable[object]] | None = None,
 ) -> None:
     """Wait for a condition another process brings about (no event to wait on across processes)."""
     deadline = time.monotonic() + seconds
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what} {detail()}")
+            raise AssertionError(f"timed out waiting for {what} {'' if detail is None else await detail()}")
         await anyio.sleep(STEP_SECONDS)
 
 
-def job_rows(home: Path) -> list[dict[str, Any]]:
-    """The jobs table as the servers wrote it, straight from the SQLite file."""
-    path = home / "state.sqlite3"
-    if not path.exists():
-        return []
-    with closing(sqlite3.connect(path, timeout=10)) as db:
-        db.row_factory = sqlite3.Row
-        try:
-            return [dict(row) for row in db.execute("SELECT * FROM jobs ORDER BY created_at")]
-        except sqlite3.OperationalError:  # the schema is not there yet
-            return []
+async def stored_jobs(database: pgkit.Database) -> list[Job]:
+    """Every job the servers stored, oldest first (either backend, read through the store API)."""
+    async with database.opened() as store:
+        jobs = await store.list_jobs(limit=1000)
+    return sorted(jobs, key=lambda job: (job.created_at, job.job_id))
 
 
-def only_job(home: Path) -> dict[str, Any]:
-    rows = job_rows(home)
-    assert len(rows) == 1, rows
-    return rows[0]
+async def only_job(database: pgkit.Database) -> Job:
+    jobs = await stored_jobs(database)
+    assert len(jobs) == 1, jobs
+    return jobs[0]
 
 
-def age_submission(home: Path, seconds: float) -> None:
-    """Pretend the create request went out `seconds` earlier (past the idempotency window)."""
-    with closing(sqlite3.connect(home / "state.sqlite3", timeout=10)) as db, db:
-        db.execute("UPDATE jobs SET submitted_at = submitted_at - ?", (seconds,))
+async def lease_of(database: pgkit.Database) -> tuple[str | None, float | None, str | None]:
+    """Who holds the only job's lease, until when, and the job's note (to say why nothing happened)."""
+    job = await only_job(database)
+    return job.lease_owner, job.lease_expires_at, job.note
+
+
+async def age_submission(database: pgkit.Database, seconds: float) -> None:
+    """Pretend the create requests went out `seconds` earlier (past the idempotency window)."""
+    async with database.opened() as store:
+        for job in await store.list_jobs(limit=1000):
+            if job.submitted_at is not None:
+                await store.update_job(job.job_id, submitted_at=job.submitted_at - seconds)
 
 
 def partial_files(out: Path) -> list[Path]:
@@ -147,11 +162,11 @@ def tasks_of(sim: RunningSimulator, kind: str) -> dict[str, Any]:
     return dict(sim.state.images if kind == "image" else sim.state.videos)
 
 
-async def lose_the_create_answer(sim: RunningSimulator, home: Path, kind: str) -> None:
+async def lose_the_create_answer(sim: RunningSimulator, database: pgkit.Database, kind: str) -> None:
     """A server submits a job; AllToken creates the task but the answer never arrives; the server dies."""
     create = IMAGE_CREATE if kind == "image" else VIDEO_CREATE
     sim.state.add_fault(path=create, method="POST", hold_ms=HOLD_MS)  # created, answer never arrives
-    async with mcp_server(home, sim.base_url) as first:
+    async with mcp_server(database, sim.base_url) as first:
         await first.start_tool(*tool_call(kind))
         await until(lambda: len(tasks_of(sim, kind)) == 1, "the task to be created")
         await first.kill()
@@ -167,26 +182,26 @@ async def settled(server: StdioServer, job_id: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("kind", ["image", "video"])
 async def test_killed_before_the_create_was_processed(
-    sim: RunningSimulator, tmp_path: Path, kind: str
+    sim: RunningSimulator, database: pgkit.Database, kind: str
 ) -> None:
-    home, create = tmp_path / "home", IMAGE_CREATE if kind == "image" else VIDEO_CREATE
+    home, create = database.home, IMAGE_CREATE if kind == "image" else VIDEO_CREATE
     sim.state.add_fault(path=create, method="POST", latency_ms=HOLD_MS)  # reaches AllToken, not processed
     with anyio.fail_after(40):
-        async with mcp_server(home, sim.base_url) as first:
+        async with mcp_server(database, sim.base_url) as first:
             await first.start_tool(*tool_call(kind))
             await until(lambda: sim.state.requests[f"POST {create}"] == 1, "the create request")
-            row = only_job(home)
+            row = await only_job(database)
             await first.kill()
-        assert (row["submit_state"], row["upstream_id"]) == ("sent", None)  # key on disk, no answer
+        assert (row.submit_state, row.upstream_id) == ("sent", None)  # key on disk, no answer
         assert tasks_of(sim, kind) == {}
-        async with mcp_server(home, sim.base_url) as second:
+        async with mcp_server(database, sim.base_url) as second:
             await until(
                 lambda: len(tasks_of(sim, kind)) == 1,
                 "the restarted server to resubmit",
-                detail=lambda: {k: only_job(home)[k] for k in ("lease_owner", "lease_expires_at", "note")},
+                detail=lambda: lease_of(database),
             )
             finish_all(sim)
-            record = await settled(second, row["job_id"])
+            record = await settled(second, row.job_id)
     assert record["status"] == "completed", record
     assert list(tasks_of(sim, kind)) == [record["upstream_id"]]  # exactly one paid task
     assert_files_intact(record, home / "out")
@@ -194,16 +209,16 @@ async def test_killed_before_the_create_was_processed(
 
 @pytest.mark.parametrize("kind", ["image", "video"])
 async def test_killed_after_the_create_was_processed_adopts_the_task(
-    sim: RunningSimulator, tmp_path: Path, kind: str
+    sim: RunningSimulator, database: pgkit.Database, kind: str
 ) -> None:
-    home, create = tmp_path / "home", IMAGE_CREATE if kind == "image" else VIDEO_CREATE
+    home, create = database.home, IMAGE_CREATE if kind == "image" else VIDEO_CREATE
     with anyio.fail_after(40):
-        await lose_the_create_answer(sim, home, kind)
-        row = only_job(home)
-        assert (row["submit_state"], row["upstream_id"]) == ("sent", None)
+        await lose_the_create_answer(sim, database, kind)
+        row = await only_job(database)
+        assert (row.submit_state, row.upstream_id) == ("sent", None)
         finish_all(sim)
-        async with mcp_server(home, sim.base_url) as second:
-            record = await settled(second, row["job_id"])
+        async with mcp_server(database, sim.base_url) as second:
+            record = await settled(second, row.job_id)
     assert record["status"] == "completed", record
     assert sim.state.requests[f"POST {create}"] == 2  # resent with the stored key...
     assert list(tasks_of(sim, kind)) == [record["upstream_id"]]  # ...and the original task adopted
@@ -211,16 +226,16 @@ async def test_killed_after_the_create_was_processed_adopts_the_task(
 
 
 async def test_after_the_key_window_a_lost_video_create_is_found_in_the_list(
-    sim: RunningSimulator, tmp_path: Path
+    sim: RunningSimulator, database: pgkit.Database
 ) -> None:
-    home = tmp_path / "home"
+    home = database.home
     with anyio.fail_after(40):
-        await lose_the_create_answer(sim, home, "video")
+        await lose_the_create_answer(sim, database, "video")
         sim.state.forget_idempotency()  # as if the 60 s window had passed upstream...
-        await anyio.to_thread.run_sync(age_submission, home, 70.0)  # ...and here
-        job_id = only_job(home)["job_id"]
+        await age_submission(database, 70.0)  # ...and here
+        job_id = (await only_job(database)).job_id
         finish_all(sim)
-        async with mcp_server(home, sim.base_url) as second:
+        async with mcp_server(database, sim.base_url) as second:
             record = await settled(second, job_id)
     assert record["status"] == "completed", record
     assert sim.state.requests[f"POST {VIDEO_CREATE}"] == 1  # not sent again: the key is no longer trusted
@@ -230,15 +245,15 @@ async def test_after_the_key_window_a_lost_video_create_is_found_in_the_list(
 
 
 async def test_after_the_key_window_a_lost_image_create_fails_truthfully_without_resending(
-    sim: RunningSimulator, tmp_path: Path
+    sim: RunningSimulator, database: pgkit.Database
 ) -> None:
-    home = tmp_path / "home"
+    home = database.home
     with anyio.fail_after(40):
-        await lose_the_create_answer(sim, home, "image")
+        await lose_the_create_answer(sim, database, "image")
         sim.state.forget_idempotency()
-        await anyio.to_thread.run_sync(age_submission, home, 70.0)
-        job_id = only_job(home)["job_id"]
-        async with mcp_server(home, sim.base_url) as second:
+        await age_submission(database, 70.0)
+        job_id = (await only_job(database)).job_id
+        async with mcp_server(database, sim.base_url) as second:
             record = await second.tool("job_status", {"job_id": job_id, "wait_seconds": WAIT_SECONDS})
     assert record["status"] == "failed", record
     message = record["error"]["message"]
@@ -250,11 +265,11 @@ async def test_after_the_key_window_a_lost_image_create_fails_truthfully_without
 
 
 async def test_killed_mid_poll_the_restarted_server_finishes_the_video(
-    sim: RunningSimulator, tmp_path: Path
+    sim: RunningSimulator, database: pgkit.Database
 ) -> None:
-    home = tmp_path / "home"
+    home = database.home
     with anyio.fail_after(40):
-        async with mcp_server(home, sim.base_url) as first:
+        async with mcp_server(database, sim.base_url) as first:
             # The first status poll is answered "processing" upstream, and the answer is held.
             sim.state.add_fault(path=VIDEO_TASK, method="GET", hold_ms=HOLD_MS)
             submitted = await first.tool(*tool_call("video"))
@@ -262,10 +277,10 @@ async def test_killed_mid_poll_the_restarted_server_finishes_the_video(
             sim.state.advance_to(task.timeline.started)
             await until(lambda: sim.state.faults == [], "a poll to be in flight")
             await first.kill()
-        assert only_job(home)["status"] in ("queued", "processing")
+        assert (await only_job(database)).status in ("queued", "processing")
         assert task.timeline.phase(sim.state.now()) == "processing"
         finish_all(sim)
-        async with mcp_server(home, sim.base_url) as second:
+        async with mcp_server(database, sim.base_url) as second:
             record = await settled(second, submitted["job_id"])
     assert record["status"] == "completed", record
     assert list(sim.state.videos) == [submitted["upstream_id"]]
@@ -274,21 +289,21 @@ async def test_killed_mid_poll_the_restarted_server_finishes_the_video(
 
 
 async def test_killed_mid_download_leaves_no_partial_file_and_the_restart_completes(
-    sim: RunningSimulator, tmp_path: Path
+    sim: RunningSimulator, database: pgkit.Database
 ) -> None:
-    home, out = tmp_path / "home", tmp_path / "home" / "out"
+    out = database.home / "out"
     sim.state.add_fault(path="/_cdn/videos/{name}", method="GET", hold_ms=HOLD_MS, hold_at="mid_body")
     with anyio.fail_after(40):
-        async with mcp_server(home, sim.base_url) as first:
+        async with mcp_server(database, sim.base_url) as first:
             submitted = await first.tool(*tool_call("video"))
             finish_all(sim)
             await until(lambda: partial_files(out) != [], "the download to have started")
             await first.kill()
-        row = only_job(home)
-        assert row["status"] in ("queued", "processing")
-        assert row["video_url"]  # kept before the download started
+        row = await only_job(database)
+        assert row.status in ("queued", "processing")
+        assert row.video_url  # kept before the download started
         finish_all(sim)
-        async with mcp_server(home, sim.base_url) as second:
+        async with mcp_server(database, sim.base_url) as second:
             record = await settled(second, submitted["job_id"])
     assert record["status"] == "completed", record
     assert list(sim.state.videos) == [submitted["upstream_id"]]
@@ -297,20 +312,20 @@ async def test_killed_mid_download_leaves_no_partial_file_and_the_restart_comple
 
 
 async def test_killed_after_the_one_time_image_delivery_recovers_it_from_r2(
-    sim: RunningSimulator, tmp_path: Path
+    sim: RunningSimulator, database: pgkit.Database
 ) -> None:
-    home = tmp_path / "home"
+    home = database.home
     # The poll that hands out the base64 is processed (the delivery is spent), its answer never arrives.
     sim.state.add_fault(path=IMAGE_TASK, method="GET", hold_ms=HOLD_MS)
     with anyio.fail_after(40):
-        async with mcp_server(home, sim.base_url) as first:
+        async with mcp_server(database, sim.base_url) as first:
             submitted = await first.tool(*tool_call("image"))
             finish_all(sim)
             await until(lambda: sim.state.b64_deliveries == 1, "the one-time delivery")
             await first.kill()
-        assert only_job(home)["sources"] == "[]"  # it never heard of the result
+        assert (await only_job(database)).sources == []  # it never heard of the result
         finish_all(sim)
-        async with mcp_server(home, sim.base_url) as second:
+        async with mcp_server(database, sim.base_url) as second:
             record = await settled(second, submitted["job_id"])
     assert record["status"] == "completed", record
     assert record["error"] is None
@@ -323,24 +338,24 @@ async def test_killed_after_the_one_time_image_delivery_recovers_it_from_r2(
 
 
 async def test_killed_mid_r2_download_recovers_from_the_kept_r2_url(
-    sim: RunningSimulator, tmp_path: Path
+    sim: RunningSimulator, database: pgkit.Database
 ) -> None:
-    home, out = tmp_path / "home", tmp_path / "home" / "out"
+    out = database.home / "out"
     sim.state.add_fault(path=IMAGE_TASK, method="GET", drop="before_body")  # the b64 answer is lost
     sim.state.add_fault(
         path="/_r2/images/{task_id}/{index}.png", method="GET", hold_ms=HOLD_MS, hold_at="mid_body"
     )
     with anyio.fail_after(40):
-        async with mcp_server(home, sim.base_url) as first:
+        async with mcp_server(database, sim.base_url) as first:
             submitted = await first.tool(*tool_call("image"))
             finish_all(sim)
             await until(lambda: partial_files(out) != [], "the r2 download to have started")
             await first.kill()
-        row = only_job(home)
-        assert json.loads(row["sources"])[0]["url"].endswith("/0.png")  # kept before touching the disk
-        assert row["status"] in ("queued", "processing")
+        row = await only_job(database)
+        assert (row.sources[0].url or "").endswith("/0.png")  # kept before touching the disk
+        assert row.status in ("queued", "processing")
         finish_all(sim)
-        async with mcp_server(home, sim.base_url) as second:
+        async with mcp_server(database, sim.base_url) as second:
             record = await settled(second, submitted["job_id"])
     assert record["status"] == "completed", record
     assert record["error"] is None
@@ -356,20 +371,19 @@ async def test_killed_mid_r2_download_recovers_from_the_kept_r2_url(
 
 
 async def test_a_resend_rate_limited_past_the_key_window_is_not_sent_and_fails_truthfully(
-    sim: RunningSimulator, tmp_path: Path
+    sim: RunningSimulator, database: pgkit.Database
 ) -> None:
     # The create was processed but its answer lost; the server died. On restart, 42 s into the 50 s the
     # key is trusted for, the resend is refused with 429 and Retry-After 10: waiting it out would land
     # the resend after AllToken forgot the key (here: as soon as our own window closes) — a second task.
-    home = tmp_path / "home"
     with anyio.fail_after(40):
-        await lose_the_create_answer(sim, home, "image")
-        await anyio.to_thread.run_sync(age_submission, home, 42.0)
+        await lose_the_create_answer(sim, database, "image")
+        await age_submission(database, 42.0)
         ((_, remembered_at),) = sim.state.idempotency.values()
         sim.state.update_config(idempotency_window_s=sim.state.now() - remembered_at + 8.0)
         sim.state.add_fault(path=IMAGE_CREATE, method="POST", status=429, retry_after=10)
-        job_id = only_job(home)["job_id"]
-        async with mcp_server(home, sim.base_url) as second:
+        job_id = (await only_job(database)).job_id
+        async with mcp_server(database, sim.base_url) as second:
             record = await settled(second, job_id)
     assert record["status"] == "failed", record
     message = record["error"]["message"]
@@ -396,13 +410,13 @@ async def _stranger_creates(sim: RunningSimulator, body: dict[str, Any]) -> None
     ids=["different-parameters", "two-equal-candidates"],
 )
 async def test_after_the_key_window_a_strangers_video_is_never_adopted(
-    sim: RunningSimulator, tmp_path: Path, strangers: list[dict[str, Any]]
+    sim: RunningSimulator, database: pgkit.Database, strangers: list[dict[str, Any]]
 ) -> None:
-    home = tmp_path / "home"
+    home = database.home
     ours = {"prompt": "waves at dusk", "duration": 6, "resolution": "480p"}
     sim.state.add_fault(path=VIDEO_CREATE, method="POST", latency_ms=HOLD_MS)  # never processed
     with anyio.fail_after(40):
-        async with mcp_server(home, sim.base_url) as first:
+        async with mcp_server(database, sim.base_url) as first:
             await first.start_tool("alltoken_video", {**ours, "wait_seconds": 0})
             await until(lambda: sim.state.requests[f"POST {VIDEO_CREATE}"] == 1, "the create request")
             await first.kill()
@@ -411,10 +425,10 @@ async def test_after_the_key_window_a_strangers_video_is_never_adopted(
             await _stranger_creates(
                 sim, {"model": "seedance-1.5-pro", "prompt": "a stranger's city", **ours, **extra}
             )
-        await anyio.to_thread.run_sync(age_submission, home, 70.0)
-        job_id = only_job(home)["job_id"]
+        await age_submission(database, 70.0)
+        job_id = (await only_job(database)).job_id
         finish_all(sim)
-        async with mcp_server(home, sim.base_url) as second:
+        async with mcp_server(database, sim.base_url) as second:
             record = await settled(second, job_id)
     assert record["status"] == "failed", record
     assert record["upstream_id"] is None
@@ -423,12 +437,12 @@ async def test_after_the_key_window_a_strangers_video_is_never_adopted(
     assert not (home / "out").exists() or list((home / "out").iterdir()) == []
 
 
-async def two_unconfirmed_siblings(sim: RunningSimulator, home: Path) -> str:
+async def two_unconfirmed_siblings(sim: RunningSimulator, database: pgkit.Database) -> str:
     """Two videos with the same parameters, then kill -9: X's create never reached AllToken, Y's was
     created but its answer lost. Returns Y's idempotency key (the one the only task was created under)."""
     sim.state.add_fault(path=VIDEO_CREATE, method="POST", latency_ms=HOLD_MS)  # X: never processed
     sim.state.add_fault(path=VIDEO_CREATE, method="POST", hold_ms=HOLD_MS)  # Y: created, answer lost
-    async with mcp_server(home, sim.base_url) as first:
+    async with mcp_server(database, sim.base_url) as first:
         await first.start_tool(*tool_call("video"))
         await until(lambda: sim.state.requests[f"POST {VIDEO_CREATE}"] == 1, "X's create request")
         await first.start_tool(*tool_call("video"))
@@ -439,19 +453,18 @@ async def two_unconfirmed_siblings(sim: RunningSimulator, home: Path) -> str:
 
 
 async def test_after_the_key_window_a_sibling_jobs_video_is_not_adopted(
-    sim: RunningSimulator, tmp_path: Path
+    sim: RunningSimulator, database: pgkit.Database
 ) -> None:
     # Two of our own videos with the same parameters: X's create never reached AllToken, Y's was created
     # but its answer lost. The listing cannot tell whose the one task is, so neither job adopts it.
-    home = tmp_path / "home"
     with anyio.fail_after(40):
-        await two_unconfirmed_siblings(sim, home)
+        await two_unconfirmed_siblings(sim, database)
         sim.state.faults.clear()
         sim.state.forget_idempotency()
-        await anyio.to_thread.run_sync(age_submission, home, 70.0)
+        await age_submission(database, 70.0)
         finish_all(sim)
-        async with mcp_server(home, sim.base_url) as second:
-            records = [await settled(second, row["job_id"]) for row in job_rows(home)]
+        async with mcp_server(database, sim.base_url) as second:
+            records = [await settled(second, row.job_id) for row in await stored_jobs(database)]
     assert [r["status"] for r in records] == ["failed", "failed"], records
     for record in records:
         assert record["upstream_id"] is None
@@ -460,26 +473,65 @@ async def test_after_the_key_window_a_sibling_jobs_video_is_not_adopted(
 
 
 async def test_after_the_key_window_the_task_of_a_job_that_gave_up_is_not_adopted_by_another(
-    sim: RunningSimulator, tmp_path: Path
+    sim: RunningSimulator, database: pgkit.Database
 ) -> None:
     # As above, but Y already gave up earlier (failed as unconfirmed, its task unowned): X must still not
     # take Y's task for its own.
-    home = tmp_path / "home"
     with anyio.fail_after(40):
-        y_key = await two_unconfirmed_siblings(sim, home)
-        with closing(sqlite3.connect(home / "state.sqlite3")) as db, db:
-            db.execute(
-                "UPDATE jobs SET status = 'failed', error_code = 'submit_unconfirmed' "
-                "WHERE idempotency_key = ?",
-                (y_key,),
-            )
+        y_key = await two_unconfirmed_siblings(sim, database)
+        async with database.opened() as store:
+            (y_job,) = [job for job in await store.list_jobs() if job.idempotency_key == y_key]
+            await store.update_job(y_job.job_id, status="failed", error_code="submit_unconfirmed")
         sim.state.faults.clear()
         sim.state.forget_idempotency()
-        await anyio.to_thread.run_sync(age_submission, home, 70.0)
+        await age_submission(database, 70.0)
         finish_all(sim)
-        (x_row,) = [row for row in job_rows(home) if row["idempotency_key"] != y_key]
-        async with mcp_server(home, sim.base_url) as second:
-            record = await settled(second, x_row["job_id"])
+        (x_row,) = [row for row in await stored_jobs(database) if row.idempotency_key != y_key]
+        async with mcp_server(database, sim.base_url) as second:
+            record = await settled(second, x_row.job_id)
     assert record["status"] == "failed", record
     assert record["upstream_id"] is None
     assert "could equally be that of job_" in record["error"]["message"]
+
+
+# ----------------------------------------------------------------------------------- the database restarts
+
+
+def drop_connections(admin_url: str, database_url: str) -> int:
+    """What a PostgreSQL restart or failover does to its clients: every connection to the database is
+    ended. Returns how many were."""
+    import psycopg
+
+    name = database_url.rpartition("/")[2]
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        rows = admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        ).fetchall()
+    return len(rows)
+
+
+async def test_a_database_restart_under_a_running_server_fails_no_call_and_loses_no_job(
+    sim: RunningSimulator, tmp_path: Path, postgres_admin_url: str, postgres_url: str
+) -> None:
+    """PostgreSQL only (SQLite has no server to restart; its file failing is test_store_failures). Every
+    connection the server holds is ended between two tool calls, as a restart or failover ends them."""
+    database = pgkit.Database("postgresql", tmp_path / "state.sqlite3", postgres_url)
+    with anyio.fail_after(40):
+        async with mcp_server(database, sim.base_url) as server:
+            video = await server.tool(*tool_call("video"))
+            dropped = await anyio.to_thread.run_sync(drop_connections, postgres_admin_url, postgres_url)
+            listing = await server.tool("list_jobs", {})
+            image = await server.tool(*tool_call("image"))
+            finish_all(sim)
+            records = [await settled(server, job["job_id"]) for job in (video, image)]
+            # Wake-ups from other replicas resume too: the LISTEN connection is opened again.
+            await until(lambda: "job changes again" in server.stderr_text(), "LISTEN to be back")
+            stderr = server.stderr_text()
+    assert dropped >= 2, dropped  # the pooled connection(s) and the LISTEN connection
+    assert [job["job_id"] for job in listing["jobs"]] == [video["job_id"]]
+    assert [record["status"] for record in records] == ["completed", "completed"], records
+    assert (sim.state.tasks_created["images"], sim.state.tasks_created["videos"]) == (1, 1)
+    assert_files_intact({"files": [f for record in records for f in record["files"]]}, database.home / "out")
+    assert "Traceback" not in stderr

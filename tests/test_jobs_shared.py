@@ -3,6 +3,9 @@ every image is claimed and saved exactly once, and a job whose process died is f
 
 The simulator runs in legacy delivery mode (`r2_mode=False`): an image result handed out twice would be
 a `410 image_already_retrieved` and a failed job, not a quiet re-read from R2, so a double claim shows.
+
+Both store backends (the `database` fixture): processes sharing one SQLite file, and processes sharing
+one PostgreSQL database (where leases are claimed with SKIP LOCKED).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import anyio
 import pytest
 
 from alltoken_mcp.simulator import RunningSimulator, SimConfig
+from tests import pgkit
 from tests.rawstdio import StdioServer
 from tests.test_jobs_crash import (
     HOLD_MS,
@@ -48,9 +52,9 @@ def assert_only_these_files(out: Path, saved: list[dict[str, Any]]) -> None:
 
 @pytest.mark.parametrize("processes", [2, 4])
 async def test_images_submitted_across_processes_are_each_saved_exactly_once(
-    sim: RunningSimulator, tmp_path: Path, processes: int
+    sim: RunningSimulator, database: pgkit.Database, processes: int
 ) -> None:
-    home, out = tmp_path / "home", tmp_path / "home" / "out"
+    out = database.home / "out"
     submitted: dict[str, StdioServer] = {}
     records: dict[str, dict[str, Any]] = {}
 
@@ -62,7 +66,7 @@ async def test_images_submitted_across_processes_are_each_saved_exactly_once(
         records[job_id] = await server.tool("job_status", {"job_id": job_id, "wait_seconds": WAIT_SECONDS})
 
     with anyio.fail_after(40):
-        async with mcp_servers(home, sim.base_url, processes) as servers:
+        async with mcp_servers(database, sim.base_url, processes) as servers:
             async with anyio.create_task_group() as tg:
                 for index in range(JOBS):
                     tg.start_soon(submit, servers[index % processes], index)
@@ -84,23 +88,22 @@ async def test_images_submitted_across_processes_are_each_saved_exactly_once(
 
 
 async def test_a_job_whose_process_was_killed_is_finished_by_another_process(
-    sim: RunningSimulator, tmp_path: Path
+    sim: RunningSimulator, database: pgkit.Database
 ) -> None:
-    home = tmp_path / "home"
     # A's create is processed upstream but A never hears back: the job is A's, leased, unconfirmed.
     sim.state.add_fault(path=IMAGE_CREATE, method="POST", hold_ms=HOLD_MS)
     with anyio.fail_after(40):
-        async with mcp_servers(home, sim.base_url, 2) as (a, b):
+        async with mcp_servers(database, sim.base_url, 2) as (a, b):
             await a.start_tool("alltoken_image", image_args(0))
             await until(lambda: len(sim.state.images) == 1, "A's task to be created")
-            row = only_job(home)
-            assert row["lease_owner"] is not None
+            job = await only_job(database)
+            assert job.lease_owner is not None
             # The lease names A's pid, so B can tell at once that its holder is dead.
-            assert f":{a.pid}:" in row["lease_owner"], row["lease_owner"]
+            assert f":{a.pid}:" in job.lease_owner, job.lease_owner
             await a.kill()
-            record = await b.tool("job_status", {"job_id": row["job_id"], "wait_seconds": WAIT_SECONDS})
+            record = await b.tool("job_status", {"job_id": job.job_id, "wait_seconds": WAIT_SECONDS})
     assert record["status"] == "completed", record
     assert sim.state.requests[f"POST {IMAGE_CREATE}"] == 2  # B resent A's key and adopted the task
     assert list(sim.state.images) == [record["upstream_id"]]
     assert sim.state.b64_deliveries == 1
-    assert_only_these_files(home / "out", record["files"])
+    assert_only_these_files(database.home / "out", record["files"])

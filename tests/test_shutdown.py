@@ -5,7 +5,8 @@ next server takes the job over without waiting), the process exits 0, and stderr
 
 The server is the installed entry point in a subprocess (raw JSON lines over stdio; `serve --http` with
 the SDK's HTTP client); the simulator runs in this process and holds the video download mid-body, so the
-signal always arrives while the file is half written.
+signal always arrives while the file is half written. The tests with a job run on both store backends
+(the `database` fixture): the released lease is read back through the store API.
 """
 
 from __future__ import annotations
@@ -15,13 +16,10 @@ import fcntl
 import json
 import os
 import signal
-import sqlite3
 import sys
 import tempfile
 import termios
-from contextlib import closing
 from pathlib import Path
-from typing import Any
 
 import anyio
 import httpx2
@@ -31,10 +29,11 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from alltoken_mcp.simulator import RunningSimulator, SimConfig
+from tests import pgkit
 from tests.rawstdio import ENTRY_POINT, INITIALIZE_PARAMS, stdio_server
 from tests.serverkit import text_of
 from tests.test_http import http_server_process
-from tests.test_jobs_crash import finish_all, partial_files, server_env, until
+from tests.test_jobs_crash import finish_all, only_job, partial_files, server_env, until
 
 VIDEO_CONTENT = "/_cdn/videos/{name}"
 HOLD_MS = 30_000
@@ -49,37 +48,30 @@ def sim_config() -> SimConfig:
     return SimConfig(speed=0.01)
 
 
-def job_row(home: Path) -> dict[str, Any]:
-    with closing(sqlite3.connect(home / "state.sqlite3", timeout=10)) as db:
-        db.row_factory = sqlite3.Row
-        rows = [dict(row) for row in db.execute("SELECT * FROM jobs")]
-    assert len(rows) == 1, rows
-    return rows[0]
-
-
 def hold_the_download(sim: RunningSimulator) -> None:
     sim.state.add_fault(path=VIDEO_CONTENT, method="GET", hold_ms=HOLD_MS, hold_at="mid_body")
 
 
-def assert_shut_down_cleanly(status: int | None, stderr: str, home: Path) -> None:
+async def assert_shut_down_cleanly(status: int | None, stderr: str, database: pgkit.Database) -> None:
     assert status == 0, stderr
     assert "Traceback" not in stderr
     assert "SIGTERM" in stderr or "Shutting down" in stderr  # it was the signal, handled
-    # The last connection to a WAL database folds the log back in and deletes it when it closes.
-    assert not (home / "state.sqlite3-wal").exists(), "the store was not closed"
-    row = job_row(home)
-    assert row["status"] in ("queued", "processing")  # abandoned, not failed
-    assert (row["lease_owner"], row["lease_expires_at"]) == (None, None)
-    assert partial_files(home / "out") == []
+    if database.url is None:
+        # The last connection to a WAL database folds the log back in and deletes it when it closes.
+        assert not database.path.with_name(f"{database.path.name}-wal").exists(), "the store was not closed"
+    job = await only_job(database)
+    assert job.status in ("queued", "processing")  # abandoned, not failed
+    assert (job.lease_owner, job.lease_expires_at) == (None, None)
+    assert partial_files(database.home / "out") == []
 
 
 async def test_sigterm_stops_the_stdio_server_mid_download_and_releases_the_lease(
-    sim: RunningSimulator, tmp_path: Path
+    sim: RunningSimulator, database: pgkit.Database
 ) -> None:
-    home = tmp_path / "home"
+    home = database.home
     hold_the_download(sim)
     with anyio.fail_after(40):
-        async with stdio_server(server_env(home, sim.base_url), ["--log-level", "INFO"]) as server:
+        async with stdio_server(server_env(home, sim.base_url, database), ["--log-level", "INFO"]) as server:
             started = await server.exchange(
                 1,
                 "tools/call",
@@ -88,7 +80,7 @@ async def test_sigterm_stops_the_stdio_server_mid_download_and_releases_the_leas
             job_id = started["result"]["structuredContent"]["job_id"]
             finish_all(sim)
             await until(lambda: partial_files(home / "out") != [], "the download to start")
-            assert job_row(home)["lease_owner"] is not None
+            assert (await only_job(database)).lease_owner is not None
             # A call that would wait 30 s more; its first progress report says it is running.
             await server.write(
                 {
@@ -107,16 +99,16 @@ async def test_sigterm_stops_the_stdio_server_mid_download_and_releases_the_leas
             with anyio.fail_after(EXIT_SECONDS):
                 status = await server.process.wait()
             stderr = server.stderr_text()
-    assert_shut_down_cleanly(status, stderr, home)
+    await assert_shut_down_cleanly(status, stderr, database)
     assert all(m.get("jsonrpc") == "2.0" for m in server.messages)  # stdout stayed protocol only
 
 
 async def test_after_sigterm_the_next_server_takes_the_job_over_and_finishes_it(
-    sim: RunningSimulator, tmp_path: Path
+    sim: RunningSimulator, database: pgkit.Database
 ) -> None:
-    home = tmp_path / "home"
+    home = database.home
     hold_the_download(sim)
-    env = server_env(home, sim.base_url)
+    env = server_env(home, sim.base_url, database)
     with anyio.fail_after(40):
         async with stdio_server(env) as first:
             started = await first.exchange(
@@ -140,9 +132,9 @@ async def test_after_sigterm_the_next_server_takes_the_job_over_and_finishes_it(
 
 
 async def test_sigterm_stops_the_http_server_mid_download_and_releases_the_lease(
-    sim: RunningSimulator, tmp_path: Path
+    sim: RunningSimulator, database: pgkit.Database
 ) -> None:
-    home = tmp_path / "home"
+    home = database.home
     hold_the_download(sim)
     progressed = anyio.Event()
 
@@ -159,7 +151,7 @@ async def test_sigterm_stops_the_http_server_mid_download_and_releases_the_lease
             )
         )
 
-    env = {**server_env(home, sim.base_url), "PATH": os.environ.get("PATH", "")}
+    env = {**server_env(home, sim.base_url, database), "PATH": os.environ.get("PATH", "")}
     with anyio.fail_after(40):
         async with (
             http_server_process(env, extra_args=["--shutdown-grace", "4"]) as server,
@@ -171,7 +163,7 @@ async def test_sigterm_stops_the_http_server_mid_download_and_releases_the_lease
                 job_id = started.structured_content["job_id"]
                 finish_all(sim)
                 await until(lambda: partial_files(home / "out") != [], "the download to start")
-                assert job_row(home)["lease_owner"] is not None
+                assert (await only_job(database)).lease_owner is not None
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(wait_for_the_job, client, job_id)
                     await progressed.wait()
@@ -179,7 +171,7 @@ async def test_sigterm_stops_the_http_server_mid_download_and_releases_the_lease
                     with anyio.fail_after(EXIT_SECONDS):
                         status = await server.process.wait()
             stderr = "\n".join(server.stderr)
-    assert_shut_down_cleanly(status, stderr, home)
+    await assert_shut_down_cleanly(status, stderr, database)
     assert "ERROR" not in stderr  # the event streams cut short by the shutdown are not reported as errors
     [answer] = handed_back
     assert answer.is_error

@@ -433,6 +433,41 @@ async def test_leases_are_exclusive_across_connections_until_they_expire(databas
         await second.close()
 
 
+async def test_replicas_claiming_at_the_same_moment_never_lease_one_job_twice(database: Database) -> None:
+    # Six connections claim two jobs at a time, all at once, until none is left: each job goes to exactly
+    # one of them (PostgreSQL: the claim's row locks and SKIP LOCKED; SQLite: its one writer at a time).
+    stores = [await database.open() for _ in range(6)]
+    try:
+        jobs = [make_job() for _ in range(60)]
+        for job in jobs:
+            await stores[0].insert_job(job)
+        now = time.time()
+        owners: dict[str, list[str]] = {job.job_id: [] for job in jobs}
+
+        async def claim_until_none_left(owner: str, store: Store) -> None:
+            mine: list[str] = []
+            while claimed := await store.claim_due_jobs(
+                owner,
+                upstream=HERE,
+                now=now,
+                lease_seconds=30,
+                limit=2,
+                exclude=mine,
+                is_dead=lambda _: False,
+            ):
+                for job in claimed:
+                    owners[job.job_id].append(owner)
+                    mine.append(job.job_id)
+
+        async with anyio.create_task_group() as tg:
+            for index, store in enumerate(stores):
+                tg.start_soon(claim_until_none_left, f"replica-{index}", store)
+    finally:
+        for store in stores:
+            await store.close()
+    assert {job_id: len(leased_by) for job_id, leased_by in owners.items() if len(leased_by) != 1} == {}
+
+
 async def test_a_dead_owners_lease_is_taken_over_at_once(store: Store) -> None:
     job = make_job()
     await store.insert_job(job)

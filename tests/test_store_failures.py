@@ -7,6 +7,10 @@ up without a traceback, and recover once the machine is fixed.
 - read-only: the database file made unwritable before the server opens it (chmod for a normal user;
   root ignores modes, so `chattr +i` then, skipped where the filesystem has no immutable flag);
 - full disk: a 1 MiB tmpfs filled up (needs root to mount; skipped otherwise).
+
+SQLite only: these are failures of the embedded database file on this machine's disk. A PostgreSQL
+store has no file here; its server's failures are test_store_postgres's (unreachable, login refused,
+missing database, each one line with its fix) and test_jobs_crash's (a restart under a running server).
 """
 
 from __future__ import annotations

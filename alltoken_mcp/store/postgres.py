@@ -13,7 +13,9 @@ replica elsewhere is taken over when its leases expire). Job changes are publish
 Failures reach callers as one-line `StoreError`s naming the URL without its password and the fix
 (`_explain`): server unreachable, login refused, database missing, disk full, out of connections, a
 read-only server, a connection lost mid-call. The transaction of a failed call is rolled back; the pool
-replaces broken connections, so the next call simply tries again.
+replaces broken connections, so the next call simply tries again. The pool checks each connection as it
+hands it out: after a database restart or failover, which ends every connection, calls get fresh ones
+instead of failing, one per pooled connection, as "cannot reach" a server that is back up.
 """
 
 from __future__ import annotations
@@ -114,6 +116,7 @@ class PostgresStore(Store):
             max_size=POOL_MAX_SIZE,
             open=False,
             timeout=POOL_WAIT_SECONDS,
+            check=AsyncConnectionPool.check_connection,  # one empty round trip per call (see above)
             kwargs={"row_factory": dict_row, "connect_timeout": CONNECT_TIMEOUT_SECONDS},
             name="alltoken-mcp",
         )
