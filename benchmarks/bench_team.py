@@ -74,7 +74,7 @@ TERMINAL = ("completed", "failed", "cancelled", "expired")
 TOOLS = ("alltoken_chat", "alltoken_image", "alltoken_video", "job_status")
 VIDEO_END_TO_END = "video, submit → done"
 
-COMPLETIONS_TRIGGER = """
+POSTGRES_COMPLETIONS = """
 CREATE TABLE bench_completions (job_id TEXT PRIMARY KEY, replica TEXT NOT NULL, at DOUBLE PRECISION NOT NULL);
 CREATE FUNCTION bench_note_completion() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -86,8 +86,18 @@ BEGIN
 END $$;
 CREATE TRIGGER bench_completion AFTER UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION bench_note_completion();
 """
-"""Which replica (its connection's application_name) completed each job, and when (the row's updated_at,
-the moment test_replicas.py measures its wake-up from). Measurement only: the product never sees it."""
+"""Which replica (its connection's application_name) completed each job, and when: the row's updated_at
+in the update that completed it, the moment test_replicas.py measures its wake-up from (a later update,
+the job's cost, moves updated_at again). Measurement only: the product never reads it."""
+SQLITE_COMPLETIONS = """
+CREATE TABLE bench_completions (job_id TEXT PRIMARY KEY, replica TEXT NOT NULL, at REAL NOT NULL);
+CREATE TRIGGER bench_completion AFTER UPDATE OF status ON jobs
+WHEN NEW.status = 'completed' AND OLD.status <> 'completed'
+BEGIN
+    INSERT OR IGNORE INTO bench_completions VALUES (NEW.job_id, 'replica-1', NEW.updated_at);
+END;
+"""
+"""The same for one replica on SQLite."""
 
 
 def free_port() -> int:
@@ -612,18 +622,28 @@ def _cpu_cell(scenario: Scenario) -> str:
 # ------------------------------------------------------------------------------------ the scenarios
 
 
-def completions_in_postgres(url: str) -> dict[str, Completion]:
+def install_completions(database_url: str | None, sqlite_path: Path) -> None:
+    if database_url is None:
+        with closing(sqlite3.connect(sqlite_path)) as db, db:
+            db.executescript(SQLITE_COMPLETIONS)
+        return
     import psycopg
 
-    with closing(psycopg.connect(url)) as db:
-        rows = db.execute("SELECT job_id, replica, at FROM bench_completions").fetchall()
+    with psycopg.connect(database_url, autocommit=True) as db:
+        db.execute(POSTGRES_COMPLETIONS)
+
+
+def completions(database_url: str | None, sqlite_path: Path) -> dict[str, Completion]:
+    query = "SELECT job_id, replica, at FROM bench_completions"
+    if database_url is None:
+        with closing(sqlite3.connect(sqlite_path)) as db:
+            rows = db.execute(query).fetchall()
+    else:
+        import psycopg
+
+        with closing(psycopg.connect(database_url)) as db:
+            rows = db.execute(query).fetchall()
     return {job_id: Completion(replica, at) for job_id, replica, at in rows}
-
-
-def completions_in_sqlite(path: Path, replica: str) -> dict[str, Completion]:
-    with closing(sqlite3.connect(path)) as db:
-        rows = db.execute("SELECT job_id, updated_at FROM jobs WHERE status = 'completed'").fetchall()
-    return {job_id: Completion(replica, at) for job_id, at in rows}
 
 
 def server_version(url: str) -> str:
@@ -632,13 +652,6 @@ def server_version(url: str) -> str:
     with closing(psycopg.connect(url)) as db:
         row = db.execute("SHOW server_version").fetchone()
     return str(row[0]).split()[0] if row else "?"
-
-
-def install_completion_trigger(url: str) -> None:
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True) as db:
-        db.execute(COMPLETIONS_TRIGGER)
 
 
 def problems_logged(servers: Sequence[Replica]) -> list[str]:
@@ -759,8 +772,7 @@ async def scenario(
             replicas(home, sim, database_url, count) as servers,
             balancer(balancer_kind, servers) as target,
         ):
-            if database_url is not None:
-                install_completion_trigger(database_url)
+            install_completions(database_url, home / "state.sqlite3")
             tasks_before = set(await sim.video_polls())
             replicas_label = f"{count} replica{'s' if count > 1 else ''}"
             pids = {replicas_label: [s.pid for s in servers], "simulator": [sim.pid]}
@@ -776,15 +788,12 @@ async def scenario(
             if database_url is not None:
                 load.transactions = transactions(database_url) - transactions_before
             polls = await sim.video_polls()
-            if database_url is not None:
-                completions = completions_in_postgres(database_url)
-            else:
-                completions = completions_in_sqlite(home / "state.sqlite3", servers[0].name)
+            completed = completions(database_url, home / "state.sqlite3")
             problems = problems_logged(servers)
         video_polls = [
             (int(p["gets"]), float(p["render_s"])) for k, p in polls.items() if k not in tasks_before
         ]
-        return Scenario(title, target.balancer, load, completions, video_polls, cpu, load_average(), problems)
+        return Scenario(title, target.balancer, load, completed, video_polls, cpu, load_average(), problems)
 
 
 async def run(args: argparse.Namespace) -> None:
