@@ -518,6 +518,7 @@ class Scenario:
     balancer: str
     load: Load
     completions: dict[str, Completion]
+    knows_replicas: bool  # whether the balancer says which replica answered each call
     video_polls: list[tuple[int, float]]  # (GETs, render seconds) per video task
     cpu: dict[str, float]
     load_average_end: str
@@ -572,7 +573,7 @@ def table(scenarios: Sequence[Scenario]) -> str:
             label = f"wake-up, {kind}: job completed → {call} {where or 'anywhere'} answers"
             if (kind, cross) == ("video", True):
                 label = f"**{label}** (NOTIFY)"
-            rows.append((label, [wake_cell(s.wakes(kind, cross)) for s in scenarios]))
+            rows.append((label, [_wake_cell(s, kind, cross) for s in scenarios]))
     polls = [poll_cells(s.video_polls) for s in scenarios]
     rows += [
         ("**polls per video** (simulator GETs per task)", [p[0] for p in polls]),
@@ -588,6 +589,12 @@ def table(scenarios: Sequence[Scenario]) -> str:
     lines = ["| | " + " | ".join(s.title for s in scenarios) + " |", "|---" * (len(scenarios) + 1) + "|"]
     lines += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows]
     return "\n".join(lines)
+
+
+def _wake_cell(scenario: Scenario, kind: str, cross: bool | None) -> str:
+    if cross is not None and not scenario.knows_replicas:
+        return "(the balancer does not say which replica answered)"
+    return wake_cell(scenario.wakes(kind, cross))
 
 
 def _lag_cell(load: Load) -> str:
@@ -624,8 +631,8 @@ def _cpu_cell(scenario: Scenario) -> str:
 
 def install_completions(database_url: str | None, sqlite_path: Path) -> None:
     if database_url is None:
-        with closing(sqlite3.connect(sqlite_path)) as db, db:
-            db.executescript(SQLITE_COMPLETIONS)
+        with closing(sqlite3.connect(sqlite_path)) as lite, lite:
+            lite.executescript(SQLITE_COMPLETIONS)
         return
     import psycopg
 
@@ -636,8 +643,8 @@ def install_completions(database_url: str | None, sqlite_path: Path) -> None:
 def completions(database_url: str | None, sqlite_path: Path) -> dict[str, Completion]:
     query = "SELECT job_id, replica, at FROM bench_completions"
     if database_url is None:
-        with closing(sqlite3.connect(sqlite_path)) as db:
-            rows = db.execute(query).fetchall()
+        with closing(sqlite3.connect(sqlite_path)) as lite:
+            rows = lite.execute(query).fetchall()
     else:
         import psycopg
 
@@ -793,7 +800,17 @@ async def scenario(
         video_polls = [
             (int(p["gets"]), float(p["render_s"])) for k, p in polls.items() if k not in tasks_before
         ]
-        return Scenario(title, target.balancer, load, completed, video_polls, cpu, load_average(), problems)
+        return Scenario(
+            title,
+            target.balancer,
+            load,
+            completed,
+            bool(target.replica_of),
+            video_polls,
+            cpu,
+            load_average(),
+            problems,
+        )
 
 
 async def run(args: argparse.Namespace) -> None:
