@@ -68,6 +68,7 @@ from tests import pgkit
 ENTRY_POINT = str(Path(sys.executable).parent / "alltoken-mcp")
 TEAM_SIM = str(Path(__file__).with_name("team_sim.py"))
 TOKEN = "bench-" + secrets.token_hex(16)
+MEDIA_SECRET = secrets.token_urlsafe(32)  # one for all replicas: any of them serves another's signed URLs
 MIX = {"chat": 0.60, "image": 0.25, "video": 0.15}
 WAIT_SECONDS = 60
 TERMINAL = ("completed", "failed", "cancelled", "expired")
@@ -213,11 +214,16 @@ def replica_env(home: Path, sim: Simulator, database_url: str | None) -> dict[st
         ALLTOKEN_INPUT_DIRS=str(home),
         ALLTOKEN_MAX_WAIT_SECONDS="120",
         ALLTOKEN_MCP_TOKEN=TOKEN,
-        ALLTOKEN_MCP_MEDIA_SECRET=secrets.token_urlsafe(32),
+        ALLTOKEN_MCP_MEDIA_SECRET=MEDIA_SECRET,
     )
     if database_url is not None:
         env["ALLTOKEN_MCP_DATABASE_URL"] = database_url
     return env
+
+
+def with_application_name(url: str, name: str) -> str:
+    """The URL with libpq's application_name set: PostgreSQL then knows which replica a connection is."""
+    return f"{url}{'&' if '?' in url else '?'}application_name={name}"
 
 
 @asynccontextmanager
@@ -229,7 +235,7 @@ async def replicas(
         started = []
         for index in range(1, count + 1):
             name = f"replica-{index}"
-            url = None if database_url is None else f"{database_url}?application_name={name}"
+            url = None if database_url is None else with_application_name(database_url, name)
             port, log = free_port(), home / f"{name}.log"
             command = [ENTRY_POINT, "serve", "--http", "--stateless", "--port", str(port)]
             command += ["--log-level", "WARNING"]
@@ -266,7 +272,7 @@ class RoundRobin(httpx2.AsyncBaseTransport):
 
 @dataclass
 class Target:
-    """Where the clients connect, and which replica a port is (None: the balancer does not say)."""
+    """Where the clients connect, and which replica each port is (empty: the balancer does not say)."""
 
     url: str
     ports: list[int]
@@ -392,26 +398,29 @@ class Session:
         arguments = {"prompt": self._prompt("a lighthouse for"), "size": "1024x1024", "quality": "low"}
         started = time.time()
         job = await self.call("alltoken_image", {**arguments, "wait_seconds": WAIT_SECONDS})
-        if job is not None:
-            self._finished(job, "image", started)
+        returned = time.time()
+        if job is not None and self._completed(job, "image"):
+            self._load.waits.append(Wait(job["job_id"], "image", self._replica(), started, returned))
 
     async def video(self) -> None:
         arguments = {"prompt": self._prompt("waves at dusk for"), "resolution": "480p", "duration": 5}
         submitted_at = time.perf_counter()
         job = await self.call("alltoken_video", {**arguments, "wait_seconds": 0})
+        waited_from: float | None = None
         while job is not None and job["status"] not in TERMINAL:
-            started = time.time()
+            waited_from = time.time()
             job = await self.call("job_status", {"job_id": job["job_id"], "wait_seconds": WAIT_SECONDS})
-            if job is not None and job["status"] in TERMINAL:
-                self._finished(job, "video", started)
-        if job is not None and job["status"] == "completed":
-            self._load.record(VIDEO_END_TO_END, time.perf_counter() - submitted_at)
+        returned = time.time()
+        if job is None or not self._completed(job, "video"):
+            return
+        self._load.record(VIDEO_END_TO_END, time.perf_counter() - submitted_at)
+        if waited_from is not None:  # (the last job_status: the one that saw the video done)
+            self._load.waits.append(Wait(job["job_id"], "video", self._replica(), waited_from, returned))
 
-    def _finished(self, job: dict[str, Any], kind: str, started: float) -> None:
+    def _completed(self, job: dict[str, Any], kind: str) -> bool:
         if job["status"] != "completed":
             self._load.errors.append(f"{kind} job {job['job_id']} ended {job['status']}: {job.get('error')}")
-            return
-        self._load.waits.append(Wait(job["job_id"], kind, self._replica(), started, time.time()))
+        return bool(job["status"] == "completed")
 
 
 class Start:
