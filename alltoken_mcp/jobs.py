@@ -453,6 +453,9 @@ class JobManager:
         self._wake.set()  # make sure the poller looks at it now
         started = time.monotonic()
         last_status, last_report = job.status, -math.inf
+        # Taken before each re-read of the job, not after: a change that lands while the job is being
+        # read sets this event, instead of going unheard until the next recheck.
+        event = self._changed.setdefault(job_id, anyio.Event())
         while job.active:
             elapsed = time.monotonic() - started
             if elapsed >= total:
@@ -464,10 +467,12 @@ class JobManager:
                 await progress(
                     elapsed, total, f"{job.kind} job {job.job_id}: {job.status} after {elapsed:.0f} s"
                 )
-            event = self._changed.setdefault(job_id, anyio.Event())
             with anyio.move_on_after(min(WAIT_RECHECK_SECONDS, total - elapsed, PROGRESS_EVERY_SECONDS)):
                 await event.wait()
+            event = self._changed.setdefault(job_id, anyio.Event())
             job = await self.get(job_id)
+        if not job.active and self._changed.get(job_id) is event:
+            del self._changed[job_id]  # a finished job changes no more: nothing would ever remove it
         if progress is not None:
             elapsed = time.monotonic() - started
             await progress(min(elapsed, total), total, f"{job.kind} job {job.job_id}: {job.status}")

@@ -18,7 +18,7 @@ from alltoken_mcp.job_records import JobRecord
 from alltoken_mcp.jobs import JobManager
 from alltoken_mcp.settings import Settings
 from alltoken_mcp.simulator import RunningSimulator, SimConfig
-from alltoken_mcp.store import process_owner
+from alltoken_mcp.store import Job, process_owner
 from alltoken_mcp.store.postgres import PostgresStore
 from tests.serverkit import settings_for
 
@@ -111,3 +111,83 @@ async def test_polls_per_video_across_three_replicas_stay_within_the_single_repl
     # Each video is polled by one replica at a time, at the pace AllToken asks: three replicas add at
     # most one poll per video (a render that ends between two replicas' timings), never three times as many.
     assert three <= one + videos
+
+
+class RereadRace:
+    """A store whose next `get_job` in the waiter's task, once armed, lets another replica complete the
+    job while it reads: it returns what it read (still running), and only after this replica has heard of
+    the completion (its `on_change` saw it). That is a NOTIFY arriving while a waiter re-reads the job."""
+
+    def __init__(self, inner: PostgresStore, other: PostgresStore) -> None:
+        self._inner = inner
+        self._other = other
+        self.armed = False
+        self.waiter_task: int | None = None
+        self.heard_completed = anyio.Event()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    async def get_job(self, job_id: str) -> Job | None:
+        read = await self._inner.get_job(job_id)
+        if self.armed and anyio.get_current_task().id == self.waiter_task:
+            self.armed = False
+            await self._other.update_job(job_id, status="completed", upstream_status="completed")
+            await self._other.publish_job_change(job_id)
+            await self.heard_completed.wait()
+        return read
+
+
+async def test_a_change_heard_while_a_waiter_rereads_the_job_still_wakes_it(
+    sim: RunningSimulator, tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without the notification the waiter would only re-read the store after 30 s.
+    monkeypatch.setattr(jobs_module, "WAIT_RECHECK_SECONDS", 30.0)
+    monkeypatch.setattr(jobs_module, "PROGRESS_EVERY_SECONDS", 30.0)
+    settings = settings_for(tmp_path, sim.base_url)
+    store, other = await PostgresStore.open(postgres_url), await PostgresStore.open(postgres_url)
+    racing = RereadRace(store, other)
+
+    async def on_change(record: JobRecord) -> None:
+        if record.status == "completed":
+            racing.heard_completed.set()
+
+    try:
+        async with AllTokenClient(base_url=settings.base_url, api_key=settings.api_key) as client:
+            waiter = JobManager(
+                store=racing,  # type: ignore[arg-type]
+                client=client,
+                settings=settings,
+                owner=process_owner(),
+                on_change=on_change,
+            )
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(waiter.follow_other_processes)  # hears the other replica; polls nothing
+                job = await waiter.submit("video", dict(VIDEO))
+                done: list[Job] = []
+                waiting, finished = anyio.Event(), anyio.Event()
+
+                async def progress(elapsed: float, total: float, message: str) -> None:
+                    waiting.set()  # (the waiter waits for a change as soon as this returns)
+
+                async def wait() -> None:
+                    racing.waiter_task = anyio.get_current_task().id
+                    done.append(await waiter.wait(job.job_id, 25, progress))
+                    finished.set()
+
+                tg.start_soon(wait)
+                await waiting.wait()
+                # The render progresses on the other replica: the waiter wakes and re-reads the job,
+                # and the completion lands during that read.
+                racing.armed = True
+                await other.update_job(job.job_id, status="processing", upstream_status="processing")
+                await other.publish_job_change(job.job_id)
+                with anyio.fail_after(10):
+                    await finished.wait()
+                tg.cancel_scope.cancel()
+    finally:
+        await store.close()
+        await other.close()
+    assert done[0].status == "completed"
+    # Nothing is left behind for the finished job: it will never change again to clear it.
+    assert job.job_id not in waiter._changed
