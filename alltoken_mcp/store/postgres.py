@@ -117,7 +117,9 @@ class PostgresStore(Store):
             open=False,
             timeout=POOL_WAIT_SECONDS,
             check=AsyncConnectionPool.check_connection,  # one empty round trip per call (see above)
-            kwargs={"row_factory": dict_row, "connect_timeout": CONNECT_TIMEOUT_SECONDS},
+            # autocommit: a single statement is one round trip (not BEGIN, it, COMMIT); several that
+            # must hold together run in `_transaction`.
+            kwargs={"row_factory": dict_row, "connect_timeout": CONNECT_TIMEOUT_SECONDS, "autocommit": True},
             name="alltoken-mcp",
         )
         with _mapped_errors(url):
@@ -144,30 +146,37 @@ class PostgresStore(Store):
             )
 
     @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[Connection]:
-        """One pooled connection for one transaction: committed when the block ends, rolled back when
-        it raises; database failures become one-line StoreErrors.
+    async def _connection(self) -> AsyncIterator[Connection]:
+        """One pooled connection (autocommit) for one store call; database failures become one-line
+        StoreErrors.
 
         Waiting for a free connection can be cancelled (a tool call's time budget ends while the pool
-        is busy); once it has one, the transaction is shielded from cancellation, as a SQLite call in
-        its worker thread is: a call that has started finishes (a transaction is short), so a cancelled
+        is busy); once it has one, the call is shielded from cancellation, as a SQLite call in its
+        worker thread is: a call that has started finishes (its statements are short), so a cancelled
         caller never leaves a connection half-used, neither returned to the pool nor closed."""
         with _mapped_errors(self._url):
             connection = await self._pool.getconn()
         try:
             with anyio.CancelScope(shield=True), _mapped_errors(self._url):
-                async with connection.transaction():
-                    yield connection
+                yield connection
         finally:
             with anyio.CancelScope(shield=True):
                 await self._pool.putconn(connection)
 
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[Connection]:
+        """`_connection` with its statements in one transaction: committed when the block ends, rolled
+        back when it raises."""
+        async with self._connection() as connection, connection.transaction():
+            yield connection
+
     async def _fetchone(self, sql: str, params: Any) -> dict[str, Any] | None:
-        async with self._transaction() as db:
+        """One statement, on its own (atomic as any single statement is)."""
+        async with self._connection() as db:
             return await (await db.execute(sql, params)).fetchone()
 
     async def _fetchall(self, sql: str, params: Any) -> list[dict[str, Any]]:
-        async with self._transaction() as db:
+        async with self._connection() as db:
             return await (await db.execute(sql, params)).fetchall()
 
     def _clean(self, column: str, value: Any) -> Any:
