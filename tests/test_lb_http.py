@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 import httpx2
 import pytest
 from mcp import Client
@@ -33,6 +34,8 @@ from tests.test_http import INITIALIZE, TOKEN, RunningHTTPServer, http_server_pr
 from tests.test_jobs_crash import until
 
 SECRET = "m" * 40
+EXIT_SECONDS = 15
+"""A clean shutdown with nothing left to wait for takes a few seconds; the tests' grace is 60 s."""
 
 
 @pytest.fixture
@@ -373,7 +376,8 @@ async def test_a_call_in_flight_at_sigterm_completes_and_the_server_exits_cleanl
     answers: list[dict[str, Any]] = []
     with anyio.fail_after(40):
         async with (
-            http_server_process(env, extra_args=["--shutdown-grace", "6"]) as server,
+            # A long grace: the server must exit once the call is answered, not when the drain time ends.
+            http_server_process(env, extra_args=["--shutdown-grace", "60"]) as server,
             httpx2.AsyncClient(timeout=30) as http,
         ):
             client = Client(streamable_http_client(server.url, http_client=http), mode="legacy")  # type: ignore[arg-type]
@@ -387,10 +391,57 @@ async def test_a_call_in_flight_at_sigterm_completes_and_the_server_exits_cleanl
                     tg.start_soon(ask)
                     await until(lambda: sim.state.requests["POST /v1/chat/completions"] > 0, "the chat")
                     server.process.send_signal(signal.SIGTERM)
-                status = await server.process.wait()
+                with anyio.fail_after(EXIT_SECONDS):
+                    status = await server.process.wait()
     stderr = "\n".join(server.stderr)
     assert [a["text"] for a in answers] == ["Echo: finish me"]
     assert status == 0, stderr
-    assert "waiting up to 3 s for 1 MCP request(s)" in stderr
+    assert "waiting up to 57 s for 1 MCP request(s)" in stderr
     assert "handing back" not in stderr
     assert "Traceback" not in stderr
+
+
+async def test_an_open_listen_stream_is_closed_gracefully_at_sigterm_and_does_not_hold_it_up(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
+    """A 2026-era `subscriptions/listen` lasts as long as its client wants: left open, it would make
+    every restart wait out the whole drain time and then be cut off. The drain ends it with its final
+    answer, so the client knows to listen again (to another replica) rather than seeing it lost."""
+    env = server_env(tmp_path, sim.base_url)
+    outcome: list[str] = []
+
+    async def listen(client: Client, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        try:
+            async with client.listen(resource_subscriptions=["alltoken://jobs"]) as subscription:
+                task_status.started()
+                async for _ in subscription:
+                    pass
+            outcome.append("closed by the server")
+        except Exception as exc:
+            outcome.append(repr(exc))
+
+    with anyio.fail_after(40):
+        async with (
+            http_server_process(env, extra_args=["--shutdown-grace", "60"]) as server,
+            httpx2.AsyncClient(timeout=60) as http,
+            Client(streamable_http_client(server.url, http_client=http), mode="auto") as client,  # type: ignore[arg-type]
+            anyio.create_task_group() as tg,
+        ):
+            await tg.start(listen, client)
+            server.process.send_signal(signal.SIGTERM)
+            with anyio.fail_after(EXIT_SECONDS):
+                status = await server.process.wait()
+    stderr = "\n".join(server.stderr)
+    assert status == 0, stderr
+    assert outcome == ["closed by the server"]
+    assert "handing back" not in stderr
+    assert "Traceback" not in stderr
+
+
+async def test_an_idle_server_exits_at_once_on_sigterm_not_after_its_grace(tmp_path: Path) -> None:
+    with anyio.fail_after(40):
+        async with http_server_process(server_env(tmp_path), extra_args=["--shutdown-grace", "60"]) as server:
+            server.process.send_signal(signal.SIGTERM)
+            with anyio.fail_after(EXIT_SECONDS):
+                status = await server.process.wait()
+    assert status == 0, "\n".join(server.stderr)
