@@ -291,6 +291,14 @@ async def test_a_signed_media_url_is_served_by_another_replica_streamed_and_chec
             other_file = await http.get(f"{path[:-1]}1?{query}")
             expired_url = MediaLinks(origin(second), SECRET.encode(), seconds=-10).url(answer["job_id"], 0)
             expired = await http.get(expired_url)
+            no_exp = await http.get(f"{path}?sig={params['sig']}")
+            garbled_exp = await http.get(f"{path}?exp=soon&sig={params['sig']}")
+            twice = await http.get(f"{on_second}&sig={'A' * 22}")  # which of two would a proxy read?
+            posted = await http.post(on_second)
+            # Signed by the secret, but naming a file the job does not have, or a job nobody has.
+            signer = MediaLinks(origin(second), SECRET.encode())
+            no_such_file = await http.get(signer.url(answer["job_id"], 7))
+            no_such_job = await http.get(signer.url("job_00000000000000ff", 0))
     saved = Path(answer["files"][0]["path"])
     content, size = saved.read_bytes(), saved.stat().st_size  # noqa: ASYNC240 (the test is over)
     assert f"Download (15 min): {url}" in text_of(result)
@@ -304,8 +312,13 @@ async def test_a_signed_media_url_is_served_by_another_replica_streamed_and_chec
         b"",
         str(size),
     )
-    refusals = [forged, longer, other_file, expired]
-    assert [r.status_code for r in refusals] == [403] * 4
+    assert served.headers["content-disposition"] == f"attachment; filename*=UTF-8''{saved.name}"
+    assert served.headers["x-content-type-options"] == "nosniff"  # never rendered as something else
+    assert served.headers["cache-control"] == "private, no-store"  # the URL is a credential
+    assert (posted.status_code, posted.headers["allow"]) == (405, "GET, HEAD")
+    assert [no_such_file.status_code, no_such_job.status_code] == [404, 404]
+    refusals = [forged, longer, other_file, expired, no_exp, garbled_exp, twice]
+    assert [r.status_code for r in refusals] == [403] * 7
     assert {r.content for r in refusals} == {b'{"error": "forbidden"}'}  # nothing tells one from another
 
 

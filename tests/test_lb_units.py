@@ -166,6 +166,10 @@ def test_a_url_is_refused_when_anything_in_it_was_changed() -> None:
     assert links.check(path, "-1", sig, now=1_000_000) is None
     assert links.check(path, exp, "é" * 22, now=1_000_000) is None
     assert links.check("/media/../state.sqlite3", exp, sig, now=1_000_000) is None
+    # Nonsense where a number belongs is refused too, never an exception (a 500 for the client).
+    assert links.check(path, None, sig, now=1_000_000) is None
+    assert links.check(path, "soon", sig, now=1_000_000) is None
+    assert links.check(path, "9" * 5000, sig, now=1_000_000) is None  # past int()'s digit limit
     assert MediaLinks("https://mcp.example.com", b"t" * 32).check(path, exp, sig, now=1_000_000) is None
 
 
