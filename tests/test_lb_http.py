@@ -27,11 +27,13 @@ from mcp.client.streamable_http import streamable_http_client
 from prometheus_client.parser import text_string_to_metric_families
 
 from alltoken_mcp.media_urls import MediaLinks
-from alltoken_mcp.simulator import RunningSimulator, SimConfig
-from alltoken_mcp.store import SCHEMA_VERSION
+from alltoken_mcp.settings import key_fingerprint
+from alltoken_mcp.simulator import SIM_API_KEY, RunningSimulator, SimConfig
+from alltoken_mcp.store import SCHEMA_VERSION, SqliteStore
 from tests.serverkit import data, text_of
 from tests.test_http import INITIALIZE, TOKEN, RunningHTTPServer, http_server_process, server_env
 from tests.test_jobs_crash import until
+from tests.test_store import make_job
 
 SECRET = "m" * 40
 EXIT_SECONDS = 15
@@ -256,6 +258,97 @@ async def test_metrics_count_exactly_the_calls_made(sim: RunningSimulator, tmp_p
     assert after[("alltoken_mcp_lease_takeovers_total", ())] == 0
     labels = {value for _, pairs in after for _, value in pairs}
     assert not any(re.search(r"igen_|job_[0-9a-f]{16}", v) for v in labels)  # no ids in labels
+
+
+async def test_the_job_gauges_follow_the_store_and_a_made_up_tool_name_is_not_a_label(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
+    """The gauges are read from the store at each scrape (another process's jobs included; a series
+    whose jobs are gone disappears), and the tool label is never what a caller made up."""
+    env = server_env(tmp_path, sim.base_url)
+    elsewhere = make_job(status="processing", next_poll_at=1.0, upstream_url="http://elsewhere.invalid/v1")
+    with anyio.fail_after(60):
+        async with (
+            http_server_process(env, extra_args=["--stateless"]) as server,
+            httpx2.AsyncClient(timeout=30) as http,
+        ):
+            store = await SqliteStore.open(tmp_path / "state.sqlite3")  # another process on the same file
+            try:
+                await store.insert_job(elsewhere)  # another upstream's: this server never polls it
+                while_active = samples(await scrape(http, server))
+                await store.update_job(elsewhere.job_id, status="completed")
+                once_done = samples(await scrape(http, server))
+            finally:
+                await store.close()
+            made_up = {
+                "jsonrpc": "2.0",
+                "id": 2,
+                "method": "tools/call",
+                "params": {"name": "made_up_tool_name", "arguments": {}},
+            }
+            headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+            refused = await http.post(server.url, json=made_up, headers=headers)
+            after_call = await scrape(http, server)
+    processing = ("alltoken_mcp_jobs", (("kind", "image"), ("status", "processing")))
+    completed = ("alltoken_mcp_jobs", (("kind", "image"), ("status", "completed")))
+    assert (while_active[processing], while_active[("alltoken_mcp_jobs_due", ())]) == (1, 1)
+    assert processing not in once_done
+    assert (once_done[completed], once_done[("alltoken_mcp_jobs_due", ())]) == (1, 0)
+    assert "made_up_tool_name" in refused.text  # answered: the tool does not exist
+    assert "made_up_tool_name" not in after_call
+    unknown = [
+        value
+        for (name, labels), value in samples(after_call).items()
+        if name == "alltoken_mcp_tool_calls_total" and ("tool", "unknown") in labels
+    ]
+    assert unknown == [1]
+
+
+async def test_a_lease_taken_from_a_late_owner_is_counted(sim: RunningSimulator, tmp_path: Path) -> None:
+    env = server_env(tmp_path, sim.base_url)
+    late = make_job(
+        lease_owner="elsewhere:1:late",
+        lease_expires_at=1.0,
+        next_poll_at=1.0,
+        upstream_url=sim.base_url,
+        upstream_key=key_fingerprint(SIM_API_KEY),
+    )
+    takeovers = ("alltoken_mcp_lease_takeovers_total", ())
+    with anyio.fail_after(60):
+        async with http_server_process(env) as server, httpx2.AsyncClient(timeout=30) as http:
+            store = await SqliteStore.open(tmp_path / "state.sqlite3")
+            try:
+                await store.insert_job(late)
+            finally:
+                await store.close()
+            # Inserted by another process: the poller finds it at its next look (fail_after bounds it).
+            while samples(await scrape(http, server)).get(takeovers, 0) == 0:  # noqa: ASYNC110
+                await anyio.sleep(0.1)
+            counted = samples(await scrape(http, server))[takeovers]
+    assert counted == 1
+
+
+async def test_a_tool_call_the_client_cancels_is_counted_as_cancelled(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
+    sim.state.add_fault(path="/v1/chat/completions", method="POST", hold_ms=30_000)
+    env = server_env(tmp_path, sim.base_url)
+    cancelled = ("alltoken_mcp_tool_calls_total", (("outcome", "cancelled"), ("tool", "alltoken_chat")))
+    with anyio.fail_after(60):
+        async with http_server_process(env) as server, httpx2.AsyncClient(timeout=60) as http:
+            async with Client(streamable_http_client(server.url, http_client=http), mode="legacy") as client:  # type: ignore[arg-type]
+                await client.list_tools()
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(client.call_tool, "alltoken_chat", {"prompt": "never answered"})
+                    await until(lambda: sim.state.requests["POST /v1/chat/completions"] > 0, "the chat")
+                    tg.cancel_scope.cancel()  # the client gives up: it sends notifications/cancelled
+            # The server counts the call when its cancellation lands (fail_after bounds the wait).
+            while samples(await scrape(http, server)).get(cancelled, 0) == 0:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+            counted = samples(await scrape(http, server))
+    assert counted[cancelled] == 1
+    failed = ("alltoken_mcp_tool_calls_total", (("outcome", "failed"), ("tool", "alltoken_chat")))
+    assert failed not in counted
 
 
 # ------------------------------------------------------------------------------------- media

@@ -99,6 +99,7 @@ async def test_the_file_is_reread_when_it_changes_at_most_once_a_second(tmp_path
     now = [100.0]
     tokens = TokensFile(path, clock=lambda: now[0])
     assert (await tokens.verify_token(ALICE)) is not None
+    assert (await tokens.verify_token(f" {ALICE}\n")) is not None  # pasted with blanks around it
     assert await tokens.verify_token(BOB) is None
     path.write_text(BOB_LINE + "\n")
     now[0] += 0.5
