@@ -179,6 +179,8 @@ async def test_a_store_hears_the_others_job_changes_not_its_own_and_again_after_
                 tg.start_soon(listener.follow_job_changes, deliver)
                 await until_listening()
                 await listener.publish_job_change("job_00000000000000aa")  # its own: not delivered
+                with psycopg.connect(postgres_url, autocommit=True) as db:  # not ours: ignored, and on
+                    db.execute("SELECT pg_notify(%s, %s)", (postgres.CHANNEL, "not json"))
                 await publisher.publish_job_change("job_00000000000000bb")
                 await arrived.wait()
                 arrived = anyio.Event()
