@@ -6,13 +6,15 @@ calls `drain(seconds)` once the server stops accepting connections: it waits unt
 or `seconds` pass, then cancels the tool calls still running. Each of those answers at once with an error
 result saying the server is shutting down; a media job such a call started or waited on is in the store
 and keeps running on any server sharing it (another replica, or this one after its restart), so the
-model is told to call again. Other requests still running are cancelled without an answer of their own
-(they are quick; their streams end when the transport closes).
+model is told to call again. Listen streams (2026-era `subscriptions/listen`) are closed gracefully as
+the drain starts (`close_on_drain`). Other requests still running are cancelled without an answer of
+their own (they are quick; their streams end when the transport closes).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -35,7 +37,14 @@ class Drain:
         self._in_flight = 0
         self._tool_calls: set[anyio.CancelScope] = set()
         self._idle: anyio.Event | None = None
+        self._closers: list[Callable[[], None]] = []
         self.draining = False
+
+    def close_on_drain(self, close: Callable[[], None]) -> None:
+        """Have `close` called when the drain starts: it ends requests that last as long as the client
+        wants (2026-era listen streams) with their final answer, so that they neither hold up the drain
+        for its whole time nor end abruptly when the streams are cut."""
+        self._closers.append(close)
 
     @property
     def in_flight(self) -> int:
@@ -67,6 +76,8 @@ class Drain:
     async def drain(self, seconds: float) -> None:
         """Wait up to `seconds` for the requests in flight, then hand back the tool calls still running."""
         self.draining = True
+        for close in self._closers:
+            close()
         if not self._in_flight:
             return
         logger.info("shutting down: waiting up to %g s for %d MCP request(s)", seconds, self._in_flight)

@@ -21,6 +21,7 @@ from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.server.request_state import RequestStateSecurity
+from mcp.server.subscriptions import ListenHandler
 from pydantic import ValidationError
 
 from alltoken_mcp import __version__
@@ -84,7 +85,7 @@ def build_server(
         middleware=[RedactingMiddleware(redactor)],
         request_state_security=_shared_request_state(settings),
     )
-    _install_legacy_subscriptions(server, notifier)
+    _install_legacy_subscriptions(server, notifier, drain)
     server.middleware.append(CallDeadline(settings.max_wait_seconds))
 
     chat.register(server, settings)
@@ -174,7 +175,9 @@ async def _may_follow(state: object, uri: str) -> bool:
     return True
 
 
-def _install_legacy_subscriptions(server: MCPServer[AppState], notifier: ResourceNotifier) -> None:
+def _install_legacy_subscriptions(
+    server: MCPServer[AppState], notifier: ResourceNotifier, drain: Drain | None
+) -> None:
     """Serve 2025-era `resources/subscribe` / `unsubscribe` (MCPServer answers -32601 by default)."""
     lowlevel = server._lowlevel_server
 
@@ -199,6 +202,8 @@ def _install_legacy_subscriptions(server: MCPServer[AppState], notifier: Resourc
     listen = lowlevel.get_request_handler("subscriptions/listen")
     if listen is not None:
         inner = listen.handler
+        if drain is not None and isinstance(inner, ListenHandler):
+            drain.close_on_drain(inner.close)  # a shutdown ends each stream with its final answer
 
         async def listen_to_own(
             ctx: ServerRequestContext[Any], params: t.SubscriptionsListenRequestParams

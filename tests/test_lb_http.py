@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 import httpx2
 import pytest
 from mcp import Client
@@ -26,13 +27,17 @@ from mcp.client.streamable_http import streamable_http_client
 from prometheus_client.parser import text_string_to_metric_families
 
 from alltoken_mcp.media_urls import MediaLinks
-from alltoken_mcp.simulator import RunningSimulator, SimConfig
-from alltoken_mcp.store import SCHEMA_VERSION
+from alltoken_mcp.settings import key_fingerprint
+from alltoken_mcp.simulator import SIM_API_KEY, RunningSimulator, SimConfig
+from alltoken_mcp.store import SCHEMA_VERSION, SqliteStore
 from tests.serverkit import data, text_of
 from tests.test_http import INITIALIZE, TOKEN, RunningHTTPServer, http_server_process, server_env
 from tests.test_jobs_crash import until
+from tests.test_store import make_job
 
 SECRET = "m" * 40
+EXIT_SECONDS = 15
+"""A clean shutdown with nothing left to wait for takes a few seconds; the tests' grace is 60 s."""
 
 
 @pytest.fixture
@@ -255,6 +260,97 @@ async def test_metrics_count_exactly_the_calls_made(sim: RunningSimulator, tmp_p
     assert not any(re.search(r"igen_|job_[0-9a-f]{16}", v) for v in labels)  # no ids in labels
 
 
+async def test_the_job_gauges_follow_the_store_and_a_made_up_tool_name_is_not_a_label(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
+    """The gauges are read from the store at each scrape (another process's jobs included; a series
+    whose jobs are gone disappears), and the tool label is never what a caller made up."""
+    env = server_env(tmp_path, sim.base_url)
+    elsewhere = make_job(status="processing", next_poll_at=1.0, upstream_url="http://elsewhere.invalid/v1")
+    with anyio.fail_after(60):
+        async with (
+            http_server_process(env, extra_args=["--stateless"]) as server,
+            httpx2.AsyncClient(timeout=30) as http,
+        ):
+            store = await SqliteStore.open(tmp_path / "state.sqlite3")  # another process on the same file
+            try:
+                await store.insert_job(elsewhere)  # another upstream's: this server never polls it
+                while_active = samples(await scrape(http, server))
+                await store.update_job(elsewhere.job_id, status="completed")
+                once_done = samples(await scrape(http, server))
+            finally:
+                await store.close()
+            made_up = {
+                "jsonrpc": "2.0",
+                "id": 2,
+                "method": "tools/call",
+                "params": {"name": "made_up_tool_name", "arguments": {}},
+            }
+            headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+            refused = await http.post(server.url, json=made_up, headers=headers)
+            after_call = await scrape(http, server)
+    processing = ("alltoken_mcp_jobs", (("kind", "image"), ("status", "processing")))
+    completed = ("alltoken_mcp_jobs", (("kind", "image"), ("status", "completed")))
+    assert (while_active[processing], while_active[("alltoken_mcp_jobs_due", ())]) == (1, 1)
+    assert processing not in once_done
+    assert (once_done[completed], once_done[("alltoken_mcp_jobs_due", ())]) == (1, 0)
+    assert "made_up_tool_name" in refused.text  # answered: the tool does not exist
+    assert "made_up_tool_name" not in after_call
+    unknown = [
+        value
+        for (name, labels), value in samples(after_call).items()
+        if name == "alltoken_mcp_tool_calls_total" and ("tool", "unknown") in labels
+    ]
+    assert unknown == [1]
+
+
+async def test_a_lease_taken_from_a_late_owner_is_counted(sim: RunningSimulator, tmp_path: Path) -> None:
+    env = server_env(tmp_path, sim.base_url)
+    late = make_job(
+        lease_owner="elsewhere:1:late",
+        lease_expires_at=1.0,
+        next_poll_at=1.0,
+        upstream_url=sim.base_url,
+        upstream_key=key_fingerprint(SIM_API_KEY),
+    )
+    takeovers = ("alltoken_mcp_lease_takeovers_total", ())
+    with anyio.fail_after(60):
+        async with http_server_process(env) as server, httpx2.AsyncClient(timeout=30) as http:
+            store = await SqliteStore.open(tmp_path / "state.sqlite3")
+            try:
+                await store.insert_job(late)
+            finally:
+                await store.close()
+            # Inserted by another process: the poller finds it at its next look (fail_after bounds it).
+            while samples(await scrape(http, server)).get(takeovers, 0) == 0:  # noqa: ASYNC110
+                await anyio.sleep(0.1)
+            counted = samples(await scrape(http, server))[takeovers]
+    assert counted == 1
+
+
+async def test_a_tool_call_the_client_cancels_is_counted_as_cancelled(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
+    sim.state.add_fault(path="/v1/chat/completions", method="POST", hold_ms=30_000)
+    env = server_env(tmp_path, sim.base_url)
+    cancelled = ("alltoken_mcp_tool_calls_total", (("outcome", "cancelled"), ("tool", "alltoken_chat")))
+    with anyio.fail_after(60):
+        async with http_server_process(env) as server, httpx2.AsyncClient(timeout=60) as http:
+            async with Client(streamable_http_client(server.url, http_client=http), mode="legacy") as client:  # type: ignore[arg-type]
+                await client.list_tools()
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(client.call_tool, "alltoken_chat", {"prompt": "never answered"})
+                    await until(lambda: sim.state.requests["POST /v1/chat/completions"] > 0, "the chat")
+                    tg.cancel_scope.cancel()  # the client gives up: it sends notifications/cancelled
+            # The server counts the call when its cancellation lands (fail_after bounds the wait).
+            while samples(await scrape(http, server)).get(cancelled, 0) == 0:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+            counted = samples(await scrape(http, server))
+    assert counted[cancelled] == 1
+    failed = ("alltoken_mcp_tool_calls_total", (("outcome", "failed"), ("tool", "alltoken_chat")))
+    assert failed not in counted
+
+
 # ------------------------------------------------------------------------------------- media
 
 
@@ -288,6 +384,14 @@ async def test_a_signed_media_url_is_served_by_another_replica_streamed_and_chec
             other_file = await http.get(f"{path[:-1]}1?{query}")
             expired_url = MediaLinks(origin(second), SECRET.encode(), seconds=-10).url(answer["job_id"], 0)
             expired = await http.get(expired_url)
+            no_exp = await http.get(f"{path}?sig={params['sig']}")
+            garbled_exp = await http.get(f"{path}?exp=soon&sig={params['sig']}")
+            twice = await http.get(f"{on_second}&sig={'A' * 22}")  # which of two would a proxy read?
+            posted = await http.post(on_second)
+            # Signed by the secret, but naming a file the job does not have, or a job nobody has.
+            signer = MediaLinks(origin(second), SECRET.encode())
+            no_such_file = await http.get(signer.url(answer["job_id"], 7))
+            no_such_job = await http.get(signer.url("job_00000000000000ff", 0))
     saved = Path(answer["files"][0]["path"])
     content, size = saved.read_bytes(), saved.stat().st_size  # noqa: ASYNC240 (the test is over)
     assert f"Download (15 min): {url}" in text_of(result)
@@ -301,8 +405,13 @@ async def test_a_signed_media_url_is_served_by_another_replica_streamed_and_chec
         b"",
         str(size),
     )
-    refusals = [forged, longer, other_file, expired]
-    assert [r.status_code for r in refusals] == [403] * 4
+    assert served.headers["content-disposition"] == f"attachment; filename*=UTF-8''{saved.name}"
+    assert served.headers["x-content-type-options"] == "nosniff"  # never rendered as something else
+    assert served.headers["cache-control"] == "private, no-store"  # the URL is a credential
+    assert (posted.status_code, posted.headers["allow"]) == (405, "GET, HEAD")
+    assert [no_such_file.status_code, no_such_job.status_code] == [404, 404]
+    refusals = [forged, longer, other_file, expired, no_exp, garbled_exp, twice]
+    assert [r.status_code for r in refusals] == [403] * 7
     assert {r.content for r in refusals} == {b'{"error": "forbidden"}'}  # nothing tells one from another
 
 
@@ -373,7 +482,8 @@ async def test_a_call_in_flight_at_sigterm_completes_and_the_server_exits_cleanl
     answers: list[dict[str, Any]] = []
     with anyio.fail_after(40):
         async with (
-            http_server_process(env, extra_args=["--shutdown-grace", "6"]) as server,
+            # A long grace: the server must exit once the call is answered, not when the drain time ends.
+            http_server_process(env, extra_args=["--shutdown-grace", "60"]) as server,
             httpx2.AsyncClient(timeout=30) as http,
         ):
             client = Client(streamable_http_client(server.url, http_client=http), mode="legacy")  # type: ignore[arg-type]
@@ -387,10 +497,57 @@ async def test_a_call_in_flight_at_sigterm_completes_and_the_server_exits_cleanl
                     tg.start_soon(ask)
                     await until(lambda: sim.state.requests["POST /v1/chat/completions"] > 0, "the chat")
                     server.process.send_signal(signal.SIGTERM)
-                status = await server.process.wait()
+                with anyio.fail_after(EXIT_SECONDS):
+                    status = await server.process.wait()
     stderr = "\n".join(server.stderr)
     assert [a["text"] for a in answers] == ["Echo: finish me"]
     assert status == 0, stderr
-    assert "waiting up to 3 s for 1 MCP request(s)" in stderr
+    assert "waiting up to 57 s for 1 MCP request(s)" in stderr
     assert "handing back" not in stderr
     assert "Traceback" not in stderr
+
+
+async def test_an_open_listen_stream_is_closed_gracefully_at_sigterm_and_does_not_hold_it_up(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
+    """A 2026-era `subscriptions/listen` lasts as long as its client wants: left open, it would make
+    every restart wait out the whole drain time and then be cut off. The drain ends it with its final
+    answer, so the client knows to listen again (to another replica) rather than seeing it lost."""
+    env = server_env(tmp_path, sim.base_url)
+    outcome: list[str] = []
+
+    async def listen(client: Client, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        try:
+            async with client.listen(resource_subscriptions=["alltoken://jobs"]) as subscription:
+                task_status.started()
+                async for _ in subscription:
+                    pass
+            outcome.append("closed by the server")
+        except Exception as exc:
+            outcome.append(repr(exc))
+
+    with anyio.fail_after(40):
+        async with (
+            http_server_process(env, extra_args=["--shutdown-grace", "60"]) as server,
+            httpx2.AsyncClient(timeout=60) as http,
+            Client(streamable_http_client(server.url, http_client=http), mode="auto") as client,  # type: ignore[arg-type]
+            anyio.create_task_group() as tg,
+        ):
+            await tg.start(listen, client)
+            server.process.send_signal(signal.SIGTERM)
+            with anyio.fail_after(EXIT_SECONDS):
+                status = await server.process.wait()
+    stderr = "\n".join(server.stderr)
+    assert status == 0, stderr
+    assert outcome == ["closed by the server"]
+    assert "handing back" not in stderr
+    assert "Traceback" not in stderr
+
+
+async def test_an_idle_server_exits_at_once_on_sigterm_not_after_its_grace(tmp_path: Path) -> None:
+    with anyio.fail_after(40):
+        async with http_server_process(server_env(tmp_path), extra_args=["--shutdown-grace", "60"]) as server:
+            server.process.send_signal(signal.SIGTERM)
+            with anyio.fail_after(EXIT_SECONDS):
+                status = await server.process.wait()
+    assert status == 0, "\n".join(server.stderr)

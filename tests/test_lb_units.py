@@ -8,16 +8,20 @@ import hashlib
 import re
 import sqlite3
 import time
-from contextlib import closing
+from contextlib import ExitStack, closing
 from pathlib import Path
 
+import anyio
+import anyio.abc
+import psycopg
 import pytest
 
 from alltoken_mcp import files
 from alltoken_mcp.media_urls import LINK_SECONDS, MediaLinks, MediaTarget
 from alltoken_mcp.metrics import route_template
 from alltoken_mcp.settings import SettingsError, load_settings
-from alltoken_mcp.store import SCHEMA_VERSION, Job, SqliteStore, Store, StoreError
+from alltoken_mcp.store import READY_SECONDS, SCHEMA_VERSION, Job, SqliteStore, Store, StoreError
+from tests.pgkit import Database
 from tests.test_store import HERE, make_job
 
 SECRET = b"s" * 32
@@ -43,6 +47,55 @@ async def test_a_closed_store_is_not_ready(tmp_path: Path) -> None:
     with pytest.raises(StoreError) as caught:
         await store.ready()
     assert "\n" not in str(caught.value)
+
+
+async def hold_elsewhere(
+    database: Database, release: anyio.Event, *, task_status: anyio.abc.TaskStatus[None]
+) -> None:
+    """Another process keeps the database busy until `release` (at most READY_SECONDS + 5 s, so that a
+    probe that waits for the lock instead of giving up fails the test rather than hanging it): SQLite's
+    write lock, or a lock on PostgreSQL's schema_version table (what a long migration or an
+    administrator's session would hold)."""
+    with ExitStack() as held:
+        if database.url is None:
+            sqlite = held.enter_context(closing(sqlite3.connect(database.path, isolation_level=None)))
+            sqlite.execute("BEGIN IMMEDIATE")
+        else:
+            postgres = held.enter_context(psycopg.connect(database.url))
+            postgres.execute("LOCK TABLE schema_version IN ACCESS EXCLUSIVE MODE")
+        task_status.started()
+        with anyio.move_on_after(READY_SECONDS + 5):
+            await release.wait()
+
+
+async def test_a_store_with_no_answer_in_time_is_not_ready_and_is_again_once_free(database: Database) -> None:
+    """The probe's bound holds although store calls are not cancellable (a SQLite call runs in a thread,
+    a PostgreSQL transaction is shielded): a probe stuck behind a lock would hang the balancer's checks
+    and, on PostgreSQL, hold a pooled connection for as long as the lock lasts."""
+    store = await database.open()
+    job = make_job()
+    release = anyio.Event()
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(hold_elsewhere, database, release)
+            # On SQLite a write now waits on the lock, holding the store's one connection.
+            tg.start_soon(store.insert_job, job)
+            await anyio.wait_all_tasks_blocked()
+            started = time.monotonic()
+            try:
+                with pytest.raises(StoreError) as refused:
+                    await store.ready()
+            finally:
+                took = time.monotonic() - started
+                release.set()
+        with anyio.fail_after(10):
+            await store.ready()
+        written = await store.get_job(job.job_id)
+    finally:
+        await store.close()
+    assert took < READY_SECONDS + 1.5
+    assert "\n" not in str(refused.value)
+    assert written is not None  # the write the probe gave up waiting for went through
 
 
 async def test_job_counts_and_due_jobs_come_from_the_rows(store: Store) -> None:
@@ -113,6 +166,10 @@ def test_a_url_is_refused_when_anything_in_it_was_changed() -> None:
     assert links.check(path, "-1", sig, now=1_000_000) is None
     assert links.check(path, exp, "é" * 22, now=1_000_000) is None
     assert links.check("/media/../state.sqlite3", exp, sig, now=1_000_000) is None
+    # Nonsense where a number belongs is refused too, never an exception (a 500 for the client).
+    assert links.check(path, None, sig, now=1_000_000) is None
+    assert links.check(path, "soon", sig, now=1_000_000) is None
+    assert links.check(path, "9" * 5000, sig, now=1_000_000) is None  # past int()'s digit limit
     assert MediaLinks("https://mcp.example.com", b"t" * 32).check(path, exp, sig, now=1_000_000) is None
 
 

@@ -97,6 +97,7 @@ async def test_the_file_is_reread_when_it_changes_at_most_once_a_second(tmp_path
     now = [100.0]
     tokens = TokensFile(path, clock=lambda: now[0])
     assert (await tokens.verify_token(ALICE)) is not None
+    assert (await tokens.verify_token(f" {ALICE}\n")) is not None  # pasted with blanks around it
     assert await tokens.verify_token(BOB) is None
     path.write_text(BOB_LINE + "\n")
     now[0] += 0.5
@@ -165,6 +166,14 @@ async def test_two_people_never_see_each_others_jobs_files_or_conversations(
                 chat = data(await alice.call_tool("alltoken_chat", {"prompt": "remember 42"}))
                 mine = data(await alice.call_tool("list_jobs", {}))
                 own_media = await alice.read_resource(f"alltoken://media/{image['job_id']}/0")
+                own_chat = data(
+                    await alice.call_tool(
+                        "alltoken_chat", {"prompt": "and now?", "conversation_id": chat["conversation_id"]}
+                    )
+                )
+                own_conversation = await alice.read_resource(
+                    f"alltoken://conversations/{chat['conversation_id']}"
+                )
             job_id, conversation_id = image["job_id"], chat["conversation_id"]
             async with as_person(server.url, BOB) as bob:
                 listed = data(await bob.call_tool("list_jobs", {}))
@@ -187,6 +196,8 @@ async def test_two_people_never_see_each_others_jobs_files_or_conversations(
                 jobs_resource = await bob.read_resource("alltoken://jobs")
     assert image["status"] == "completed"
     assert own_media.contents
+    assert own_chat["conversation_id"] == chat["conversation_id"]  # her own conversation goes on
+    assert "and now?" in own_conversation.contents[0].text  # type: ignore[union-attr]
     assert [j["job_id"] for j in mine["jobs"]] == [job_id]
     assert listed["jobs"] == []
     # The same answer as for an id nobody has: nothing tells Bob the job exists.
@@ -320,6 +331,41 @@ async def test_a_budget_on_a_persons_line_is_their_own_daily_budget_in_place_of_
     assert not bobs[0].is_error
     assert "of ALLTOKEN_DAILY_BUDGET_USD=$0.000002" in text_of(bobs[1])  # no line budget: the server's
     assert bob_usage["daily_budget_usd"] == "0.000002"
+
+
+async def test_each_person_s_spend_report_counts_their_own_calls_only(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
+    """alltoken://usage and route_health's spend are the caller's: Alice's chat and image job (the job's
+    charge is recorded by the poller, as hers), Bob's one chat."""
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{ALICE_LINE}\n{BOB_LINE}\n")
+    env = server_env(tmp_path, sim.base_url, ALLTOKEN_MCP_TOKENS_FILE=str(tokens))
+
+    async def spend_of(client: Client) -> tuple[dict[str, Any], dict[str, Any]]:
+        usage = await client.read_resource("alltoken://usage")
+        health = data(await client.call_tool("route_health", {}))
+        return json.loads(usage.contents[0].text), health["spend"]  # type: ignore[union-attr]
+
+    with anyio.fail_after(90):
+        async with http_server_process(env) as server:
+            async with as_person(server.url, ALICE) as alice:
+                await alice.call_tool("alltoken_chat", {"prompt": "one"})
+                image = data(await alice.call_tool("alltoken_image", {"prompt": "a fox", "wait_seconds": 30}))
+                # The job's charge is recorded after its billing record is read, a moment after the job
+                # is reported complete: ask until it is there (fail_after bounds it).
+                with anyio.fail_after(20):
+                    while (alices := await spend_of(alice))[0]["month"]["charges"] < 2:  # noqa: ASYNC110
+                        await anyio.sleep(0.05)
+            async with as_person(server.url, BOB) as bob:
+                await bob.call_tool("alltoken_chat", {"prompt": "one"})
+                bobs = await spend_of(bob)
+    assert image["status"] == "completed"
+    for usage, health in (alices, bobs):
+        assert health["today"] == usage["today"]
+        assert health["month"] == usage["month"]
+    assert (alices[0]["today"]["charges"], alices[0]["month"]["charges"]) == (2, 2)
+    assert (bobs[0]["today"]["charges"], bobs[0]["month"]["charges"]) == (1, 1)
 
 
 async def test_a_subscription_to_another_persons_job_is_accepted_and_hears_nothing(

@@ -62,6 +62,11 @@ async def test_an_active_token_is_its_subject_asked_once_with_the_clients_creden
         answer({"active": True}),  # no sub, no username: nobody to be
         answer({"active": "yes", "sub": "alice"}),
         RawResponse(status=200, pieces=[b"x" * (people.MAX_INTROSPECTION_BODY + 1)], framing="length"),
+        # What would let someone in, were it not refused for how it came:
+        answer({"active": True, "sub": "alice"}, status=500),  # an error status, whatever the body says
+        answer({"active": True, "sub": "alice", "pad": "x" * people.MAX_INTROSPECTION_BODY}),  # too long
+        answer({"active": True, "sub": 42}),  # a subject that is not a name
+        answer({"active": True, "sub": ""}),
     ],
 )
 async def test_an_endpoint_that_fails_or_answers_nonsense_lets_nobody_in(response: RawResponse) -> None:
@@ -119,3 +124,52 @@ async def test_a_server_on_introspection_knows_people_by_their_subject(
         ["oauth-bob"],
         ["oauth-revoked"],
     ]  # each token asked about once, however many requests it made
+
+
+async def test_a_redirect_from_the_endpoint_is_not_followed_with_the_token() -> None:
+    """A redirect would POST the token (and the client's credentials) to wherever it points."""
+    async with raw_server(answer({"active": True, "sub": "mallory"})) as elsewhere:
+        moved = RawResponse(
+            status=307, headers=[("Location", f"{elsewhere.origin}/introspect")], framing="length"
+        )
+        async with raw_server(moved) as idp:
+            verified = await Introspection(f"http://mcp:pw@127.0.0.1:{idp.port}/introspect").verify_token(
+                "tok"
+            )
+    assert verified is None
+    assert elsewhere.requests == []
+
+
+async def test_an_expiry_that_is_not_a_number_is_ignored_and_the_answer_kept_a_minute() -> None:
+    now = [1000.0]
+    async with raw_server(answer({"active": True, "sub": "alice", "exp": "tomorrow"})) as idp:
+        verifier = Introspection(f"{idp.origin}/introspect", clock=lambda: now[0])
+        first = await verifier.verify_token("tok")
+        now[0] += people.INTROSPECTION_CACHE_SECONDS - 1
+        again = await verifier.verify_token("tok")
+    assert first is not None
+    assert first.client_id == "alice"
+    assert first.expires_at is None
+    assert again == first
+    assert len(idp.requests) == 1
+
+
+async def test_the_cache_of_answers_is_bounded_and_drops_the_oldest(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every distinct token a client makes up is one entry: unbounded, a flood of made-up tokens would
+    grow the server's memory without end."""
+    monkeypatch.setattr(people, "INTROSPECTION_CACHE_SIZE", 2)
+    script = [answer({"active": True, "sub": name}) for name in ("a", "b", "c", "a")]
+    async with raw_server(*script) as idp:
+        verifier = Introspection(f"{idp.origin}/introspect")
+        asked = [await verifier.verify_token(f"tok-{name}") for name in ("a", "b", "c")]
+        cached = await verifier.verify_token("tok-c")  # the newest is still cached
+        dropped = await verifier.verify_token("tok-a")  # the oldest was dropped: asked again
+    assert [a.client_id for a in asked if a is not None] == ["a", "b", "c"]
+    assert cached is not None
+    assert dropped is not None
+    assert [parse_qs(r.body.decode())["token"] for r in idp.requests] == [
+        ["tok-a"],
+        ["tok-b"],
+        ["tok-c"],
+        ["tok-a"],
+    ]

@@ -14,7 +14,7 @@ import pytest
 
 from alltoken_mcp.redact import REDACTED, Redactor
 from alltoken_mcp.settings import Upstream, key_fingerprint
-from alltoken_mcp.store import SqliteStore, Store, UpstreamTaskTaken, new_job_id, owner_is_dead
+from alltoken_mcp.store import Job, SqliteStore, Store, UpstreamTaskTaken, new_job_id, owner_is_dead
 from tests.pgkit import Database
 from tests.test_store import HERE, make_job
 
@@ -197,3 +197,33 @@ async def test_a_lease_that_ends_now_is_free_to_take(database: Database) -> None
         assert [j.job_id for j in taken] == [job.job_id]
     finally:
         await store.close()
+
+
+async def test_a_claim_takes_the_most_overdue_active_jobs_up_to_its_limit_leaving_out_the_excluded(
+    store: Store,
+) -> None:
+    now = time.time()
+    oldest, older, old = (make_job(next_poll_at=now - age) for age in (30, 20, 10))
+    excluded = make_job(next_poll_at=now - 40)  # this process is already working on it
+    finished = make_job(status="completed", next_poll_at=now - 50)
+    for job in (old, excluded, finished, older, oldest):
+        await store.insert_job(job)
+    claimed = await store.claim_due_jobs(
+        "me", upstream=HERE, now=now, lease_seconds=30, limit=2, exclude=[excluded.job_id]
+    )
+    assert [j.job_id for j in claimed] == [oldest.job_id, older.job_id]
+    left = await store.get_job(old.job_id)
+    assert left is not None
+    assert left.lease_owner is None  # past the limit: not leased
+
+
+async def test_taking_back_ones_own_expired_lease_is_not_a_takeover(store: Store) -> None:
+    now = time.time()
+    mine = make_job(lease_owner="me", lease_expires_at=now - 1)
+    taken: list[Job] = []
+    await store.insert_job(mine)
+    claimed = await store.claim_due_jobs(
+        "me", upstream=HERE, now=now, lease_seconds=30, limit=10, on_takeover=taken.append
+    )
+    assert [j.job_id for j in claimed] == [mine.job_id]
+    assert taken == []

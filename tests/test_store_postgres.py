@@ -4,13 +4,16 @@ and say what to fix, the schema version it shares with SQLite, and a newer schem
 from __future__ import annotations
 
 import socket
+import time
 
+import anyio
 import psycopg
 import pytest
 
-from alltoken_mcp.store import SCHEMA_VERSION, StoreError
+from alltoken_mcp.store import SCHEMA_VERSION, JobChange, StoreError, postgres
 from alltoken_mcp.store.postgres import PostgresStore, _explain
 from alltoken_mcp.store.schema import POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS
+from tests.test_store import HERE, make_job
 
 
 def _closed_port() -> int:
@@ -94,8 +97,6 @@ async def test_a_database_of_a_newer_release_is_refused_and_ready_says_so(postgr
 
 
 async def test_replicas_starting_together_migrate_once(postgres_url: str) -> None:
-    import anyio
-
     stores: list[PostgresStore] = []
 
     async def start() -> None:
@@ -135,3 +136,93 @@ async def test_a_call_waiting_for_a_free_connection_can_be_cancelled_and_the_poo
         assert pool.get_stats()["pool_size"] <= POOL_MAX_SIZE
     finally:
         await store.close()
+
+
+async def test_a_claim_skips_the_rows_another_replica_is_claiming_instead_of_waiting(
+    postgres_url: str,
+) -> None:
+    """SKIP LOCKED: while another replica's claim holds a due job's row, this claim takes the other due
+    jobs and returns at once. FOR UPDATE alone would also never hand out one job twice, but every
+    replica would queue behind every other's claim."""
+    store = await PostgresStore.open(postgres_url)
+    busy, free = make_job(next_poll_at=1.0), make_job(next_poll_at=2.0)
+    finished = anyio.Event()
+    claimed: list[str] = []
+
+    async def claim() -> None:
+        jobs = await store.claim_due_jobs(
+            "me:1:x", upstream=HERE, now=time.time(), lease_seconds=60, limit=10, is_dead=lambda _: False
+        )
+        claimed.extend(job.job_id for job in jobs)
+        finished.set()
+
+    try:
+        for job in (busy, free):
+            await store.insert_job(job)
+        with psycopg.connect(postgres_url) as elsewhere:  # a replica mid-claim: its transaction is open
+            elsewhere.execute("SELECT 1 FROM jobs WHERE job_id = %s FOR UPDATE", (busy.job_id,))
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(claim)
+                with anyio.move_on_after(5):  # a claim that waits for the lock is freed after 5 s
+                    await finished.wait()
+                returned_while_locked = finished.is_set()
+                elsewhere.rollback()
+    finally:
+        await store.close()
+    assert returned_while_locked
+    assert claimed == [free.job_id]
+
+
+async def test_a_store_hears_the_others_job_changes_not_its_own_and_again_after_losing_its_listener(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+
+    monkeypatch.setattr(postgres, "LISTEN_RETRY_SECONDS", 0.05)
+    listener, publisher = await PostgresStore.open(postgres_url), await PostgresStore.open(postgres_url)
+    heard: list[str] = []
+    arrived = anyio.Event()
+
+    async def deliver(change: JobChange) -> None:
+        nonlocal arrived
+        heard.append(change.job_id)
+        arrived.set()
+
+    async def listening() -> bool:
+        with psycopg.connect(postgres_url, autocommit=True) as db:
+            return bool(
+                db.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE query = %s", (f"LISTEN {postgres.CHANNEL}",)
+                ).fetchone()[0]  # type: ignore[index]
+            )
+
+    async def until_listening() -> None:
+        while not await listening():  # noqa: ASYNC110 (another connection: no event to wait on)
+            await anyio.sleep(0.02)
+
+    try:
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(listener.follow_job_changes, deliver)
+                await until_listening()
+                await listener.publish_job_change("job_00000000000000aa")  # its own: not delivered
+                with psycopg.connect(postgres_url, autocommit=True) as db:  # not ours: ignored, and on
+                    db.execute("SELECT pg_notify(%s, %s)", (postgres.CHANNEL, "not json"))
+                await publisher.publish_job_change("job_00000000000000bb")
+                await arrived.wait()
+                arrived = anyio.Event()
+                # The listening connection is lost (a failover, an administrator, a network cut).
+                with psycopg.connect(postgres_url, autocommit=True) as db:
+                    db.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = %s",
+                        (f"LISTEN {postgres.CHANNEL}",),
+                    )
+                while await listening():  # noqa: ASYNC110
+                    await anyio.sleep(0.02)
+                await until_listening()
+                await publisher.publish_job_change("job_00000000000000cc")
+                await arrived.wait()
+                tg.cancel_scope.cancel()
+    finally:
+        await listener.close()
+        await publisher.close()
+    assert heard == ["job_00000000000000bb", "job_00000000000000cc"]

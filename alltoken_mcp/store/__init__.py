@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from alltoken_mcp.redact import Redactor
 from alltoken_mcp.settings import Settings
-from alltoken_mcp.store.contract import JobChange, Store
+from alltoken_mcp.store.contract import READY_SECONDS, JobChange, Store
 from alltoken_mcp.store.records import (
     ACTIVE_STATUSES,
     JOB_COLUMNS,
@@ -43,6 +43,7 @@ __all__ = [
     "ACTIVE_STATUSES",
     "JOB_COLUMNS",
     "PICODOLLARS",
+    "READY_SECONDS",
     "SCHEMA_VERSION",
     "Charge",
     "ChargeKind",

@@ -29,6 +29,11 @@ from typing import Any
 from alltoken_mcp.settings import Upstream
 from alltoken_mcp.store.records import Charge, Conversation, Job, SpendTotal, owner_is_dead
 
+READY_SECONDS = 2.0
+"""How long `ready()` may take: a store that has not answered within it is not ready. Balancers probe every
+few seconds and time out themselves; a probe left waiting on a locked database would also hold on to a
+connection the tool calls need."""
+
 
 @dataclass(frozen=True)
 class JobChange:
@@ -50,7 +55,8 @@ class Store(ABC):
     @abstractmethod
     async def ready(self) -> None:
         """A cheap check that the store can serve: reachable, and its schema is this release's. Raises
-        `StoreError` (one line) when not. For a load balancer's readiness probe."""
+        `StoreError` (one line) when not, also when it has no answer within `READY_SECONDS` (a lock held
+        elsewhere, every connection busy). For a load balancer's readiness probe."""
 
     @abstractmethod
     async def job_counts(self) -> dict[tuple[str, str], int]:

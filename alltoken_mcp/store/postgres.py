@@ -38,7 +38,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from alltoken_mcp.redact import Redactor
 from alltoken_mcp.settings import DATABASE_URL_VAR, Upstream, shown_url
-from alltoken_mcp.store.contract import JobChange, Store
+from alltoken_mcp.store.contract import READY_SECONDS, JobChange, Store
 from alltoken_mcp.store.records import (
     ACTIVE_STATUSES,
     CHARGE_COLUMNS,
@@ -137,7 +137,11 @@ class PostgresStore(Store):
             logger.warning("closing the state database: %s", exc)
 
     async def ready(self) -> None:
-        row = await self._fetchone("SELECT version FROM schema_version", {})
+        # Bounded by the server and the pool, not by cancelling: a started call is shielded (see
+        # `_connection`), so a probe stuck behind a lock would otherwise wait it out.
+        async with self._transaction(wait=READY_SECONDS) as db:
+            await db.execute(f"SET LOCAL statement_timeout = {round(READY_SECONDS * 1000)}")
+            row = await (await db.execute("SELECT version FROM schema_version")).fetchone()
         version = None if row is None else row["version"]
         if version != SCHEMA_VERSION:
             raise StoreError(
@@ -146,16 +150,16 @@ class PostgresStore(Store):
             )
 
     @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[Connection]:
+    async def _connection(self, *, wait: float | None = None) -> AsyncIterator[Connection]:
         """One pooled connection (autocommit) for one store call; database failures become one-line
-        StoreErrors.
+        StoreErrors. `wait`: how long to wait for a free connection (default `POOL_WAIT_SECONDS`).
 
         Waiting for a free connection can be cancelled (a tool call's time budget ends while the pool
         is busy); once it has one, the call is shielded from cancellation, as a SQLite call in its
         worker thread is: a call that has started finishes (its statements are short), so a cancelled
         caller never leaves a connection half-used, neither returned to the pool nor closed."""
         with _mapped_errors(self._url):
-            connection = await self._pool.getconn()
+            connection = await self._pool.getconn(timeout=wait)
         try:
             with anyio.CancelScope(shield=True), _mapped_errors(self._url):
                 yield connection
@@ -164,10 +168,10 @@ class PostgresStore(Store):
                 await self._pool.putconn(connection)
 
     @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[Connection]:
+    async def _transaction(self, *, wait: float | None = None) -> AsyncIterator[Connection]:
         """`_connection` with its statements in one transaction: committed when the block ends, rolled
         back when it raises."""
-        async with self._connection() as connection, connection.transaction():
+        async with self._connection(wait=wait) as connection, connection.transaction():
             yield connection
 
     async def _fetchone(self, sql: str, params: Any) -> dict[str, Any] | None:
@@ -610,8 +614,8 @@ def _explain(exc: BaseException, where: str) -> str | None:
     """One line for a failure of the server or the machine; None for anything else."""
     if isinstance(exc, PoolTimeout):
         return (
-            f"Cannot reach the PostgreSQL database {where}: no connection could be had within "
-            f"{POOL_WAIT_SECONDS:g} s. Check that the server is up and accepts connections "
+            f"Cannot reach the PostgreSQL database {where}: no connection could be had in time "
+            f"({_first_line(exc)}). Check that the server is up and accepts connections "
             "(max_connections), then retry."
         )
     if not isinstance(exc, psycopg.Error):

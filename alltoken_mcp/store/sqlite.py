@@ -43,7 +43,7 @@ import anyio.to_thread
 
 from alltoken_mcp.redact import Redactor
 from alltoken_mcp.settings import Upstream
-from alltoken_mcp.store.contract import JobChange, Store
+from alltoken_mcp.store.contract import READY_SECONDS, JobChange, Store
 from alltoken_mcp.store.records import (
     ACTIVE_STATUSES,
     CHARGE_COLUMNS,
@@ -144,10 +144,26 @@ class SqliteStore(Store):
             logger.warning("closing the state database: %s", exc)
 
     async def ready(self) -> None:
-        try:
-            version = await self._run(lambda: int(self._db.execute("PRAGMA user_version").fetchone()[0]))
-        except sqlite3.Error as exc:  # a closed or broken connection: the probe says so in one line
-            raise StoreError(f"the state database {self.path} cannot be read: {exc}") from None
+        def read_version() -> int:
+            with self._lock:
+                return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+        # Not `_run`: a store call waiting on another process's write lock holds the connection for up to
+        # the busy timeout (30 s). The probe stops waiting at READY_SECONDS; the abandoned read finishes
+        # harmlessly once the connection is free.
+        version: int | None = None
+        with anyio.move_on_after(READY_SECONDS):
+            try:
+                version = await anyio.to_thread.run_sync(
+                    read_version, abandon_on_cancel=True, limiter=self._limiter
+                )
+            except sqlite3.Error as exc:  # a closed or broken connection: the probe says so in one line
+                raise StoreError(f"the state database {self.path} cannot be read: {exc}") from None
+        if version is None:
+            raise StoreError(
+                f"the state database {self.path} did not answer within {READY_SECONDS:g} s (another "
+                "process holds its write lock, or a long write is under way)"
+            )
         if version != SCHEMA_VERSION:
             raise StoreError(
                 f"the state database {self.path} has schema version {version}, not {SCHEMA_VERSION}: "
