@@ -226,3 +226,41 @@ async def test_a_store_hears_the_others_job_changes_not_its_own_and_again_after_
         await listener.close()
         await publisher.close()
     assert heard == ["job_00000000000000bb", "job_00000000000000cc"]
+
+
+async def test_a_metrics_scrape_behind_a_lock_on_the_jobs_fails_in_time_instead_of_waiting(
+    postgres_url: str,
+) -> None:
+    """What a migration's ALTER TABLE does to readers: /metrics' reads give up within READY_SECONDS
+    (and answer 503) rather than each holding a pooled connection until the lock is gone. The lock is
+    let go after READY_SECONDS + 5 s at most, so a read that waits for it fails the test, not hangs it."""
+    import time
+
+    import anyio
+
+    from alltoken_mcp.store.contract import READY_SECONDS
+
+    store = await PostgresStore.open(postgres_url)
+    try:
+        locker = await psycopg.AsyncConnection.connect(postgres_url)
+        async with locker:
+            await locker.execute("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")
+            unlock_at = time.monotonic() + READY_SECONDS + 5
+            for read in (store.job_counts, lambda: store.due_count(time.time())):
+                started = time.monotonic()
+                async with anyio.create_task_group() as tg:
+
+                    async def unlock_late() -> None:
+                        await anyio.sleep_until(unlock_at)  # a bound, not a wait the test relies on
+                        await locker.rollback()
+
+                    tg.start_soon(unlock_late)
+                    with pytest.raises(StoreError) as refused:
+                        await read()
+                    tg.cancel_scope.cancel()
+                assert time.monotonic() - started < READY_SECONDS + 1.5
+                assert "\n" not in str(refused.value)
+            await locker.rollback()
+        assert await store.job_counts() == {}  # the lock gone, the same read answers
+    finally:
+        await store.close()

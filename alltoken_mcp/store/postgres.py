@@ -139,10 +139,8 @@ class PostgresStore(Store):
     async def ready(self) -> None:
         # Bounded by the server and the pool, not by cancelling: a started call is shielded (see
         # `_connection`), so a probe stuck behind a lock would otherwise wait it out.
-        async with self._transaction(wait=READY_SECONDS) as db:
-            await db.execute(f"SET LOCAL statement_timeout = {round(READY_SECONDS * 1000)}")
-            row = await (await db.execute("SELECT version FROM schema_version")).fetchone()
-        version = None if row is None else row["version"]
+        rows = await self._probe("SELECT version FROM schema_version", {})
+        version = rows[0]["version"] if rows else None
         if version != SCHEMA_VERSION:
             raise StoreError(
                 f"the state database {self.location} has schema version {version}, not {SCHEMA_VERSION}: "
@@ -320,15 +318,23 @@ class PostgresStore(Store):
         )
 
     async def job_counts(self) -> dict[tuple[str, str], int]:
-        rows = await self._fetchall("SELECT kind, status, count(*) AS n FROM jobs GROUP BY kind, status", {})
+        rows = await self._probe("SELECT kind, status, count(*) AS n FROM jobs GROUP BY kind, status", {})
         return {(row["kind"], row["status"]): int(row["n"]) for row in rows}
 
     async def due_count(self, now: float) -> int:
-        rows = await self._fetchall(
+        rows = await self._probe(
             f"SELECT count(*) AS n FROM jobs WHERE {ACTIVE} AND next_poll_at <= %(now)s",
             {"active": list(ACTIVE_STATUSES), "now": now},
         )
         return int(rows[0]["n"])
+
+    async def _probe(self, sql: str, params: Any) -> list[dict[str, Any]]:
+        """A read for an operator's probe (/readyz, /metrics), bounded by the server and the pool to
+        `READY_SECONDS`: a scrape behind a lock (a migration's ALTER TABLE) fails instead of piling up
+        on pooled connections."""
+        async with self._transaction(wait=READY_SECONDS) as db:
+            await db.execute(f"SET LOCAL statement_timeout = {round(READY_SECONDS * 1000)}")
+            return await (await db.execute(sql, params)).fetchall()
 
     async def next_due_at(
         self,
