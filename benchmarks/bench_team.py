@@ -297,7 +297,7 @@ async def balancer(kind: str, servers: Sequence[Replica]) -> AsyncIterator[Targe
             raise SystemExit(
                 "--balancer nginx needs tests/nginxkit.py, which is not in this checkout"
             ) from None
-        with nginxkit.nginx_round_robin([s.port for s in servers]) as nginx:
+        with nginxkit.running_nginx(nginxkit.STATELESS_CONF, [s.port for s in servers]) as nginx:
             port = httpx2.URL(nginx.url).port or 80
             yield Target(f"{nginx.url}/mcp", [port], {}, "nginx round robin (docs/nginx-stateless.conf)")
 

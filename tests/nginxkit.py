@@ -1,12 +1,14 @@
-"""A throwaway nginx in front of replicas, configured from the documented docs/nginx-stateless.conf.
+"""A throwaway nginx in front of replicas, configured from a documented file in docs/.
 
-`with nginx_round_robin(ports) as nginx:` starts nginx on a free loopback port with the documented
-stateless configuration (round robin over `127.0.0.1:<port>` for each replica port) and stops it at the
-end; `nginx.url` is its base URL and `nginx.upstreams()` lists, from nginx's own access log, which replica
-served each request. The configuration is the documentation's file with only what cannot be the same on
-loopback changed: the replica addresses, and a plain-HTTP `listen` in place of the TLS lines (Debian
-bookworm's nginx 1.22 does not know `http2 on`, which came in 1.25.1). Every other directive, the proxy
-settings and `proxy_next_upstream` above all, is the documented one, so what CI tests is what users copy.
+`with running_nginx(STATELESS_CONF, ports) as nginx:` starts nginx on a free loopback port with the
+documented stateless configuration (round robin over `127.0.0.1:<port>` for each replica port; STICKY_CONF
+for the sticky one, sessions kept on one replica by client address) and stops it at the end; `nginx.url`
+is its base URL and `nginx.upstreams()` lists, from nginx's own access log, which replica served each
+request. The configuration is the documentation's file with only what cannot be the same on loopback
+changed: the replica addresses, and a plain-HTTP `listen` in place of the TLS lines (Debian bookworm's
+nginx 1.22 does not know `http2 on`, which came in 1.25.1). Every other directive, the proxy settings,
+`proxy_next_upstream` and the sticky file's `hash` above all, is the documented one, so what CI tests is
+what users copy.
 
 Everything nginx writes (pid, logs, temporary files) is in a temporary directory given as its prefix
 (`-p`, `-e`), never /var/log/nginx or /run. As root its workers run as `nobody`, as pgkit runs postgres.
@@ -27,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +39,9 @@ NO_NGINX = (
     f"no nginx for the replica test: install it (Debian: apt-get install nginx) or set {NGINX_VAR} to the "
     "nginx binary; .ci/run does"
 )
-STATELESS_CONF = Path(__file__).resolve().parents[1] / "docs" / "nginx-stateless.conf"
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+STATELESS_CONF = DOCS / "nginx-stateless.conf"
+STICKY_CONF = DOCS / "nginx-sticky.conf"
 START_SECONDS = 10.0
 STOP_SECONDS = 10.0
 UPSTREAM_LOG = "upstream.log"
@@ -61,32 +65,38 @@ def nginx_binary() -> Path | None:
     return debian if os.access(debian, os.X_OK) else None
 
 
-def _substitute(text: str, pattern: str, replacement: str, what: str) -> str:
+def _substitute(
+    text: str, pattern: str, replacement: str | Callable[[re.Match[str]], str], what: str, conf: Path
+) -> str:
     changed, count = re.subn(pattern, replacement, text, flags=re.MULTILINE)
     if count == 0:
-        raise NginxError(
-            f"{STATELESS_CONF.name} no longer has {what}; update tests/nginxkit.py to the new file"
-        )
+        raise NginxError(f"{conf.name} no longer has {what}; update tests/nginxkit.py to the new file")
     return changed
 
 
-def stateless_config(ports: Sequence[int], listen_port: int, documented: str | None = None) -> str:
-    """The documented stateless configuration (an `upstream` and a `server` block for `http { }`) with
-    the replicas on 127.0.0.1:`ports` and plain HTTP on 127.0.0.1:`listen_port`."""
-    text = STATELESS_CONF.read_text() if documented is None else documented
-    servers = re.findall(r"^\s*server\s+10\.0\.0\.\d+:8000(.*);\s*$", text, flags=re.MULTILINE)
-    if not servers:
-        raise NginxError(f"{STATELESS_CONF.name} no longer lists its replicas as `server 10.0.0.x:8000 …;`")
-    parameters = servers[0]  # max_fails=3 fail_timeout=10s, as documented
-    ours = "".join(f"    server 127.0.0.1:{port}{parameters};\n" for port in ports)
+def site_config(conf: Path, ports: Sequence[int], listen_port: int, documented: str | None = None) -> str:
+    """The documented configuration in `conf` (`upstream` and `server` blocks for `http { }`) with each
+    upstream's replicas on 127.0.0.1:`ports` and plain HTTP on 127.0.0.1:`listen_port`."""
+    text = conf.read_text() if documented is None else documented
+
+    def our_replicas(upstream: re.Match[str]) -> str:
+        # Every upstream lists the same replicas; each keeps its own parameters (max_fails=…).
+        parameters = re.match(r"\s*server\s+\S+?((?:\s.*)?);", upstream.group(0))
+        assert parameters is not None
+        return "".join(f"    server 127.0.0.1:{port}{parameters.group(1)};\n" for port in ports)
+
     text = _substitute(
-        text, r"(?:^\s*server\s+10\.0\.0\.\d+:8000.*;\s*\n)+", ours, "the upstream's server lines"
+        text,
+        r"(?:^\s*server\s+10\.0\.0\.\d+:8000(?:\s.*)?;\s*\n)+",
+        our_replicas,
+        "upstream replicas listed as `server 10.0.0.x:8000 …;`",
+        conf,
     )
     text = _substitute(
-        text, r"^(\s*)listen\s+443\s+ssl;", rf"\1listen 127.0.0.1:{listen_port};", "listen 443"
+        text, r"^(\s*)listen\s+443\s+ssl;", rf"\1listen 127.0.0.1:{listen_port};", "listen 443", conf
     )
-    text = _substitute(text, r"^\s*http2\s+on;.*\n", "", "http2 on")
-    return _substitute(text, r"^\s*ssl_certificate(?:_key)?\s+.*\n", "", "the TLS certificate lines")
+    text = _substitute(text, r"^\s*http2\s+on;.*\n", "", "http2 on", conf)
+    return _substitute(text, r"^\s*ssl_certificate(?:_key)?\s+.*\n", "", "the TLS certificate lines", conf)
 
 
 def _worker_user() -> str:
@@ -129,9 +139,15 @@ class RunningNginx:
     def upstreams(self) -> list[str]:
         """For each request logged so far, the replica address(es) nginx sent it to ("-" for none;
         "a, b" when it tried `a` and then `b`)."""
+        return [upstream for _, upstream in self.log()]
+
+    def log(self) -> list[tuple[str, str]]:
+        """For each request logged so far, what it was ("POST /mcp 200": method, path, status) and its
+        upstreams as above."""
         path = self.root / UPSTREAM_LOG
         lines = path.read_text().splitlines() if path.exists() else []
-        return [line.split(" ", 3)[3] for line in lines if line.count(" ") >= 3]
+        fields = [line.split(" ", 3) for line in lines if line.count(" ") >= 3]
+        return [(" ".join(request), upstream) for *request, upstream in fields]
 
 
 def _free_port() -> int:
@@ -146,19 +162,26 @@ def _accepting(port: int) -> bool:
 
 
 @contextmanager
-def nginx_round_robin(
-    ports: Sequence[int], binary: Path | None = None, listen: int | None = None
+def running_nginx(
+    conf: Path,
+    ports: Sequence[int],
+    binary: Path | None = None,
+    listen: int | None = None,
+    edit: Callable[[str], str] | None = None,
 ) -> Iterator[RunningNginx]:
-    """Run nginx with the documented stateless configuration over the replicas on 127.0.0.1:`ports`,
+    """Run nginx with the documented configuration `conf` over the replicas on 127.0.0.1:`ports`,
     listening on 127.0.0.1:`listen` (a free port by default; the replicas' ALLTOKEN_MCP_PUBLIC_URL may
-    need it before nginx starts)."""
+    need it before nginx starts). `edit` changes the rendered configuration (a test's deliberate
+    departure from the documented one)."""
     binary = binary or nginx_binary()
     if binary is None:
         raise NginxError(NO_NGINX)
     root = Path(tempfile.mkdtemp(prefix="alltoken-nginx-"))
     root.chmod(0o755)  # as root, the workers (nobody) create and use the temporary paths in here
     listen = listen or _free_port()
-    (root / "nginx.conf").write_text(main_config(root, stateless_config(ports, listen)))
+    site = site_config(conf, ports, listen)
+    site = edit(site) if edit is not None else site
+    (root / "nginx.conf").write_text(main_config(root, site))
     command = [str(binary), "-p", str(root), "-c", str(root / "nginx.conf"), "-e", str(root / "error.log")]
     process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     try:

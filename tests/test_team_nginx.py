@@ -100,7 +100,7 @@ async def team(home: Path, sim: RunningSimulator, database_url: str, binary: Pat
             for i in range(3)
         ]
         nginx = stack.enter_context(
-            nginxkit.nginx_round_robin([port_of(r) for r in replicas], binary, listen)
+            nginxkit.running_nginx(nginxkit.STATELESS_CONF, [port_of(r) for r in replicas], binary, listen)
         )
         store = await pgkit.Database("postgresql", home / "unused.sqlite3", database_url).open()
         stack.push_async_callback(store.close)
@@ -166,9 +166,18 @@ def same_refusal(foreign: t.CallToolResult, unknown: t.CallToolResult, job_id: s
     )
 
 
-def test_the_tested_nginx_configuration_is_the_documented_one_but_for_addresses_and_tls() -> None:
-    documented = nginxkit.STATELESS_CONF.read_text().splitlines()
-    tested = nginxkit.stateless_config([8001, 8002, 8003], 9000).splitlines()
+MAX_FAILS = " max_fails=3 fail_timeout=10s"
+REPLICA_LINES = {
+    nginxkit.STATELESS_CONF: [MAX_FAILS],
+    nginxkit.STICKY_CONF: [MAX_FAILS, ""],  # sessions' upstream, then media's (no parameters)
+}
+"""The documented files' upstreams, in order, by the parameters of their `server` lines."""
+
+
+@pytest.mark.parametrize("conf", REPLICA_LINES, ids=lambda conf: conf.name)
+def test_the_tested_nginx_configuration_is_the_documented_one_but_for_addresses_and_tls(conf: Path) -> None:
+    documented = conf.read_text().splitlines()
+    tested = nginxkit.site_config(conf, [8001, 8002, 8003], 9000).splitlines()
     changes = [
         " ".join(line.split()).replace("+ ", "+").replace("- ", "-")
         for line in difflib.unified_diff(documented, tested, lineterm="", n=0)
@@ -176,8 +185,8 @@ def test_the_tested_nginx_configuration_is_the_documented_one_but_for_addresses_
     ]
     assert sorted(changes) == sorted(
         [
-            *(f"-server 10.0.0.{n}:8000 max_fails=3 fail_timeout=10s;" for n in (11, 12, 13)),
-            *(f"+server 127.0.0.1:{port} max_fails=3 fail_timeout=10s;" for port in (8001, 8002, 8003)),
+            *(f"-server 10.0.0.{n}:8000{p};" for p in REPLICA_LINES[conf] for n in (11, 12, 13)),
+            *(f"+server 127.0.0.1:{port}{p};" for p in REPLICA_LINES[conf] for port in (8001, 8002, 8003)),
             "-listen 443 ssl;",
             "+listen 127.0.0.1:9000;",
             "-http2 on;",
