@@ -207,8 +207,10 @@ def _token(args: argparse.Namespace) -> int:
     token, line = new_token_line(args.name)
     if args.budget is not None:
         line += f" budget={parse_budget(args.budget, '--budget')}"
-    print(f"token for {args.name} (shown once; give it to them, it is not stored):\n  {token}")
-    print(f"line to add to ALLTOKEN_MCP_TOKENS_FILE (it holds only the token's SHA-256):\n  {line}")
+    # `alltoken-mcp token` is a terminal command, not the server: its output is for the operator
+    print(f"token for {args.name} (shown once; give it to them, it is not stored):\n  {token}")  # stdout-ok
+    added = "line to add to ALLTOKEN_MCP_TOKENS_FILE (it holds only the token's SHA-256)"
+    print(f"{added}:\n  {line}")  # stdout-ok
     return 0
 
 

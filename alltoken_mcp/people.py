@@ -72,21 +72,25 @@ def new_token_line(name: str) -> tuple[str, str]:
     return token, f"{check_person_name(name)}:{token_digest(token).hex()}"
 
 
+def _current_claim(name: str) -> str | None:
+    """A text claim of the current MCP request's access token; None without a token or the claim."""
+    access = get_access_token()
+    value = (access.claims or {}).get(name) if access is not None else None
+    return value if isinstance(value, str) else None
+
+
 def current_person() -> str | None:
     """The person the current MCP request was made by (a tokens-file name); None when no person is
     known — stdio, HTTP without tokens, or the one shared `ALLTOKEN_MCP_TOKEN` — and then everything
     belongs to "everyone local"."""
-    access = get_access_token()
-    person = (access.claims or {}).get(PERSON_CLAIM) if access is not None else None
-    return person if isinstance(person, str) else None
+    return _current_claim(PERSON_CLAIM)
 
 
 def current_budget() -> Decimal | None:
     """The current caller's own daily budget (`budget=` on their tokens-file line); None: the server's
     ALLTOKEN_DAILY_BUDGET_USD applies."""
-    access = get_access_token()
-    budget = (access.claims or {}).get(BUDGET_CLAIM) if access is not None else None
-    return Decimal(budget) if isinstance(budget, str) else None
+    budget = _current_claim(BUDGET_CLAIM)
+    return None if budget is None else Decimal(budget)
 
 
 @dataclass(frozen=True)
