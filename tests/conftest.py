@@ -5,6 +5,7 @@ start the simulator with other settings; tests that need two simulators call `se
 
 The state database: `database` (parametrized: each test using it runs on SQLite and on PostgreSQL) and
 `store` (that database, opened); `postgres_url` is a fresh PostgreSQL database on the session's server.
+`nginx_binary` is the nginx the replica tests put in front of their replicas.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pytest
 
 from alltoken_mcp.simulator import SIM_API_KEY, RunningSimulator, SimConfig, serve_simulator
 from alltoken_mcp.store import Store
-from tests import pgkit
+from tests import nginxkit, pgkit
 
 
 @pytest.fixture
@@ -63,6 +64,15 @@ def postgres_admin_url() -> Iterator[str]:
 def postgres_url(postgres_admin_url: str) -> str:
     """A fresh, empty database for one test."""
     return pgkit.create_database(postgres_admin_url)
+
+
+@pytest.fixture(scope="session")
+def nginx_binary() -> Path:
+    """The nginx the replica tests run (tests/nginxkit.py); they skip, saying why, where there is none."""
+    found = nginxkit.nginx_binary()
+    if found is None:
+        pytest.skip(nginxkit.NO_NGINX)
+    return found
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -45,14 +45,6 @@ def sim_config() -> SimConfig:
     return SimConfig(speed=0.02)
 
 
-@pytest.fixture(scope="module")
-def nginx_binary() -> Path:
-    found = nginxkit.nginx_binary()
-    if found is None:
-        pytest.skip(nginxkit.NO_NGINX)
-    return found
-
-
 @asynccontextmanager
 async def sticky_team(
     home: Path, sim: RunningSimulator, database_url: str, binary: Path, without: str | None = None
