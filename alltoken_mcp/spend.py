@@ -161,11 +161,15 @@ class SpendLedger:
         )
         await self._store.record_charge(charge)
 
+    def _limit(self, budget: Decimal | None) -> Decimal | None:
+        """The daily budget in force: the person's own (`budget`) if they have one, else the server's."""
+        return budget if budget is not None else self._budget
+
     async def check_budget(
         self, now: float | None = None, person: str | None = None, budget: Decimal | None = None
     ) -> None:
         """Raise `BudgetReached` when today's known spend (`person`'s) has reached the daily budget."""
-        limit = budget if budget is not None else self._budget
+        limit = self._limit(budget)
         if limit is None:
             return
         now = time.time() if now is None else now
@@ -205,7 +209,7 @@ class SpendLedger:
             month=SpendPeriod.of(
                 await self._store.spend(self._upstream, since=month.timestamp(), person=person)
             ),
-            daily_budget_usd=None if (limit := budget or self._budget) is None else str(limit),
+            daily_budget_usd=None if (limit := self._limit(budget)) is None else str(limit),
             budget_resets_at=reset.isoformat().replace("+00:00", "Z"),
         )
         if with_account and self._client.has_api_key:

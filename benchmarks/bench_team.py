@@ -182,14 +182,9 @@ async def simulator(speed: float) -> AsyncIterator[Simulator]:
 @contextmanager
 def postgres_server() -> Iterator[str]:
     """An admin URL: ALLTOKEN_TEST_DATABASE_URL's server, else a throwaway one of our own."""
-    given = os.environ.get(pgkit.TEST_URL_VAR)
-    if given:
-        yield given
-        return
-    binaries = pgkit.server_binaries()
-    if binaries is None:
-        raise SystemExit(pgkit.NO_SERVER)
-    with pgkit.throwaway_server(binaries) as url:
+    with pgkit.admin_server() as url:
+        if url is None:
+            raise SystemExit(pgkit.NO_SERVER)
         yield url
 
 

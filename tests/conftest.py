@@ -10,7 +10,6 @@ The state database: `database` (parametrized: each test using it runs on SQLite 
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -49,15 +48,10 @@ async def api(sim: RunningSimulator) -> AsyncIterator[httpx2.AsyncClient]:
 @pytest.fixture(scope="session")
 def postgres_admin_url() -> Iterator[str]:
     """A PostgreSQL server for the session (see tests/pgkit.py); skips only where none can be had."""
-    url = os.environ.get(pgkit.TEST_URL_VAR)
-    if url:
+    with pgkit.admin_server() as url:
+        if url is None:
+            pytest.skip(pgkit.NO_SERVER)
         yield url
-        return
-    binaries = pgkit.server_binaries()
-    if binaries is None:
-        pytest.skip(pgkit.NO_SERVER)
-    with pgkit.throwaway_server(binaries) as started:
-        yield started
 
 
 @pytest.fixture

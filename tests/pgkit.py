@@ -85,6 +85,22 @@ def throwaway_server(binaries: Path) -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+@contextmanager
+def admin_server() -> Iterator[str | None]:
+    """A superuser URL: `ALLTOKEN_TEST_DATABASE_URL`'s server, else a throwaway one started from the
+    binaries (stopped after the block); None where there is neither (`NO_SERVER` says what to do)."""
+    given = os.environ.get(TEST_URL_VAR)
+    if given:
+        yield given
+        return
+    binaries = server_binaries()
+    if binaries is None:
+        yield None
+        return
+    with throwaway_server(binaries) as started:
+        yield started
+
+
 def create_database(admin_url: str) -> str:
     """A new, empty database on the server of `admin_url`; its URL."""
     import psycopg
