@@ -48,10 +48,18 @@ class AppState:
     """The model listings (one cached fetch) and what each video model accepts."""
     spend: SpendLedger
     """The ledger of paid calls: known spend today and this month (UTC), and the daily budget."""
-    media_links: MediaLinks | None = None
-    """Signs download URLs for saved files; only when serving HTTP (a stdio host reads the paths)."""
-    stateless: bool = False
-    """Serving `--http --stateless`: no MCP sessions, so a 2025-era client cannot be asked anything."""
+    http: HttpServing | None = None
+    """What serving HTTP adds; None over stdio."""
+
+    @property
+    def media_links(self) -> MediaLinks | None:
+        """Signs download URLs for saved files; only when serving HTTP (a stdio host reads the paths)."""
+        return self.http.media_links if self.http is not None else None
+
+    @property
+    def stateless(self) -> bool:
+        """Serving `--http --stateless`: no MCP sessions, so a 2025-era client cannot be asked anything."""
+        return self.http is not None and self.http.stateless
 
 
 @dataclass
@@ -129,11 +137,7 @@ async def running_app(
             catalog = Catalog(store, client, ttl=catalog_ttl)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(jobs.run)
-                links = http.media_links if http is not None else None
-                stateless = http is not None and http.stateless
-                state = AppState(
-                    settings, client, store, jobs, notifier, redactor, catalog, spend, links, stateless
-                )
+                state = AppState(settings, client, store, jobs, notifier, redactor, catalog, spend, http)
                 if http is not None:
                     http.state = state
                 try:
